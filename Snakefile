@@ -1,0 +1,32 @@
+# AlphaEarth embeddings -> surface height: U-Net, U-Net++ and a Ridge baseline.
+# Run: snakemake --cores all   (then: snakemake --report results/report.html)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    aoi=one_of(AOIS),
+    model=one_of(MODELS),
+    seed=r"\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/patches.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/evaluation.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

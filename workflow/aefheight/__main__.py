@@ -1,0 +1,7 @@
+"""``python -m aefheight``: the same as the ``aefheight`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""AlphaEarth Foundations (AEF) embedding conventions.
+
+AEF stores each of its 64 bands as int8 with nodata -128; the float value is recovered with
+the official de-quantization ``((v / 127.5) ** 2) * sign(v)``. Keep embeddings int8 on disk
+and in the patch store; de-quantize only when a model consumes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NODATA: int = -128
+BANDS: int = 64
+BAND_NAMES: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(BANDS))
+
+# All 256 int8 codes -> float32; nodata maps to NaN. Indexing a LUT is ~10x faster than
+# evaluating the formula and gives bit-identical results.
+_LUT = np.array(
+    [((v / 127.5) ** 2) * np.sign(v) for v in range(-128, 128)], dtype=np.float32
+)
+_LUT[0] = np.nan
+
+
+def dequantize(codes: np.ndarray, nodata_value: float = np.nan) -> np.ndarray:
+    """De-quantize int8 AEF codes to float32 with AEF's official formula.
+
+    Args:
+        codes: int8 array of any shape.
+        nodata_value: value given to nodata (-128) codes; NaN by default, 0 for models.
+
+    Returns:
+        float32 array of the same shape.
+    """
+    if codes.dtype != np.int8:
+        raise TypeError(f"AEF codes must be int8, got {codes.dtype}")
+    lut = _LUT
+    if not np.isnan(nodata_value):
+        lut = _LUT.copy()
+        lut[0] = nodata_value
+    return lut[codes.astype(np.int16) + 128]
+
+
+def quantize(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Quantize float embeddings in [-1, 1] to int8 codes, the inverse of :func:`dequantize`.
+
+    Used by the synthetic AOI so that its embeddings go through the same lossy scheme as
+    Google's. Pixels where ``valid`` is False (or values are NaN) become nodata.
+    """
+    v = np.clip(np.nan_to_num(values, nan=0.0), -1.0, 1.0)
+    codes = np.rint(np.sign(v) * np.sqrt(np.abs(v)) * 127.5)
+    codes = np.clip(codes, -127, 127).astype(np.int8)
+    bad = np.isnan(values)
+    if valid is not None:
+        bad |= ~valid
+    codes[bad] = NODATA
+    return codes
+
+
+def valid_mask(codes: np.ndarray, axis: int = 0) -> np.ndarray:
+    """True where a pixel has no nodata band (AEF marks nodata in all bands at once)."""
+    return np.all(codes != NODATA, axis=axis)

@@ -1,0 +1,207 @@
+"""The ``aefheight`` command line: one subcommand per workflow step.
+
+Snakemake rules call these; a user can run any step by hand with the same arguments (the
+rule's shell command is printed by ``snakemake -p``). Settings arrive as one JSON object per
+config section (``--settings``), checked against the same dataclasses as the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import AefHeightError
+from .settings import from_mapping, parse_json
+
+log = logging.getLogger("aefheight")
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand shares."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads to use")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    return p
+
+
+def _settings(p: argparse.ArgumentParser, flag: str = "--settings") -> None:
+    p.add_argument(flag, default="{}", help="JSON object of the config section")
+
+
+def cmd_synthesize(a: argparse.Namespace) -> None:
+    from .synthetic import SyntheticSettings, write_synthetic
+
+    s = from_mapping(SyntheticSettings, parse_json(a.settings), a.section)
+    write_synthetic(s, a.embeddings, a.dsm, a.landcover)
+
+
+def cmd_tile(a: argparse.Namespace) -> None:
+    from .patches import TilingSettings, tile
+
+    tile(a.embeddings, a.dsm, a.out_dir, from_mapping(TilingSettings, parse_json(a.settings),
+                                                      "tiling"))
+
+
+def cmd_split(a: argparse.Namespace) -> None:
+    from .split import SplitSettings, write_split
+
+    s = from_mapping(SplitSettings, parse_json(a.settings), "split")
+    write_split(a.index, a.grid, a.gpkg, a.raster, s)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .models import ModelSettings
+    from .train import TrainSettings, train_net, train_ridge
+
+    ms = from_mapping(ModelSettings, parse_json(a.model_settings), f"models.{a.model}")
+    if ms.is_net:
+        ts = from_mapping(TrainSettings, parse_json(a.settings), "training")
+        train_net(a.store, a.split, ms, ts, a.seed, a.out_dir, a.threads)
+    else:
+        train_ridge(a.store, a.split, ms, a.seed, a.out_dir)
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from .predict import PredictSettings, predict_raster
+
+    s = from_mapping(PredictSettings, parse_json(a.settings), "prediction")
+    predict_raster(a.embeddings, a.checkpoint, a.out, s, a.threads,
+                   meta={"model": a.model, "seed": str(a.seed)})
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .metrics import evaluate, write_csv
+
+    metrics, sample = evaluate(a.prediction, a.dsm, a.split, seed=a.seed)
+    metrics.insert(0, "seed", a.seed)
+    metrics.insert(0, "model", a.model)
+    write_csv(metrics, a.out_csv)
+    write_csv(sample, a.out_samples)
+
+
+def cmd_collect(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .metrics import write_csv
+
+    df = pd.concat([pd.read_csv(p).assign(aoi=a.aoi) for p in a.inputs], ignore_index=True)
+    write_csv(df[["aoi", *[c for c in df.columns if c != "aoi"]]], a.out)
+
+
+def cmd_plot(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from . import figures
+
+    if a.kind == "split-map":
+        figures.split_map(a.split, a.dsm, a.out)
+    elif a.kind == "pred-vs-ref":
+        figures.pred_vs_ref(pd.read_csv(a.samples), pd.read_csv(a.metrics), a.model, a.out)
+    elif a.kind == "loss-curves":
+        hist = {Path(p).parent.parent.name: pd.read_csv(p) for p in a.histories}
+        figures.loss_curves(hist, a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="aefheight", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synthesize", parents=[common], help="make the synthetic demo AOI")
+    _settings(p)
+    p.add_argument("--section", default="synthetic", help="config path named in messages")
+    p.add_argument("--embeddings", type=Path, required=True)
+    p.add_argument("--dsm", type=Path, required=True)
+    p.add_argument("--landcover", type=Path)
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("tile", parents=[common], help="cut patches into the patch store")
+    _settings(p)
+    p.add_argument("--embeddings", type=Path, required=True)
+    p.add_argument("--dsm", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=cmd_tile)
+
+    p = sub.add_parser("split", parents=[common], help="spatial train/val/test split")
+    _settings(p)
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--grid", type=Path, required=True, help="a raster on the AOI grid")
+    p.add_argument("--gpkg", type=Path, required=True)
+    p.add_argument("--raster", type=Path, required=True)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("train", parents=[common], help="train one model (net or ridge)")
+    _settings(p)
+    p.add_argument("--model", required=True, help="model name (config key under models)")
+    p.add_argument("--model-settings", default="{}")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--split", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", parents=[common], help="predict the whole AOI into a COG")
+    _settings(p)
+    p.add_argument("--model", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--embeddings", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", parents=[common], help="metrics per split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prediction", type=Path, required=True)
+    p.add_argument("--dsm", type=Path, required=True)
+    p.add_argument("--split", type=Path, required=True, help="split.tif")
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.add_argument("--out-samples", type=Path, required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("collect", parents=[common], help="concatenate metric CSVs")
+    p.add_argument("--aoi", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("inputs", nargs="+", type=Path)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("plot", parents=[common], help="draw one figure")
+    p.add_argument("kind", choices=["split-map", "pred-vs-ref", "loss-curves"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--split", type=Path)
+    p.add_argument("--dsm", type=Path)
+    p.add_argument("--samples", type=Path)
+    p.add_argument("--metrics", type=Path)
+    p.add_argument("--model", default="")
+    p.add_argument("--histories", nargs="*", default=[])
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one step; a user error ends with one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GDAL_NUM_THREADS", str(max(1, args.threads)))
+    try:
+        args.func(args)
+    except AefHeightError as exc:
+        print(f"aefheight {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            print(f"aefheight {args.command}: error: cannot write "
+                  f"{exc.filename or 'output'}: {exc.strerror}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Figures of the study (matplotlib, one style): PNG for the report, PDF for a paper.
+
+Colours are fixed per split and per model so that every figure reads the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+
+import geopandas as gpd  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .patches import read_dsm_block  # noqa: E402
+from .raster import atomic_path, open_raster  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SPLIT_COLORS = {"train": "#1b9e77", "val": "#7570b3", "test": "#d95f02", "buffer": "#bdbdbd"}
+MODEL_COLORS = {"unet": "#1f77b4", "unetplusplus": "#d62728", "ridge": "#7f7f7f"}
+MODEL_LABELS = {"unet": "U-Net", "unetplusplus": "U-Net++", "ridge": "Ridge"}
+
+
+def model_label(name: str) -> str:
+    return MODEL_LABELS.get(name, name)
+
+
+def model_color(name: str) -> str:
+    return MODEL_COLORS.get(name, "#2ca02c")
+
+
+def save(fig: Figure, path: Path) -> None:
+    """Save a figure atomically as ``path`` (PNG) and a PDF sibling."""
+    for target in (path, path.with_suffix(".pdf")):
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=target.suffix[1:],
+                        metadata={"CreationDate": None} if target.suffix == ".pdf" else None)
+    plt.close(fig)
+
+
+def overview(path: Path, max_side: int = 1000) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A decimated read of band 1 (NaN for nodata) and its extent for ``imshow``."""
+    with open_raster(path) as ds:
+        f = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))
+        shape = (max(1, ds.height // f), max(1, ds.width // f))
+        z = read_dsm_block(ds, None) if f == 1 else ds.read(1, out_shape=shape).astype("f4")
+        if f > 1 and ds.nodata is not None:
+            z[z == ds.nodata] = np.nan
+        b = ds.bounds
+    return z, (b.left, b.right, b.bottom, b.top)
+
+
+def split_map(split_gpkg: Path, dsm_path: Path, out: Path) -> Figure:
+    """Patch footprints coloured by split over the reference DSM."""
+    df = gpd.read_file(split_gpkg, layer="patches")
+    z, extent = overview(dsm_path)
+    fig, ax = plt.subplots(figsize=(8, 6))
+    im = ax.imshow(z, extent=extent, cmap="terrain", interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="reference height (m)")
+    for name, color in SPLIT_COLORS.items():
+        sub = df[df["split"] == name]
+        if len(sub):
+            sub.boundary.plot(ax=ax, color=color, linewidth=1.2)
+            sub.plot(ax=ax, color=color, alpha=0.25)
+    counts = df["split"].value_counts()
+    ax.legend(handles=[Patch(color=c, alpha=0.6, label=f"{k} ({counts.get(k, 0)} patches)")
+                       for k, c in SPLIT_COLORS.items()], loc="lower left", fontsize=8)
+    ax.set_xlabel(f"easting (m, {df.crs.to_string() if df.crs else '?'})")
+    ax.set_ylabel("northing (m)")
+    ax.set_title("Spatial split of the patches")
+    save(fig, out)
+    return fig
+
+
+def pred_vs_ref(samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: Path) -> Figure:
+    """Hexbin of predicted vs reference height per split, 1:1 line, metrics in the corner."""
+    splits = [s for s in ("train", "val", "test") if (samples["split"] == s).any()]
+    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 4.2),
+                             squeeze=False, sharex=True, sharey=True)
+    lo = float(np.nanmin(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 0
+    hi = float(np.nanmax(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 1
+    for ax, split in zip(axes[0], splits, strict=False):
+        sub = samples[samples["split"] == split]
+        ax.hexbin(sub["reference"], sub["prediction"], gridsize=60, bins="log", mincnt=1,
+                  cmap="viridis", extent=(lo, hi, lo, hi))
+        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="1:1")
+        m = metrics[metrics["split"] == split].iloc[0]
+        ax.text(0.03, 0.97, f"R² = {m['r2']:.3f}\nRMSE = {m['rmse_m']:.2f} m\n"
+                f"median dh = {m['median_diff_m']:.2f} m\nN = {int(m['n']):,}",
+                transform=ax.transAxes, va="top", fontsize=9,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+        ax.set_title(f"{model_label(model)}: {split}", color=model_color(model))
+        ax.set_xlabel("reference height (m)")
+        ax.set_aspect("equal")
+    axes[0][0].set_ylabel("predicted height (m)")
+    save(fig, out)
+    return fig
+
+
+def loss_curves(histories: dict[str, pd.DataFrame], out: Path) -> Figure:
+    """Training and validation loss per epoch for every net (standardized MSE, log scale)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model, h in histories.items():
+        c = model_color(model)
+        ax.plot(h["epoch"], h["train_loss"], color=c, label=f"{model_label(model)} train")
+        ax.plot(h["epoch"], h["val_loss"], color=c, linestyle="--",
+                label=f"{model_label(model)} validation")
+        best = h.loc[h["val_loss"].idxmin()]
+        ax.scatter([best["epoch"]], [best["val_loss"]], color=c, marker="o", zorder=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE of standardized height")
+    ax.set_title("Training curves (dot: best validation epoch, kept)")
+    ax.legend(fontsize=8)
+    save(fig, out)
+    return fig

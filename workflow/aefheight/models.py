@@ -1,0 +1,115 @@
+"""One factory for every model of the study: smp decoders and the pixel-wise Ridge baseline.
+
+U-Net and U-Net++ differ only in ``arch``. The Ridge baseline is fitted with scikit-learn and
+then held as a 1x1 convolution, so that checkpoints, prediction and evaluation treat all three
+models the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import aef
+from .errors import ConfigError, RasterError
+from .raster import atomic_path
+
+RIDGE = "ridge"
+
+
+def smp_archs() -> dict[str, Any]:
+    """Architectures segmentation-models-pytorch offers, by lower-case name."""
+    import segmentation_models_pytorch as smp
+
+    return {name.lower(): cls for name, cls in vars(smp).items()
+            if isinstance(cls, type) and issubclass(cls, nn.Module)
+            and hasattr(cls, "__init__") and name in smp.__all__}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One model of the study (config ``models.<name>``)."""
+
+    arch: str = "unet"  # unet | unetplusplus | any smp architecture | ridge
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None  # None offline; "imagenet" downloads weights once
+    decoder_channels: tuple[int, ...] | None = None  # None: smp's default
+    alpha: float = 1.0  # ridge: L2 penalty
+    max_pixels: int = 200_000  # ridge: training pixels sampled from train patches
+
+    def check(self, section: str) -> None:
+        if self.arch == RIDGE:
+            if self.alpha < 0 or self.max_pixels < 100:
+                raise ConfigError(f"{section}: ridge needs alpha >= 0 and max_pixels >= 100")
+            return
+        archs = smp_archs()
+        if self.arch not in archs:
+            raise ConfigError(
+                f"{section}.arch {self.arch!r} is unknown; use ridge or one of "
+                f"{', '.join(sorted(archs))}"
+            )
+        import segmentation_models_pytorch as smp
+
+        encoders = smp.encoders.get_encoder_names()
+        if self.encoder not in encoders:
+            raise ConfigError(
+                f"{section}.encoder {self.encoder!r} is unknown to segmentation-models-pytorch "
+                f"(e.g. resnet18, resnet34, efficientnet-b0)"
+            )
+
+    @property
+    def is_net(self) -> bool:
+        return self.arch != RIDGE
+
+
+def build_model(s: ModelSettings, in_channels: int = aef.BANDS) -> nn.Module:
+    """Build a model with ``in_channels`` inputs and one output (height, standardized)."""
+    if s.arch == RIDGE:
+        return nn.Conv2d(in_channels, 1, kernel_size=1)
+    import segmentation_models_pytorch as smp
+
+    kwargs: dict[str, Any] = {}
+    if s.decoder_channels is not None:
+        kwargs["decoder_channels"] = list(s.decoder_channels)
+    return smp.create_model(
+        s.arch,
+        encoder_name=s.encoder,
+        encoder_weights=s.encoder_weights,
+        in_channels=in_channels,
+        classes=1,
+        **kwargs,
+    )
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, s: ModelSettings, mean: float, std: float, **extra: Any
+) -> None:
+    """Write a self-describing checkpoint (weights, settings, target scaling), atomically."""
+    state = {
+        "model": model.state_dict(),
+        "settings": asdict(s),
+        "target_mean": float(mean),
+        "target_std": float(std),
+        **extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint; returns (model in eval mode, checkpoint dict)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise RasterError(f"cannot read checkpoint {path}: {exc}") from exc
+    settings = dict(ckpt["settings"])
+    if settings.get("decoder_channels") is not None:
+        settings["decoder_channels"] = tuple(settings["decoder_channels"])
+    s = ModelSettings(**{**settings, "encoder_weights": None})  # weights come from the file
+    model = build_model(s)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,133 @@
+"""Whole-AOI prediction: overlapping sliding windows, smooth blending, streamed to a COG.
+
+Windows are processed one window row at a time. Their weighted predictions accumulate in a
+strip as tall as one window; rows no later window can reach are written out at once, so memory
+is bounded by the window size times the AOI width, never by the AOI area. Blending weights are
+a separable squared sine (Hann) that is positive everywhere, so every pixel's weights sum to a
+positive number and overlapping windows fade into each other without seams.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from . import aef
+from .errors import ConfigError
+from .models import load_checkpoint
+from .raster import Grid, open_raster, read_checked, scratch_path, to_cog
+
+log = logging.getLogger(__name__)
+
+PRED_NODATA = -9999.0
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Settings of whole-AOI prediction (config ``prediction``)."""
+
+    window: int = 256
+    overlap: int = 64
+    batch_size: int = 4
+    device: str = "auto"
+
+    def check(self, section: str) -> None:
+        if self.window <= 0 or self.window % 32:
+            raise ConfigError(f"{section}.window must be a positive multiple of 32")
+        if not 0 <= self.overlap < self.window:
+            raise ConfigError(f"{section}.overlap must be in [0, window)")
+
+
+def blend_weights(size: int) -> np.ndarray:
+    """2-D blending weights: outer product of ``sin(pi (i + 0.5) / size) ** 2``; all > 0."""
+    w = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    return np.outer(w, w).astype(np.float32)
+
+
+def window_origins(length: int, window: int, stride: int) -> list[int]:
+    """Window offsets covering ``length``; the last window ends at the edge."""
+    if length <= window:
+        return [0]
+    origins = list(range(0, length - window, stride))
+    return origins + [length - window]
+
+
+def predict_raster(
+    embeddings_path: Path,
+    checkpoint_path: Path,
+    out_path: Path,
+    s: PredictSettings,
+    threads: int = 1,
+    meta: dict[str, str] | None = None,
+) -> None:
+    """Predict heights over the whole embedding raster into a float32 COG (nodata -9999)."""
+    from .train import pick_device
+
+    torch.set_num_threads(max(1, threads))
+    device = pick_device(s.device)
+    model, ckpt = load_checkpoint(checkpoint_path, device=str(device))
+    mean, std = ckpt["target_mean"], ckpt["target_std"]
+    win, stride = s.window, s.window - s.overlap
+    weights = blend_weights(win)
+    with open_raster(embeddings_path) as src:
+        grid = Grid.of(src)
+        height, width = grid.height, grid.width
+        rows = window_origins(height, win, stride)
+        cols = window_origins(width, win, stride)
+        acc = np.zeros((win, width), np.float32)  # weighted sum of predictions
+        wsum = np.zeros((win, width), np.float32)  # sum of weights of valid pixels
+        base = 0  # AOI row of acc[0]
+        profile = grid.profile(1, "float32", PRED_NODATA)
+        # a plain tiled GeoTIFF first (written in strips), then copied into a COG
+        with scratch_path(out_path, ".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+
+            def flush(upto: int) -> None:
+                nonlocal base, acc, wsum
+                n = upto - base
+                if n <= 0:
+                    return
+                out = np.full((n, width), PRED_NODATA, np.float32)
+                ok = wsum[:n] > 0
+                out[ok] = acc[:n][ok] / wsum[:n][ok]
+                dst.write(out, 1, window=Window(0, base, width, n))
+                acc = np.concatenate([acc[n:], np.zeros((n, width), np.float32)])
+                wsum = np.concatenate([wsum[n:], np.zeros((n, width), np.float32)])
+                base = upto
+
+            bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window",
+                       mininterval=10)
+            for r0 in rows:
+                flush(r0)
+                for i in range(0, len(cols), s.batch_size):
+                    batch_cols = cols[i : i + s.batch_size]
+                    codes = np.stack([
+                        read_checked(src, Window(c0, r0, win, win), fill_value=aef.NODATA,
+                                     boundless=r0 + win > height or c0 + win > width)
+                        for c0 in batch_cols
+                    ])
+                    valid = aef.valid_mask(codes, axis=1)
+                    x = torch.from_numpy(aef.dequantize(codes, nodata_value=0.0)).to(device)
+                    with torch.no_grad():
+                        pred = model(x)[:, 0].float().cpu().numpy() * std + mean
+                    for k, c0 in enumerate(batch_cols):
+                        h = min(win, height - r0)
+                        w = min(win, width - c0)
+                        wk = weights[:h, :w] * valid[k, :h, :w]
+                        acc[r0 - base : r0 - base + h, c0 : c0 + w] += pred[k, :h, :w] * wk
+                        wsum[r0 - base : r0 - base + h, c0 : c0 + w] += wk
+                    bar.update(len(batch_cols))
+            flush(height)
+            bar.close()
+            dst.update_tags(units="m", quantity="predicted surface height",
+                            checkpoint=str(checkpoint_path), **(meta or {}))
+            dst.set_band_description(1, "height_m")
+            dst.close()
+            to_cog(tmp, out_path)
+    log.info("wrote %s (%dx%d px, %d windows)", out_path, width, height, len(rows) * len(cols))

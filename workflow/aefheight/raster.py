@@ -1,0 +1,159 @@
+"""Raster I/O: the target grid, checked opening, windows and atomic (COG) writes.
+
+Plain functions over rasterio. Every file this package writes goes to a temporary name in the
+destination folder first and is renamed when complete, so an interrupted step never leaves a
+partial file under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from .errors import GridMismatch, RasterError
+
+BLOCK = 256  # internal tile size of every GeoTIFF we write; patch sizes align to it
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform and shape. Two co-registered rasters share one."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, ds: rasterio.io.DatasetReader) -> Grid:
+        """The grid of an open dataset."""
+        return cls(ds.crs, ds.transform, ds.width, ds.height)
+
+    @property
+    def res(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        t = self.transform
+        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+
+    def profile(self, count: int, dtype: str, nodata: float | int) -> dict:
+        """A tiled, compressed GeoTIFF profile on this grid."""
+        return {
+            "driver": "GTiff",
+            "crs": self.crs,
+            "transform": self.transform,
+            "width": self.width,
+            "height": self.height,
+            "count": count,
+            "dtype": dtype,
+            "nodata": nodata,
+            "tiled": True,
+            "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+            "compress": "deflate",
+            "interleave": "pixel",
+            "bigtiff": "if_safer",
+        }
+
+
+def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
+    """Open a raster, turning GDAL's errors into one clear :class:`RasterError`."""
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterError(f"cannot read raster {path}: {exc}") from exc
+
+
+def check_same_grid(a: Grid, b: Grid, name_a: str, name_b: str) -> None:
+    """Raise :class:`GridMismatch` naming what differs between two grids."""
+    if a.crs is None or b.crs is None:
+        missing = name_a if a.crs is None else name_b
+        raise GridMismatch(f"{missing} has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
+    if a.crs != b.crs:
+        raise GridMismatch(
+            f"CRS differs: {name_a} is {a.crs.to_string()}, {name_b} is {b.crs.to_string()}; "
+            "reproject one onto the other's grid (co-registration step)"
+        )
+    if (a.width, a.height) != (b.width, b.height) or not a.transform.almost_equals(
+        b.transform, precision=1e-6
+    ):
+        raise GridMismatch(
+            f"grid differs: {name_a} is {a.width}x{a.height} px at {tuple(a.transform)[:6]}, "
+            f"{name_b} is {b.width}x{b.height} px at {tuple(b.transform)[:6]}"
+        )
+
+
+def read_checked(
+    ds: rasterio.io.DatasetReader, window: Window | None = None, **kwargs
+) -> np.ndarray:
+    """``ds.read`` that reports a truncated or corrupt file as :class:`RasterError`."""
+    try:
+        return ds.read(window=window, **kwargs)
+    except RasterioIOError as exc:
+        raise RasterError(f"{ds.name} is corrupt or truncated: {exc}") from exc
+
+
+def strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
+    """(row_off, n_rows) pairs covering ``height`` in strips of ``rows`` rows."""
+    for r in range(0, height, rows):
+        yield r, min(rows, height - r)
+
+
+@contextlib.contextmanager
+def scratch_path(beside: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a hidden temporary path in the folder of ``beside``; always removed afterwards."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    tmp = beside.with_name(f".{beside.name}.{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        for side in tmp.parent.glob(tmp.name + ".*"):  # GDAL side files (.aux.xml, .ovr)
+            side.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` only on success.
+
+    Same folder, so the rename is atomic: readers see the old file or the complete new one.
+    """
+    with scratch_path(final, suffix=Path(final).suffix) as tmp:
+        yield tmp
+        os.replace(tmp, final)
+
+
+def to_cog(src: str | os.PathLike, dst: str | os.PathLike, resampling: str = "average") -> None:
+    """Copy a tiled GeoTIFF into a Cloud Optimized GeoTIFF (with overviews), atomically.
+
+    GDAL's COG driver streams by blocks, so memory stays bounded for any raster size.
+    """
+    from rasterio.shutil import copy
+
+    with atomic_path(dst) as tmp:
+        copy(
+            src,
+            tmp,
+            driver="COG",
+            compress="DEFLATE",
+            blocksize=BLOCK,
+            overview_resampling=resampling,
+            bigtiff="IF_SAFER",
+            num_threads="ALL_CPUS",
+        )

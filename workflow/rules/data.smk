@@ -1,0 +1,23 @@
+# Inputs of an AOI: two co-registered rasters on one 10 m grid.
+#   embeddings.tif  int8 x 64 bands, nodata -128 (AEF codes, not de-quantized)
+#   dsm.tif         float32 reference height in metres, with nodata
+
+
+rule synthesize:
+    output:
+        embeddings="results/{aoi}/inputs/embeddings.tif",
+        dsm="results/{aoi}/inputs/dsm.tif",
+        landcover="results/{aoi}/inputs/landcover.tif",
+    log:
+        "results/{aoi}/logs/synthesize.log",
+    benchmark:
+        "results/{aoi}/benchmarks/synthesize.tsv"
+    conda:
+        "../../envs/synthesize.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("aois", w.aoi, "synthetic"),
+    shell:
+        "python -m aefheight synthesize --settings {params.settings:q} --section aois.{wildcards.aoi}.synthetic"
+        " --embeddings {output.embeddings} --dsm {output.dsm} --landcover {output.landcover}"
+        " > {log} 2>&1"

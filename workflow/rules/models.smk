@@ -1,0 +1,81 @@
+# Training (nets and the Ridge baseline) and whole-AOI prediction.
+
+
+rule train_net:
+    input:
+        index="results/{aoi}/patches/index.parquet",
+        embeddings="results/{aoi}/patches/embeddings.npy",
+        dsm="results/{aoi}/patches/dsm.npy",
+        split="results/{aoi}/split/split.gpkg",
+    output:
+        checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
+        history="results/{aoi}/models/{model}/seed{seed}/history.csv",
+    log:
+        "results/{aoi}/logs/train/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/train/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(NETS),
+    conda:
+        "../../envs/train_net.yaml"
+    threads: 4
+    resources:
+        gpu=0,
+    params:
+        model=lambda w: section_json("models", w.model),
+        settings=lambda w: section_json("training"),
+        store=lambda w, input: os.path.dirname(input.index),
+        out_dir=lambda w, output: os.path.dirname(output.checkpoint),
+    shell:
+        "python -m aefheight train --model {wildcards.model} --model-settings {params.model:q}"
+        " --settings {params.settings:q} --store {params.store} --split {input.split}"
+        " --seed {wildcards.seed} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+
+
+rule train_ridge:
+    input:
+        index="results/{aoi}/patches/index.parquet",
+        embeddings="results/{aoi}/patches/embeddings.npy",
+        dsm="results/{aoi}/patches/dsm.npy",
+        split="results/{aoi}/split/split.gpkg",
+    output:
+        checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
+        history="results/{aoi}/models/{model}/seed{seed}/history.csv",
+    log:
+        "results/{aoi}/logs/train/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/train/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(RIDGES),
+    conda:
+        "../../envs/train_ridge.yaml"
+    threads: 1
+    params:
+        model=lambda w: section_json("models", w.model),
+        store=lambda w, input: os.path.dirname(input.index),
+        out_dir=lambda w, output: os.path.dirname(output.checkpoint),
+    shell:
+        "python -m aefheight train --model {wildcards.model} --model-settings {params.model:q}"
+        " --store {params.store} --split {input.split} --seed {wildcards.seed}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule predict:
+    input:
+        embeddings="results/{aoi}/inputs/embeddings.tif",
+        checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
+    output:
+        "results/{aoi}/predictions/{model}_seed{seed}.tif",
+    log:
+        "results/{aoi}/logs/predict/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/predict/{model}_seed{seed}.tsv"
+    conda:
+        "../../envs/predict.yaml"
+    threads: 2
+    params:
+        settings=lambda w: section_json("prediction"),
+    shell:
+        "python -m aefheight predict --settings {params.settings:q} --model {wildcards.model}"
+        " --seed {wildcards.seed} --embeddings {input.embeddings}"
+        " --checkpoint {input.checkpoint} --out {output} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,69 @@
+# Tiling into the int8 patch store, and the spatial split with its map.
+
+
+rule tile:
+    input:
+        embeddings="results/{aoi}/inputs/embeddings.tif",
+        dsm="results/{aoi}/inputs/dsm.tif",
+    output:
+        index="results/{aoi}/patches/index.parquet",
+        embeddings="results/{aoi}/patches/embeddings.npy",
+        dsm="results/{aoi}/patches/dsm.npy",
+    log:
+        "results/{aoi}/logs/tile.log",
+    benchmark:
+        "results/{aoi}/benchmarks/tile.tsv"
+    conda:
+        "../../envs/tile.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("tiling"),
+        out_dir=lambda w, output: os.path.dirname(output.index),
+    shell:
+        "python -m aefheight tile --settings {params.settings:q} --embeddings {input.embeddings}"
+        " --dsm {input.dsm} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule split:
+    input:
+        index="results/{aoi}/patches/index.parquet",
+        grid="results/{aoi}/inputs/embeddings.tif",
+    output:
+        gpkg="results/{aoi}/split/split.gpkg",
+        raster="results/{aoi}/split/split.tif",
+    log:
+        "results/{aoi}/logs/split.log",
+    benchmark:
+        "results/{aoi}/benchmarks/split.tsv"
+    conda:
+        "../../envs/split.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("split"),
+    shell:
+        "python -m aefheight split --settings {params.settings:q} --index {input.index}"
+        " --grid {input.grid} --gpkg {output.gpkg} --raster {output.raster} > {log} 2>&1"
+
+
+rule split_map:
+    input:
+        split="results/{aoi}/split/split.gpkg",
+        dsm="results/{aoi}/inputs/dsm.tif",
+    output:
+        png=report(
+            "results/{aoi}/figures/split_map.png",
+            caption="../report/split_map.rst",
+            category="Split",
+            labels={"aoi": "{aoi}", "figure": "split map"},
+        ),
+        pdf="results/{aoi}/figures/split_map.pdf",
+    log:
+        "results/{aoi}/logs/split_map.log",
+    benchmark:
+        "results/{aoi}/benchmarks/split_map.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot split-map --split {input.split} --dsm {input.dsm}"
+        " --out {output.png} > {log} 2>&1"
