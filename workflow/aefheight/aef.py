@@ -15,9 +15,7 @@ BAND_NAMES: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(BANDS))
 
 # All 256 int8 codes -> float32; nodata maps to NaN. Indexing a LUT is ~10x faster than
 # evaluating the formula and gives bit-identical results.
-_LUT = np.array(
-    [((v / 127.5) ** 2) * np.sign(v) for v in range(-128, 128)], dtype=np.float32
-)
+_LUT = np.array([((v / 127.5) ** 2) * np.sign(v) for v in range(-128, 128)], dtype=np.float32)
 _LUT[0] = np.nan
 
 

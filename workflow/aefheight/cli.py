@@ -43,8 +43,12 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
 def cmd_tile(a: argparse.Namespace) -> None:
     from .patches import TilingSettings, tile
 
-    tile(a.embeddings, a.dsm, a.out_dir, from_mapping(TilingSettings, parse_json(a.settings),
-                                                      "tiling"))
+    tile(
+        a.embeddings,
+        a.dsm,
+        a.out_dir,
+        from_mapping(TilingSettings, parse_json(a.settings), "tiling"),
+    )
 
 
 def cmd_split(a: argparse.Namespace) -> None:
@@ -70,8 +74,14 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from .predict import PredictSettings, predict_raster
 
     s = from_mapping(PredictSettings, parse_json(a.settings), "prediction")
-    predict_raster(a.embeddings, a.checkpoint, a.out, s, a.threads,
-                   meta={"model": a.model, "seed": str(a.seed)})
+    predict_raster(
+        a.embeddings,
+        a.checkpoint,
+        a.out,
+        s,
+        a.threads,
+        meta={"model": a.model, "seed": str(a.seed)},
+    )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -105,6 +115,22 @@ def cmd_plot(a: argparse.Namespace) -> None:
     elif a.kind == "loss-curves":
         hist = {Path(p).parent.parent.name: pd.read_csv(p) for p in a.histories}
         figures.loss_curves(hist, a.out)
+
+
+def cmd_download(a: argparse.Namespace) -> None:
+    from .sources import steps
+
+    downloads = parse_json(a.downloads, "--downloads")
+    if a.kind == "index":
+        steps.run_index(a.source, downloads, a.out)
+        return
+    section = parse_json(a.settings)
+    if a.kind == "embeddings":
+        steps.run_embeddings(
+            a.aoi, section, downloads, a.out, a.cache_dir, a.index, a.threads, a.provenance
+        )
+    else:
+        steps.run_dsm(a.aoi, section, downloads, a.out, a.cache_dir, a.provenance)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,14 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="")
     p.add_argument("--histories", nargs="*", default=[])
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "download",
+        parents=[common],
+        help="fetch real data: the AEF index, an AOI's embeddings or its DSM",
+    )
+    p.add_argument("kind", choices=["index", "embeddings", "dsm"])
+    _settings(p)  # the AOI's section (aois.<name>) for embeddings/dsm
+    p.add_argument("--downloads", default="{}", help="JSON object of the downloads section")
+    p.add_argument("--aoi", default="", help="AOI name (config key under aois)")
+    p.add_argument("--source", default="source_coop", help="index: source_coop or gcs")
+    p.add_argument("--index", type=Path, help="embeddings: the cached AEF index parquet")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("resources"),
+        help="where downloads are cached (resumable)",
+    )
+    p.add_argument("--provenance", type=Path, help="write a provenance JSON here")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_download)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; a user error ends with one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     os.environ.setdefault("GDAL_NUM_THREADS", str(max(1, args.threads)))
     try:
         args.func(args)
@@ -195,9 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aefheight {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
-            print(f"aefheight {args.command}: error: cannot write "
-                  f"{exc.filename or 'output'}: {exc.strerror}", file=sys.stderr)
+        if exc.errno in (
+            errno.ENOSPC,
+            errno.EACCES,
+            errno.EROFS,
+            errno.EDQUOT,
+            errno.ENOTDIR,
+            errno.EEXIST,
+        ):
+            print(
+                f"aefheight {args.command}: error: cannot write "
+                f"{exc.filename or 'output'}: {exc.strerror}",
+                file=sys.stderr,
+            )
             return 2
         raise
     return 0

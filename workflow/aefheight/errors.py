@@ -35,3 +35,11 @@ class TooFewPatches(AefHeightError):
 
 class DownloadError(AefHeightError):
     """A remote file could not be fetched after all retries."""
+
+
+class YearNotAvailable(AOIOutsideCoverage):
+    """The requested year is not in a source's data (e.g. not in the AEF index)."""
+
+
+class MissingTile(DownloadError):
+    """A tile or archive member the AOI needs does not exist at the source."""

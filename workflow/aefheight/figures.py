@@ -12,15 +12,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 
-import geopandas as gpd  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import geopandas as gpd
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from .patches import read_dsm_block  # noqa: E402
-from .raster import atomic_path, open_raster  # noqa: E402
+from .patches import read_dsm_block
+from .raster import atomic_path, open_raster
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,13 @@ def save(fig: Figure, path: Path) -> None:
     """Save a figure atomically as ``path`` (PNG) and a PDF sibling."""
     for target in (path, path.with_suffix(".pdf")):
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=target.suffix[1:],
-                        metadata={"CreationDate": None} if target.suffix == ".pdf" else None)
+            fig.savefig(
+                tmp,
+                dpi=150,
+                bbox_inches="tight",
+                format=target.suffix[1:],
+                metadata={"CreationDate": None} if target.suffix == ".pdf" else None,
+            )
     plt.close(fig)
 
 
@@ -71,8 +76,14 @@ def split_map(split_gpkg: Path, dsm_path: Path, out: Path) -> Figure:
             sub.boundary.plot(ax=ax, color=color, linewidth=1.2)
             sub.plot(ax=ax, color=color, alpha=0.25)
     counts = df["split"].value_counts()
-    ax.legend(handles=[Patch(color=c, alpha=0.6, label=f"{k} ({counts.get(k, 0)} patches)")
-                       for k, c in SPLIT_COLORS.items()], loc="lower left", fontsize=8)
+    ax.legend(
+        handles=[
+            Patch(color=c, alpha=0.6, label=f"{k} ({counts.get(k, 0)} patches)")
+            for k, c in SPLIT_COLORS.items()
+        ],
+        loc="lower left",
+        fontsize=8,
+    )
     ax.set_xlabel(f"easting (m, {df.crs.to_string() if df.crs else '?'})")
     ax.set_ylabel("northing (m)")
     ax.set_title("Spatial split of the patches")
@@ -83,20 +94,39 @@ def split_map(split_gpkg: Path, dsm_path: Path, out: Path) -> Figure:
 def pred_vs_ref(samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: Path) -> Figure:
     """Hexbin of predicted vs reference height per split, 1:1 line, metrics in the corner."""
     splits = [s for s in ("train", "val", "test") if (samples["split"] == s).any()]
-    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 4.2),
-                             squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(splits)),
+        figsize=(4.2 * max(1, len(splits)), 4.2),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
     lo = float(np.nanmin(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 0
     hi = float(np.nanmax(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 1
     for ax, split in zip(axes[0], splits, strict=False):
         sub = samples[samples["split"] == split]
-        ax.hexbin(sub["reference"], sub["prediction"], gridsize=60, bins="log", mincnt=1,
-                  cmap="viridis", extent=(lo, hi, lo, hi))
+        ax.hexbin(
+            sub["reference"],
+            sub["prediction"],
+            gridsize=60,
+            bins="log",
+            mincnt=1,
+            cmap="viridis",
+            extent=(lo, hi, lo, hi),
+        )
         ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="1:1")
         m = metrics[metrics["split"] == split].iloc[0]
-        ax.text(0.03, 0.97, f"R² = {m['r2']:.3f}\nRMSE = {m['rmse_m']:.2f} m\n"
-                f"median dh = {m['median_diff_m']:.2f} m\nN = {int(m['n']):,}",
-                transform=ax.transAxes, va="top", fontsize=9,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+        ax.text(
+            0.03,
+            0.97,
+            f"R² = {m['r2']:.3f}\nRMSE = {m['rmse_m']:.2f} m\n"
+            f"median dh = {m['median_diff_m']:.2f} m\nN = {int(m['n']):,}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
         ax.set_title(f"{model_label(model)}: {split}", color=model_color(model))
         ax.set_xlabel("reference height (m)")
         ax.set_aspect("equal")
@@ -111,8 +141,13 @@ def loss_curves(histories: dict[str, pd.DataFrame], out: Path) -> Figure:
     for model, h in histories.items():
         c = model_color(model)
         ax.plot(h["epoch"], h["train_loss"], color=c, label=f"{model_label(model)} train")
-        ax.plot(h["epoch"], h["val_loss"], color=c, linestyle="--",
-                label=f"{model_label(model)} validation")
+        ax.plot(
+            h["epoch"],
+            h["val_loss"],
+            color=c,
+            linestyle="--",
+            label=f"{model_label(model)} validation",
+        )
         best = h.loc[h["val_loss"].idxmin()]
         ax.scatter([best["epoch"]], [best["val_loss"]], color=c, marker="o", zorder=3)
     ax.set_yscale("log")

@@ -77,8 +77,10 @@ class DiffStats:
         """Metrics: n, r2, rmse, mae, bias (mean dh), median dh, nmad, pearson r."""
         nan = float("nan")
         if self.n == 0:
-            return {k: nan for k in ("r2", "rmse_m", "mae_m", "bias_m", "median_diff_m",
-                                     "nmad_m", "pearson_r")} | {"n": 0}
+            return {
+                k: nan
+                for k in ("r2", "rmse_m", "mae_m", "bias_m", "median_diff_m", "nmad_m", "pearson_r")
+            } | {"n": 0}
         centers = np.arange(self.hist.size) * HIST_BIN - HIST_RANGE
         med = self._quantile(self.hist, centers, 0.5)
         # NMAD: median of |dh - median|, from the same histogram folded around the median
@@ -130,15 +132,19 @@ def evaluate(
                 stats[name].update(ref[m], pred[m])
                 s = m & pick
                 if s.any():
-                    samples.append(pd.DataFrame({"split": name, "reference": ref[s],
-                                                 "prediction": pred[s]}))
+                    samples.append(
+                        pd.DataFrame({"split": name, "reference": ref[s], "prediction": pred[s]})
+                    )
     if all(st.n == 0 for st in stats.values()):
         raise NoValidData(f"no pixel where both {pred_path} and {dsm_path} are valid")
     rows = [{"split": k, **stats[k].result()} for k in SPLITS]
     metrics = pd.DataFrame(rows)
     metrics["diff_convention"] = DIFF_CONVENTION
-    sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(
-        columns=["split", "reference", "prediction"])
+    sample = (
+        pd.concat(samples, ignore_index=True)
+        if samples
+        else pd.DataFrame(columns=["split", "reference", "prediction"])
+    )
     return metrics, sample
 
 

@@ -25,9 +25,14 @@ def smp_archs() -> dict[str, Any]:
     """Architectures segmentation-models-pytorch offers, by lower-case name."""
     import segmentation_models_pytorch as smp
 
-    return {name.lower(): cls for name, cls in vars(smp).items()
-            if isinstance(cls, type) and issubclass(cls, nn.Module)
-            and hasattr(cls, "__init__") and name in smp.__all__}
+    return {
+        name.lower(): cls
+        for name, cls in vars(smp).items()
+        if isinstance(cls, type)
+        and issubclass(cls, nn.Module)
+        and hasattr(cls, "__init__")
+        and name in smp.__all__
+    }
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     """Rebuild the model of a checkpoint; returns (model in eval mode, checkpoint dict)."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+    except Exception as exc:
         raise RasterError(f"cannot read checkpoint {path}: {exc}") from exc
     settings = dict(ckpt["settings"])
     if settings.get("decoder_channels") is not None:

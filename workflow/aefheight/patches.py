@@ -95,8 +95,11 @@ def _shrink_npy(path: Path, n: int) -> None:
         shape, fortran, dtype = read_header(fh)
         offset = fh.tell()
         new_shape = (n, *shape[1:])
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran,
-                  "shape": new_shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": fortran,
+            "shape": new_shape,
+        }
         text = repr(header)
         start = 8 + (2 if version == (1, 0) else 4)  # magic + version + header length field
         room = offset - start
@@ -160,15 +163,22 @@ def tile(
                     zp = np.where(v, z[:, c0 : c0 + p], np.nan)
                     e_store[n] = codes[:, :, c0 : c0 + p]
                     z_store[n] = zp
-                    x0, y0 = grid.transform * (c0, r0)
-                    x1, y1 = grid.transform * (c0 + p, r0 + p)
-                    records.append({
-                        "patch_id": n, "row": r0, "col": c0, "size": p,
-                        "valid_fraction": frac,
-                        "h_mean": float(np.nanmean(zp)), "h_min": float(np.nanmin(zp)),
-                        "h_max": float(np.nanmax(zp)), "h_std": float(np.nanstd(zp)),
-                        "geometry": box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-                    })
+                    x0, y0 = grid.transform @ (c0, r0)
+                    x1, y1 = grid.transform @ (c0 + p, r0 + p)
+                    records.append(
+                        {
+                            "patch_id": n,
+                            "row": r0,
+                            "col": c0,
+                            "size": p,
+                            "valid_fraction": frac,
+                            "h_mean": float(np.nanmean(zp)),
+                            "h_min": float(np.nanmin(zp)),
+                            "h_max": float(np.nanmax(zp)),
+                            "h_std": float(np.nanstd(zp)),
+                            "geometry": box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+                        }
+                    )
                     n += 1
             e_store.flush()
             z_store.flush()
@@ -228,4 +238,3 @@ class PatchDataset(torch.utils.data.Dataset):
         x = aef.dequantize(codes, nodata_value=0.0)
         y = np.where(mask, (z - self.mean) / self.std, 0.0).astype(np.float32)
         return torch.from_numpy(x), torch.from_numpy(y[None]), torch.from_numpy(mask[None])
-

@@ -56,7 +56,7 @@ def window_origins(length: int, window: int, stride: int) -> list[int]:
     if length <= window:
         return [0]
     origins = list(range(0, length - window, stride))
-    return origins + [length - window]
+    return [*origins, length - window]
 
 
 def predict_raster(
@@ -101,17 +101,22 @@ def predict_raster(
                 wsum = np.concatenate([wsum[n:], np.zeros((n, width), np.float32)])
                 base = upto
 
-            bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window",
-                       mininterval=10)
+            bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window", mininterval=10)
             for r0 in rows:
                 flush(r0)
                 for i in range(0, len(cols), s.batch_size):
                     batch_cols = cols[i : i + s.batch_size]
-                    codes = np.stack([
-                        read_checked(src, Window(c0, r0, win, win), fill_value=aef.NODATA,
-                                     boundless=r0 + win > height or c0 + win > width)
-                        for c0 in batch_cols
-                    ])
+                    codes = np.stack(
+                        [
+                            read_checked(
+                                src,
+                                Window(c0, r0, win, win),
+                                fill_value=aef.NODATA,
+                                boundless=r0 + win > height or c0 + win > width,
+                            )
+                            for c0 in batch_cols
+                        ]
+                    )
                     valid = aef.valid_mask(codes, axis=1)
                     x = torch.from_numpy(aef.dequantize(codes, nodata_value=0.0)).to(device)
                     with torch.no_grad():
@@ -125,8 +130,12 @@ def predict_raster(
                     bar.update(len(batch_cols))
             flush(height)
             bar.close()
-            dst.update_tags(units="m", quantity="predicted surface height",
-                            checkpoint=str(checkpoint_path), **(meta or {}))
+            dst.update_tags(
+                units="m",
+                quantity="predicted surface height",
+                checkpoint=str(checkpoint_path),
+                **(meta or {}),
+            )
             dst.set_band_description(1, "height_m")
             dst.close()
             to_cog(tmp, out_path)

@@ -103,7 +103,9 @@ def assign(index: gpd.GeoDataFrame, s: SplitSettings) -> np.ndarray:
     gaps = min_gap(rows, cols, size, test)
     labels[(~test) & (gaps < s.buffer_px)] = "buffer"
     candidates = np.flatnonzero(labels == "train")
-    n_val = round(s.fractions["val"] / (s.fractions["train"] + s.fractions["val"]) * len(candidates))
+    n_val = round(
+        s.fractions["val"] / (s.fractions["train"] + s.fractions["val"]) * len(candidates)
+    )
     n_val = min(max(1, n_val), max(0, len(candidates) - 1))
     labels[rng.choice(candidates, n_val, replace=False) if n_val > 0 else []] = "val"
     counts = {k: int((labels == k).sum()) for k in (*SPLITS, "buffer")}

@@ -62,7 +62,7 @@ class SyntheticSettings:
             raise ConfigError(f"{section}.pixel_size must be > 0")
         try:
             CRS.from_user_input(self.crs)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a config error
+        except Exception as exc:
             raise ConfigError(f"{section}.crs {self.crs!r} is not a CRS: {exc}") from exc
 
     @property
@@ -207,7 +207,9 @@ def write_synthetic(
         strip_rows: rows generated at once; bounds memory of the 64-band step.
     """
     g = s.grid
-    log.info("synthesizing %dx%d px AOI (seed %d, shift %.0f m)", s.width, s.height, s.seed, s.shift_m)
+    log.info(
+        "synthesizing %dx%d px AOI (seed %d, shift %.0f m)", s.width, s.height, s.seed, s.shift_m
+    )
     f = make_fields(s)
     dsm = (f.terrain + f.objects).astype(np.float32)
     dsm[~f.dsm_valid] = DSM_NODATA
@@ -223,9 +225,7 @@ def write_synthetic(
             prof = g.profile(1, "uint8", LANDCOVER_NODATA)
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(f.landcover, 1)
-                dst.update_tags(
-                    classes=",".join(f"{k}:{v}" for k, v in LANDCOVER_CLASSES.items())
-                )
+                dst.update_tags(classes=",".join(f"{k}:{v}" for k, v in LANDCOVER_CLASSES.items()))
     with atomic_path(embeddings_path) as tmp:
         with rasterio.open(tmp, "w", **g.profile(aef.BANDS, "int8", aef.NODATA)) as dst:
             for r0, n in strips(s.height, strip_rows):

@@ -140,16 +140,20 @@ def train_net(
     train_ds = PatchDataset(store, ids["train"], mean, std)
     val_ds = PatchDataset(store, ids["val"], mean, std)
     workers = 0 if device.type == "cpu" else max(0, threads - 1)
-    loader_kw = {"batch_size": ts.batch_size, "num_workers": workers,
-                 "pin_memory": device.type == "cuda"}
+    loader_kw = {
+        "batch_size": ts.batch_size,
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+    }
     val_loader = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader_kw)
 
     model = build_model(ms).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / "resume.pt"
-    fp = _fingerprint(asdict(ms), asdict(ts), seed, len(store), ids["train"].tolist(),
-                      ids["val"].tolist())
+    fp = _fingerprint(
+        asdict(ms), asdict(ts), seed, len(store), ids["train"].tolist(), ids["val"].tolist()
+    )
     start, best, best_state, bad, history = 1, float("inf"), None, 0, []
     if resume_path.exists():
         state = torch.load(resume_path, map_location=device, weights_only=True)
@@ -191,24 +195,52 @@ def train_net(
             best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
         else:
             bad += 1
-        history.append({
-            "epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val,
-            "val_rmse_m": float(np.sqrt(val)) * std, "best": improved,
-            "seconds": round(time.perf_counter() - t0, 2),
-        })
-        log.info("epoch %d: train %.4f val %.4f (val RMSE %.2f m)%s", epoch,
-                 history[-1]["train_loss"], val, history[-1]["val_rmse_m"],
-                 " *" if improved else "")
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / max(count, 1),
+                "val_loss": val,
+                "val_rmse_m": float(np.sqrt(val)) * std,
+                "best": improved,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+        log.info(
+            "epoch %d: train %.4f val %.4f (val RMSE %.2f m)%s",
+            epoch,
+            history[-1]["train_loss"],
+            val,
+            history[-1]["val_rmse_m"],
+            " *" if improved else "",
+        )
         with atomic_path(resume_path) as tmp:
-            torch.save({"fingerprint": fp, "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "epoch": epoch, "best": best, "bad": bad,
-                        "best_state": best_state, "history": history}, tmp)
+            torch.save(
+                {
+                    "fingerprint": fp,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "bad": bad,
+                    "best_state": best_state,
+                    "history": history,
+                },
+                tmp,
+            )
 
     hist = pd.DataFrame(history)
     model.load_state_dict(best_state)
     best_epoch = int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
-    save_checkpoint(out_dir / "checkpoint.pt", model.cpu(), ms, mean, std,
-                    epochs_run=len(hist), best_epoch=best_epoch, seed=seed)
+    save_checkpoint(
+        out_dir / "checkpoint.pt",
+        model.cpu(),
+        ms,
+        mean,
+        std,
+        epochs_run=len(hist),
+        best_epoch=best_epoch,
+        seed=seed,
+    )
     with atomic_path(out_dir / "history.csv") as tmp:
         hist.to_csv(tmp, index=False)
     resume_path.unlink(missing_ok=True)
@@ -248,7 +280,7 @@ def train_ridge(
     with torch.no_grad():
         model.weight.copy_(torch.from_numpy(reg.coef_.astype(np.float32)).view(1, -1, 1, 1))
         model.bias.fill_(float(reg.intercept_))
-    info = {"pixels": int(len(y)), "train_r2_sample": float(reg.score(x, y))}
+    info = {"pixels": len(y), "train_r2_sample": float(reg.score(x, y))}
     save_checkpoint(out_dir / "checkpoint.pt", model, ms, 0.0, 1.0, seed=seed, **info)
     with atomic_path(out_dir / "history.csv") as tmp:
         pd.DataFrame([info]).to_csv(tmp, index=False)

@@ -1,0 +1,34 @@
+# Two entry points (see README):  make study  |  make test
+# Both create the project's virtual environment first (.venv, Python >= 3.11, pinned deps).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+CORES ?= all
+
+.PHONY: setup study test lint clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The whole study on the default config (synthetic AOI), then the HTML report.
+study: $(STAMP)
+	PATH="$(BIN):$$PATH" snakemake --cores $(CORES)
+	PATH="$(BIN):$$PATH" snakemake --report results/report.html
+
+# The test suite (unit tests, real snakemake runs, the SLURM cluster test when it can run).
+test: $(STAMP)
+	PATH="$(BIN):$$PATH" bash tests/run.sh
+
+lint: $(STAMP)
+	PATH="$(BIN):$$PATH" ruff check workflow tests benchmarks
+	PATH="$(BIN):$$PATH" snakefmt --check .
+	PATH="$(BIN):$$PATH" snakemake --lint
+
+clean-results:
+	rm -rf results/*/ results/report.html .snakemake

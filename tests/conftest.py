@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny synthetic rasters built by code with fixed seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aefheight.synthetic import SyntheticSettings, write_synthetic
+
+TINY = SyntheticSettings(width=256, height=192, seed=3, holes=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_settings() -> SyntheticSettings:
+    """Settings of the tiny AOI (for tests that regenerate it)."""
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_aoi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 256 x 192 px synthetic AOI: embeddings, DSM and land cover GeoTIFFs."""
+    d = tmp_path_factory.mktemp("tiny_aoi")
+    paths = {k: d / f"{k}.tif" for k in ("embeddings", "dsm", "landcover")}
+    write_synthetic(TINY, paths["embeddings"], paths["dsm"], paths["landcover"])
+    return paths

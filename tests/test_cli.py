@@ -1,0 +1,67 @@
+import subprocess
+import sys
+
+from aefheight.cli import main
+
+
+def test_config_error_is_one_line_and_exit_2(tmp_path, capsys):
+    rc = main(
+        [
+            "tile",
+            "--settings",
+            '{"patch_size": 100}',
+            "--embeddings",
+            "x.tif",
+            "--dsm",
+            "y.tif",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err == [
+        "aefheight tile: error: tiling.patch_size = 100 must be a positive multiple "
+        "of 32 (the encoder's output stride; U-Net++ needs it)"
+    ]
+
+
+def test_missing_raster_names_the_file(tmp_path, capsys):
+    rc = main(
+        [
+            "tile",
+            "--embeddings",
+            str(tmp_path / "nope.tif"),
+            "--dsm",
+            "y.tif",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 2
+    assert "nope.tif" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    # A results "folder" that is a file cannot be written, even by root.
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aefheight",
+            "synthesize",
+            "--settings",
+            '{"width": 64, "height": 64}',
+            "--embeddings",
+            str(blocker / "e.tif"),
+            "--dsm",
+            str(blocker / "d.tif"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "error: cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    assert blocker.read_text() == "not a folder"

@@ -1,0 +1,41 @@
+import pytest
+import torch
+from aefheight.errors import ConfigError
+from aefheight.models import ModelSettings, build_model, load_checkpoint, save_checkpoint
+from aefheight.settings import from_mapping
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetplusplus"])
+class TestNets:
+    """The same checks for both decoders: they differ only in config."""
+
+    def test_shape_64_in_1_out(self, arch):
+        m = build_model(ModelSettings(arch=arch)).eval()
+        with torch.no_grad():
+            y = m(torch.randn(2, 64, 64, 64))
+        assert y.shape == (2, 1, 64, 64)
+
+    def test_checkpoint_roundtrip(self, arch, tmp_path):
+        s = ModelSettings(arch=arch, decoder_channels=(64, 32, 16, 8, 4))
+        m = build_model(s).eval()
+        save_checkpoint(tmp_path / "c.pt", m, s, 12.0, 3.0, epochs_run=2)
+        back, ckpt = load_checkpoint(tmp_path / "c.pt")
+        x = torch.randn(1, 64, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(back(x), m(x))
+        assert ckpt["target_mean"] == 12.0 and ckpt["epochs_run"] == 2
+
+
+def test_ridge_is_a_pixelwise_linear_map():
+    m = build_model(ModelSettings(arch="ridge"))
+    x = torch.randn(1, 64, 8, 8)
+    y = m(x)
+    expected = torch.einsum("c,bchw->bhw", m.weight.view(-1), x) + m.bias
+    torch.testing.assert_close(y[:, 0], expected)
+
+
+def test_unknown_arch_and_encoder_are_config_errors():
+    with pytest.raises(ConfigError, match="arch 'unet3' is unknown"):
+        from_mapping(ModelSettings, {"arch": "unet3"}, "models.x")
+    with pytest.raises(ConfigError, match="encoder 'resnet7'"):
+        from_mapping(ModelSettings, {"arch": "unet", "encoder": "resnet7"}, "models.x")

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import rasterio
+from aefheight import aef
+from aefheight.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
+from aefheight.patches import PatchDataset, PatchStore, TilingSettings, tile
+
+
+def test_patches_equal_the_raster_windows(tiny_aoi, tmp_path):
+    index = tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(64))
+    store = PatchStore(tmp_path)
+    assert len(store) == len(index) and store.embeddings.dtype == np.int8
+    with rasterio.open(tiny_aoi["embeddings"]) as e, rasterio.open(tiny_aoi["dsm"]) as d:
+        for k in (0, len(index) - 1):
+            r, c = int(index.loc[k, "row"]), int(index.loc[k, "col"])
+            win = ((r, r + 64), (c, c + 64))
+            np.testing.assert_array_equal(store.embeddings[k], e.read(window=win))
+            z = d.read(1, window=win, masked=True)
+            np.testing.assert_array_equal(np.isnan(store.dsm[k]), z.mask)
+            x0, _, _, y1 = index.geometry[k].bounds
+            assert (x0, y1) == e.transform @ (c, r)
+
+
+def test_low_valid_patches_are_dropped(tiny_aoi, tmp_path):
+    all_ = tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        tmp_path / "a",
+        TilingSettings(64, min_valid_fraction=0.01),
+    )
+    strict = tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        tmp_path / "b",
+        TilingSettings(64, min_valid_fraction=0.999),
+    )
+    assert len(strict) < len(all_) == 12
+    assert (strict["valid_fraction"] >= 0.999).all()
+    assert np.load(tmp_path / "b" / "dsm.npy", mmap_mode="r").shape[0] == len(strict)
+
+
+def test_dataset_dequantizes_and_masks(tiny_aoi, tmp_path):
+    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(64))
+    store = PatchStore(tmp_path)
+    ds = PatchDataset(store, np.arange(len(store)), mean=50.0, std=10.0)
+    x, y, m = ds[0]
+    assert x.shape == (64, 64, 64) and y.shape == m.shape == (1, 64, 64)
+    codes, z = store.embeddings[0], store.dsm[0]
+    np.testing.assert_allclose(x.numpy(), aef.dequantize(codes, nodata_value=0.0))
+    valid = aef.valid_mask(codes) & ~np.isnan(z)
+    np.testing.assert_array_equal(m.numpy()[0], valid)
+    np.testing.assert_allclose(y.numpy()[0][valid], (z[valid] - 50.0) / 10.0, rtol=1e-6)
+
+
+def _write(path, data, **kw):
+    prof = {
+        "driver": "GTiff",
+        "width": data.shape[-1],
+        "height": data.shape[-2],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": "EPSG:32630",
+        "transform": rasterio.transform.from_origin(500000, 5000000, 10, 10),
+        **kw,
+    }
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+
+
+def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):
+    s = TilingSettings(64)
+    emb = np.zeros((64, 128, 128), np.int8)
+    _write(tmp_path / "e.tif", emb, nodata=-128)
+    _write(tmp_path / "d_nan.tif", np.full((1, 128, 128), np.nan, np.float32))
+    with pytest.raises(RasterError, match="declares no nodata"):
+        tile(tmp_path / "e.tif", tmp_path / "d_nan.tif", tmp_path / "o", s)
+    _write(tmp_path / "d_nd.tif", np.full((1, 128, 128), -9999, np.float32), nodata=-9999)
+    with pytest.raises(NoValidData, match="no pixel has both"):
+        tile(tmp_path / "e.tif", tmp_path / "d_nd.tif", tmp_path / "o", s)
+    _write(tmp_path / "e16.tif", emb.astype(np.int16))
+    with pytest.raises(RasterError, match="must stay AEF int8"):
+        tile(tmp_path / "e16.tif", tmp_path / "d_nd.tif", tmp_path / "o", s)
+    _write(tmp_path / "e3.tif", emb[:3])
+    with pytest.raises(RasterError, match="has 3 bands"):
+        tile(tmp_path / "e3.tif", tmp_path / "d_nd.tif", tmp_path / "o", s)
+    with pytest.raises(GridMismatch):
+        tile(tiny_aoi["embeddings"], tmp_path / "d_nd.tif", tmp_path / "o", s)
+    with pytest.raises(TooFewPatches, match="smaller than one"):
+        tile(tmp_path / "e.tif", tmp_path / "d_nd.tif", tmp_path / "o", TilingSettings(256))
+    assert not (tmp_path / "o" / "index.parquet").exists()
+    assert not list((tmp_path / "o").glob("*.npy"))

@@ -1,0 +1,73 @@
+import hashlib
+
+import numpy as np
+import rasterio
+from aefheight import aef
+from aefheight.synthetic import SyntheticSettings, make_fields, write_synthetic
+
+
+def _digest(path):
+    with rasterio.open(path) as ds:
+        return hashlib.sha256(ds.read().tobytes()).hexdigest()
+
+
+def test_same_seed_same_rasters_other_seed_differs(tmp_path, tiny_aoi, tiny_settings):
+    write_synthetic(tiny_settings, tmp_path / "e.tif", tmp_path / "d.tif")
+    assert _digest(tmp_path / "e.tif") == _digest(tiny_aoi["embeddings"])
+    assert _digest(tmp_path / "d.tif") == _digest(tiny_aoi["dsm"])
+    other = SyntheticSettings(width=256, height=192, seed=4, holes=2)
+    write_synthetic(other, tmp_path / "e2.tif", tmp_path / "d2.tif")
+    assert _digest(tmp_path / "e2.tif") != _digest(tiny_aoi["embeddings"])
+
+
+def test_rasters_share_a_projected_10m_grid_and_aef_form(tiny_aoi):
+    with rasterio.open(tiny_aoi["embeddings"]) as e, rasterio.open(tiny_aoi["dsm"]) as d:
+        assert e.crs.to_epsg() == 32630 and e.res == (10.0, 10.0)
+        assert (e.crs, e.transform, e.shape) == (d.crs, d.transform, d.shape)
+        assert e.count == 64 and e.dtypes[0] == "int8" and e.nodata == -128
+        assert d.dtypes[0] == "float32" and d.nodata is not None
+        codes, z = e.read(), d.read(1, masked=True)
+    valid = aef.valid_mask(codes)
+    assert 0.9 < valid.mean() < 1.0  # an embedding gap exists, as in AEF
+    assert 0 < z.mask.sum() < 0.05 * z.size  # a few DSM holes
+    x = aef.dequantize(codes)[:, valid]
+    norms = np.linalg.norm(x, axis=0)
+    np.testing.assert_allclose(norms, 1.0, atol=0.05)  # unit-length vectors, as AEF
+
+
+def test_east_side_sits_higher_by_about_the_shift():
+    def east_minus_west(shift):
+        f = make_fields(SyntheticSettings(width=512, height=256, seed=1, shift_m=shift))
+        return f.terrain[:, 512 * 7 // 10 :].mean() - f.terrain[:, : 512 * 3 // 10].mean()
+
+    # same seed, same noise: the difference is the regional trend alone (logistic, ~0.95 x)
+    assert 125 < east_minus_west(150.0) - east_minus_west(0.0) < 155
+
+
+def test_no_band_carries_the_height(tiny_aoi):
+    with rasterio.open(tiny_aoi["embeddings"]) as e, rasterio.open(tiny_aoi["dsm"]) as d:
+        x, z = aef.dequantize(e.read()), d.read(1, masked=True)
+    ok = ~z.mask & ~np.isnan(x[0])
+    r = [abs(np.corrcoef(x[b][ok], z.data[ok])[0, 1]) for b in range(64)]
+    # Bands follow elevation through a saturating response, as real AEF bands correlate with
+    # terrain, but none is a linear copy of the height.
+    assert max(r) < 0.95
+
+
+def test_elevation_encoding_saturates_above_training_heights():
+    # Bands barely change between two heights far above the saturation range, but do change
+    # between two heights inside it: out-of-range heights are hard to extrapolate.
+    from aefheight.synthetic import features
+
+    s = SyntheticSettings(width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False)
+    f = make_fields(s)
+    f.landcover[:] = 0
+    f.objects[:] = 0
+
+    def elev_feats(z):
+        f.terrain[:] = z
+        return features(s, f, 10, 11)[0, 10, 7:9]
+
+    low = np.abs(elev_feats(40.0) - elev_feats(60.0)).sum()
+    high = np.abs(elev_feats(300.0) - elev_feats(320.0)).sum()
+    assert high < 0.01 * low
