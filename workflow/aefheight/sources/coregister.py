@@ -1,0 +1,235 @@
+"""Co-register a DSM onto the embedding grid (the AOI's 10 m UTM grid).
+
+Use :func:`coregister` after :func:`.dsm.prepare`. Files sharing a CRS and pixel size are
+mosaicked through a VRT (so a 10 m pixel straddling two 5 m tiles sees both); each VRT is
+warped strip by strip onto the target grid, so memory stays bounded for any AOI:
+
+* going from finer to 10 m (RGE ALTI 5 m, a LiDAR DSM): ``average`` resampling (the mean of
+  the valid source pixels under each target pixel);
+* otherwise (Copernicus 30 m): ``bilinear``.
+
+Source nodata is honoured by the warper (a target pixel with no valid source pixel is nodata),
+pixels outside the AOI polygon are set to nodata, and the product, its native resolution,
+vertical datum and the resampling used are recorded in the raster's tags.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, reproject, transform_bounds
+
+from ..errors import NoValidData, RasterError
+from ..raster import atomic_path, open_raster, strips
+from .aoi import AOI
+from .dsm import DSMSource
+
+log = logging.getLogger(__name__)
+
+NODATA = -9999.0  # same as the synthetic DSM
+STRIP_ROWS = 1024
+
+
+def build_vrt(files: list[Path], out: Path, crs, nodata: float | None) -> Path:
+    """Write a mosaic VRT of north-up rasters sharing a CRS and pixel size, atomically.
+
+    Later files fill only where earlier ones are nodata (ComplexSource with NODATA), so tiles
+    delivered twice (a département border) combine.
+    """
+    infos = []
+    for f in files:
+        with open_raster(f) as ds:
+            infos.append((f, ds.transform, ds.width, ds.height, ds.nodata, ds.dtypes[0]))
+    a, e = infos[0][1].a, infos[0][1].e
+    x0 = min(t.c for _, t, *_ in infos)
+    y0 = max(t.f for _, t, *_ in infos)
+    x1 = max(t.c + a * w for _, t, w, *_ in infos)
+    y1 = min(t.f + e * h for _, t, _, h, *_ in infos)
+    width, height = round((x1 - x0) / a), round((y1 - y0) / e)
+    band_nodata = NODATA if nodata is None else nodata
+    parts = [
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
+        f"  <SRS>{escape(crs.to_wkt())}</SRS>",
+        f"  <GeoTransform>{x0!r}, {a!r}, 0.0, {y0!r}, 0.0, {e!r}</GeoTransform>",
+        '  <VRTRasterBand dataType="Float32" band="1">',
+        f"    <NoDataValue>{band_nodata!r}</NoDataValue>",
+    ]
+    for f, t, w, h, nd, _dt in infos:
+        xo, yo = round((t.c - x0) / a), round((t.f - y0) / e)
+        src_nd = nodata if nodata is not None else nd
+        parts += [
+            "    <ComplexSource>",
+            f'      <SourceFilename relativeToVRT="0">{escape(str(Path(f).resolve()))}'
+            "</SourceFilename>",
+            "      <SourceBand>1</SourceBand>",
+            f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
+            f'      <DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/>',
+            *([f"      <NODATA>{src_nd!r}</NODATA>"] if src_nd is not None else []),
+            "    </ComplexSource>",
+        ]
+    parts += ["  </VRTRasterBand>", "</VRTDataset>"]
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(parts) + "\n")
+    return out
+
+
+def mosaics(src: DSMSource, work: Path) -> list[Path]:
+    """One raster per (CRS, pixel size) group of the source's files: a VRT, or the file."""
+    groups: dict[tuple, list[Path]] = defaultdict(list)
+    singles: list[Path] = []
+    for f in src.files:
+        with open_raster(f) as ds:
+            crs = src.crs or ds.crs
+            t = ds.transform
+            if crs is None:
+                raise RasterError(f"{f} has no CRS")
+            if t.b or t.d or t.e >= 0:  # rotated or bottom-up: warped on its own
+                if ds.crs is None or (src.crs and src.crs != ds.crs):
+                    raise RasterError(
+                        f"{f}: a rotated or bottom-up raster must carry its "
+                        "own CRS (convert it with gdalwarp first)"
+                    )
+                singles.append(f)
+                continue
+            key = (
+                crs.to_wkt(),
+                round(t.a, 12),
+                round(t.e, 12),
+                round((t.c / t.a) % 1, 6),
+                round((t.f / t.e) % 1, 6),
+            )
+            groups[key].append(f)
+    out = []
+    for i, files in enumerate(groups.values()):
+        with open_raster(files[0]) as ds:
+            crs = src.crs or ds.crs
+        out.append(build_vrt(files, work / f"mosaic_{i}.vrt", crs, src.nodata))
+    return out + singles
+
+
+def source_resolution(ds: rasterio.io.DatasetReader, crs, dst_crs) -> float:
+    """Approximate pixel size of ``ds`` in the target CRS's units."""
+    tr, _, _ = calculate_default_transform(crs, dst_crs, ds.width, ds.height, *ds.bounds)
+    return abs(tr.a)
+
+
+def coregister(
+    aoi: AOI,
+    src: DSMSource,
+    out: str | os.PathLike,
+    work: str | os.PathLike,
+    strip_rows: int = STRIP_ROWS,
+) -> dict[str, Any]:
+    """Warp the DSM onto ``aoi.grid`` and write ``out`` (float32, nodata -9999), atomically.
+
+    Args:
+        aoi: the AOI and its target grid (the embeddings' grid).
+        src: the DSM files from :func:`.dsm.prepare`.
+        out: the DSM GeoTIFF to write.
+        work: a folder for the mosaic VRTs (kept: they are small).
+        strip_rows: rows warped at once (bounds memory).
+
+    Returns:
+        Provenance: product, vertical datum, native resolution, resampling, valid fraction.
+    """
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    g = aoi.grid
+    sources = []
+    for path in mosaics(src, work):
+        ds = open_raster(path)
+        crs = ds.crs  # a VRT carries the CRS override
+        res = source_resolution(ds, crs, g.crs)
+        method = Resampling.average if res < 0.9 * g.res else Resampling.bilinear
+        bounds = transform_bounds(crs, g.crs, *ds.bounds, densify_pts=21)
+        nodata = src.nodata if src.nodata is not None else ds.nodata
+        sources.append((ds, crs, bounds, method, nodata))
+        log.info(
+            "%s: %.2f m pixels in %s -> %s resampling",
+            Path(path).name,
+            res,
+            g.crs.to_string(),
+            method.name,
+        )
+    methods = sorted({m.name for *_, m, _ in sources})
+    valid = inside_total = 0
+    try:
+        with atomic_path(out) as tmp:
+            with rasterio.open(tmp, "w", **g.profile(1, "float32", NODATA)) as dst:
+                for r0, n in strips(g.height, strip_rows):
+                    t = g.transform @ Affine.translation(0, r0)
+                    sb = (t.c, t.f + t.e * n, t.c + t.a * g.width, t.f)
+                    acc = np.full((n, g.width), np.nan, np.float32)
+                    for ds, crs, b, method, nodata in sources:
+                        if b[0] > sb[2] or b[2] < sb[0] or b[1] > sb[3] or b[3] < sb[1]:
+                            continue
+                        part = np.full_like(acc, np.nan)
+                        reproject(
+                            rasterio.band(ds, 1),
+                            part,
+                            src_crs=crs,
+                            src_nodata=nodata,
+                            dst_transform=t,
+                            dst_crs=g.crs,
+                            dst_nodata=np.nan,
+                            resampling=method,
+                        )
+                        take = np.isnan(acc) & ~np.isnan(part)
+                        acc[take] = part[take]
+                    inside = aoi.inside(t, acc.shape)
+                    acc[~inside] = np.nan
+                    ok = ~np.isnan(acc)
+                    valid += int((ok & inside).sum())
+                    inside_total += int(inside.sum())
+                    dst.write(
+                        np.where(ok, acc, NODATA).astype(np.float32),
+                        1,
+                        window=((r0, r0 + n), (0, g.width)),
+                    )
+                fraction = valid / inside_total if inside_total else 0.0
+                tags = {
+                    "source": src.source,
+                    "product": src.product,
+                    "vertical_datum": src.vertical_datum,
+                    "native_resolution": src.native_resolution,
+                    "resolution_m": f"{g.res:g}",
+                    "resampling": ",".join(methods),
+                    "units": "m",
+                    "aoi": aoi.name,
+                    "valid_fraction": f"{fraction:.6f}",
+                }
+                dst.update_tags(**tags)
+                dst.set_band_description(1, "height_m")
+            if valid == 0:
+                raise NoValidData(
+                    f"{aoi.describe()}: the {src.product} holds no valid height "
+                    "inside the AOI (wrong area or CRS?)"
+                )
+    finally:
+        for ds, *_ in sources:
+            ds.close()
+    log.info(
+        "wrote %s: %s, %s, valid fraction inside the AOI %.4f",
+        out,
+        src.product,
+        src.vertical_datum,
+        fraction,
+    )
+    return {
+        **tags,
+        "valid_fraction": round(fraction, 6),
+        "files": len(src.files),
+        "details": src.details,
+        "crs": g.crs.to_string(),
+        "transform": list(g.transform)[:6],
+        "shape": [g.height, g.width],
+    }

@@ -1,0 +1,82 @@
+"""The three download steps the CLI runs (``aefheight download index|embeddings|dsm``).
+
+Each takes the config sections as plain mappings (checked against the settings dataclasses,
+so a bad key is named), does its work, and writes a small provenance JSON beside its raster
+when asked. Use these from the command line or a notebook; the Snakemake rules call the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..raster import atomic_path
+from ..settings import from_mapping
+from .spec import DownloadSettings, RealAOISettings
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: str | os.PathLike | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def run_index(source: str, downloads: dict[str, Any], out: str | os.PathLike) -> None:
+    """Fetch a source's AEF index into ``out`` with its ``.sha256`` record."""
+    from .aef_index import fetch_index
+
+    fetch_index(source, from_mapping(DownloadSettings, downloads, "downloads"), out)
+
+
+def run_embeddings(
+    name: str,
+    aoi_section: dict[str, Any],
+    downloads: dict[str, Any],
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    index: str | os.PathLike | None = None,
+    threads: int = 1,
+    provenance: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Download the embeddings of AOI ``name`` (config ``aois.<name>``) into ``out``."""
+    from .aef_download import fetch_embeddings
+
+    section = f"aois.{name}"
+    s = from_mapping(RealAOISettings, aoi_section, section)
+    d = from_mapping(DownloadSettings, downloads, "downloads")
+    info = fetch_embeddings(name, s, d, out, cache, index, threads, section)
+    _write_json(provenance, info)
+    return info
+
+
+def run_dsm(
+    name: str,
+    aoi_section: dict[str, Any],
+    downloads: dict[str, Any],
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    provenance: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Fetch the reference DSM of AOI ``name`` and co-register it onto the embedding grid."""
+    from . import dsm as dsm_mod
+    from .aoi import target_grid
+    from .coregister import coregister
+
+    section = f"aois.{name}"
+    s = from_mapping(RealAOISettings, aoi_section, section)
+    d = from_mapping(DownloadSettings, downloads, "downloads")
+    aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
+    dsm = s.dsm_settings(section)
+    log.info("target grid: %s; DSM source %s", aoi.describe(), dsm.source)
+    dsm_mod.clean_extractions(cache)
+    src = dsm_mod.prepare(aoi, dsm, d, cache, f"{section}.dsm")
+    info = coregister(aoi, src, out, Path(cache) / "vrt" / name)
+    info["aoi"] = name
+    _write_json(provenance, info)
+    return info
