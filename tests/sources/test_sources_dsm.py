@@ -36,7 +36,8 @@ def centres(path):
         z = ds.read(1)
         rows, cols = np.mgrid[0 : ds.height, 0 : ds.width]
         x, y = rasterio.transform.xy(ds.transform, rows.ravel(), cols.ravel())
-        meta = types.SimpleNamespace(nodata=ds.nodata, tags=lambda t=ds.tags(): t)
+        tags = ds.tags()
+        meta = types.SimpleNamespace(nodata=ds.nodata, tags=lambda: tags)
         return z, np.asarray(x).reshape(z.shape), np.asarray(y).reshape(z.shape), ds.crs, meta
 
 
@@ -198,7 +199,7 @@ def test_local_dsm_with_its_datum(cache, tmp_path):
     out = tmp_path / "dsm.tif"
     dsm = {"source": "local", "path": str(path), "vertical_datum": "EGM96 (test)"}
     steps.run_dsm("fix", aoi_section(dsm=dsm), downloads("http://127.0.0.1:9"), out, cache / "dsm")
-    v, x, y, crs, ds = centres(out)
+    v, x, y, _, ds = centres(out)
     ok = v != ds.nodata
     assert ok.mean() > 0.9
     np.testing.assert_allclose(
