@@ -21,6 +21,7 @@ wildcard_constraints:
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/evaluation.smk"

@@ -11,6 +11,9 @@ MODELS = list(config["models"])
 NETS = [m for m, s in config["models"].items() if s["arch"] != "ridge"]
 RIDGES = [m for m in MODELS if m not in NETS]
 SEEDS = [str(s) for s in config["seeds"]]
+# synthesize makes the synthetic AOIs; the download rules (download.smk) fetch the others
+SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
+DOWNLOADED_AOIS = [a for a in AOIS if a not in SYNTHETIC_AOIS]
 NEVER = "(?!x)x"  # a regex matching nothing, for empty name lists
 
 # Rules run `python -m aefheight` from this checkout, so any env with the dependencies runs
@@ -48,3 +51,28 @@ def final_outputs():
                     f"results/{aoi}/figures/pred_vs_ref_{model}_seed{seed}.png",
                 ]
     return out
+
+
+# Inputs of the download rules (download.smk) for a real AOI.
+def aoi_file_input(aoi):
+    """The AOI polygon file, when the config names one (so editing it re-runs the downloads)."""
+    path = config["aois"][aoi].get("aoi", {}).get("path")
+    return {"aoi_file": path} if path else {}
+
+
+def embeddings_inputs(wildcards):
+    """The cached AEF index of the AOI's source (none for earthengine), and its AOI file."""
+    source = config["aois"][wildcards.aoi]["source"]
+    inputs = aoi_file_input(wildcards.aoi)
+    if source in ("source_coop", "gcs"):
+        inputs["index"] = f"resources/aef/index/{source}/aef_index.parquet"
+    return inputs
+
+
+def dsm_inputs(wildcards):
+    """The AOI file and, for dsm.source local, the user's DSM raster."""
+    inputs = aoi_file_input(wildcards.aoi)
+    dsm = config["aois"][wildcards.aoi].get("dsm", {})
+    if dsm.get("source") == "local" and dsm.get("path"):
+        inputs["local_dsm"] = dsm["path"]
+    return inputs

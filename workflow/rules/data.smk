@@ -12,6 +12,8 @@ rule synthesize:
         "results/{aoi}/logs/synthesize.log",
     benchmark:
         "results/{aoi}/benchmarks/synthesize.tsv"
+    wildcard_constraints:
+        aoi=one_of(SYNTHETIC_AOIS),
     conda:
         "../../envs/synthesize.yaml"
     threads: 1

@@ -1,0 +1,83 @@
+# Real AOIs: AEF embeddings and a reference DSM, downloaded and co-registered onto one 10 m
+# grid in the AOI's UTM zone (workflow/aefheight/sources/). For an AOI whose source is
+# source_coop, gcs or earthengine these rules replace `synthesize` and write the same two
+# rasters:
+#   embeddings.tif  int8 x 64 bands, nodata -128 (AEF codes, not de-quantized)
+#   dsm.tif         float32 height in metres, nodata -9999; source, resolution and vertical
+#                   datum in its tags and in dsm.json (shown in the report)
+# Downloads are cached under resources/ with a checksum each; an interrupted run resumes.
+# Credentials come from the environment only (see README, "Real data").
+
+
+rule fetch_aef_index:
+    output:
+        index="resources/aef/index/{index_source}/aef_index.parquet",
+        checksum="resources/aef/index/{index_source}/aef_index.parquet.sha256",
+    log:
+        "resources/aef/index/{index_source}/logs/fetch_aef_index.log",
+    benchmark:
+        "resources/aef/index/{index_source}/benchmarks/fetch_aef_index.tsv"
+    wildcard_constraints:
+        index_source="source_coop|gcs",
+    conda:
+        "../../envs/fetch_aef_index.yaml"
+    threads: 1
+    params:
+        downloads=lambda w: section_json("downloads"),
+    shell:
+        "python -m aefheight download index --source {wildcards.index_source}"
+        " --downloads {params.downloads:q} --out {output.index} > {log} 2>&1"
+
+
+rule fetch_embeddings:
+    input:
+        unpack(embeddings_inputs),
+    output:
+        embeddings="results/{aoi}/inputs/embeddings.tif",
+        provenance="results/{aoi}/inputs/embeddings.json",
+    log:
+        "results/{aoi}/logs/fetch_embeddings.log",
+    benchmark:
+        "results/{aoi}/benchmarks/fetch_embeddings.tsv"
+    wildcard_constraints:
+        aoi=one_of(DOWNLOADED_AOIS),
+    conda:
+        "../../envs/fetch_embeddings.yaml"
+    threads: 4
+    params:
+        settings=lambda w: section_json("aois", w.aoi),
+        downloads=lambda w: section_json("downloads"),
+        index=lambda w, input: f"--index {input.index}" if "index" in input.keys() else "",
+    shell:
+        "python -m aefheight download embeddings --aoi {wildcards.aoi}"
+        " --settings {params.settings:q} --downloads {params.downloads:q} {params.index}"
+        " --cache-dir resources/aef/blocks --out {output.embeddings}"
+        " --provenance {output.provenance} --threads {threads} > {log} 2>&1"
+
+
+rule fetch_dsm:
+    input:
+        unpack(dsm_inputs),
+    output:
+        dsm="results/{aoi}/inputs/dsm.tif",
+        provenance=report(
+            "results/{aoi}/inputs/dsm.json",
+            category="Inputs",
+            labels={"aoi": "{aoi}", "file": "reference DSM: source, resolution, datum"},
+        ),
+    log:
+        "results/{aoi}/logs/fetch_dsm.log",
+    benchmark:
+        "results/{aoi}/benchmarks/fetch_dsm.tsv"
+    wildcard_constraints:
+        aoi=one_of(DOWNLOADED_AOIS),
+    conda:
+        "../../envs/fetch_dsm.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("aois", w.aoi),
+        downloads=lambda w: section_json("downloads"),
+    shell:
+        "python -m aefheight download dsm --aoi {wildcards.aoi} --settings {params.settings:q}"
+        " --downloads {params.downloads:q} --cache-dir resources/dsm --out {output.dsm}"
+        " --provenance {output.provenance} > {log} 2>&1"
