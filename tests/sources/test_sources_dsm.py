@@ -15,6 +15,7 @@ from aefheight.sources.dsm import (
     copernicus_tiles_for,
     rge_alti_tile_keys,
 )
+from affine import Affine
 from fixture_server import serve
 from fixture_world import (
     RGE_HOLE,
@@ -34,11 +35,16 @@ def centres(path):
     """(values, x, y, crs, meta) of a single-band raster's pixel centres (meta: nodata, tags)."""
     with rasterio.open(path) as ds:
         z = ds.read(1)
-        rows, cols = np.mgrid[0 : ds.height, 0 : ds.width]
-        x, y = rasterio.transform.xy(ds.transform, rows.ravel(), cols.ravel())
+        x, y = pixel_centres(ds.transform, ds.height, ds.width)
         tags = ds.tags()
         meta = types.SimpleNamespace(nodata=ds.nodata, tags=lambda: tags)
-        return z, np.asarray(x).reshape(z.shape), np.asarray(y).reshape(z.shape), ds.crs, meta
+        return z, x, y, ds.crs, meta
+
+
+def pixel_centres(t: Affine, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """x, y of every pixel centre of a north-up grid."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
 
 
 def run(server, cache, out, dsm=None, name="fix", aoi=None, **dl):
@@ -179,10 +185,9 @@ def test_dsm_downloads_resume_and_are_not_fetched_again(world, cache, tmp_path):
 def test_local_dsm_with_its_datum(cache, tmp_path):
     # a 2 m "LiDAR" DSM in UTM 30N covering the fixture AOI
     path = tmp_path / "lidar.tif"
-    t = rasterio.transform.from_origin(735600, 4987900, 2, 2)
-    rows, cols = np.mgrid[0:600, 0:700]
-    xs, ys = rasterio.transform.xy(t, rows.ravel(), cols.ravel())
-    z = 5 + 0.01 * (np.asarray(xs) - 735600) + 0.02 * (np.asarray(ys) - 4986700)
+    t = Affine(2, 0, 735600, 0, -2, 4987900)
+    xs, ys = pixel_centres(t, 600, 700)
+    z = 5 + 0.01 * (xs - 735600) + 0.02 * (ys - 4986700)
     with rasterio.open(
         path,
         "w",

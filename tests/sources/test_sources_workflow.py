@@ -1,0 +1,112 @@
+"""The download rules through the real snakemake, against the fixture server.
+
+A config naming a real AOI (served by 127.0.0.1) replaces the synthesize rule with the download
+rules; the rasters they write go through the unchanged tile and split rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+import yaml
+from aefheight import aef
+from fixture_world import RGE_ID, aoi_section, downloads
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [
+            exe,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def config(url: str) -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["aois"] = {
+        "fix": aoi_section("source_coop", dsm={"source": "copernicus_glo30"}),
+        "fixrge": {**aoi_section("gcs"), "dsm": {"source": "rge_alti", "archives": [RGE_ID]}},
+    }
+    cfg["downloads"] = downloads(url)
+    cfg["tiling"] = {**cfg["tiling"], "patch_size": 32, "min_valid_fraction": 0.3}
+    cfg["split"] = {**cfg["split"], "method": "blocks", "block_patches": 1, "buffer_px": 1}
+    return cfg
+
+
+def test_download_rules_feed_the_unchanged_pipeline(server, tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config(server.url)))
+    targets = [
+        f"results/{a}/{f}"
+        for a in ("fix", "fixrge")
+        for f in ("inputs/embeddings.tif", "inputs/dsm.tif", "patches/index.parquet")
+    ]
+    plan = snakemake(tmp_path, "-n", *targets)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "synthesize" not in plan.stdout and "fetch_embeddings" in plan.stdout
+    run = snakemake(tmp_path, "--cores", "2", *targets)
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    for aoi in ("fix", "fixrge"):
+        res = tmp_path / "results" / aoi
+        with (
+            rasterio.open(res / "inputs" / "embeddings.tif") as e,
+            rasterio.open(res / "inputs" / "dsm.tif") as d,
+        ):
+            assert (e.crs, e.transform, e.shape) == (d.crs, d.transform, d.shape)
+            assert e.count == 64 and e.dtypes[0] == "int8" and e.nodata == aef.NODATA
+            assert d.dtypes[0] == "float32" and d.tags()["vertical_datum"]
+            assert aef.valid_mask(e.read()).mean() > 0.8
+            assert (d.read(1) != d.nodata).mean() > 0.8
+        prov = json.loads((res / "inputs" / "dsm.json").read_text())
+        assert {"source", "vertical_datum", "native_resolution"} <= set(prov)
+        assert (res / "logs" / "fetch_embeddings.log").exists()
+        assert (res / "benchmarks" / "fetch_dsm.tsv").exists()
+        assert (res / "patches" / "index.parquet").exists()
+    for src in ("source_coop", "gcs"):
+        index = tmp_path / "resources" / "aef" / "index" / src / "aef_index.parquet"
+        assert index.exists() and Path(f"{index}.sha256").exists()
+    again = snakemake(tmp_path, "--cores", "2", *targets)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_missing_year_stops_with_a_message_naming_the_aoi(server, tmp_path):
+    cfg = config(server.url)
+    cfg["aois"] = {"fix": {**aoi_section(), "year": 2031}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake(tmp_path, "--cores", "1", "results/fix/inputs/embeddings.tif")
+    assert run.returncode != 0
+    log = (tmp_path / "results" / "fix" / "logs" / "fetch_embeddings.log").read_text()
+    assert "error: AOI 'fix'" in log and "year 2031" in log
+    assert "Traceback" not in log
+
+
+def test_config_schema_rejects_a_real_aoi_without_its_area(tmp_path):
+    cfg = config("http://127.0.0.1:9")
+    cfg["aois"] = {"bad": {"source": "source_coop", "year": 2020}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake(tmp_path, "-n")
+    assert run.returncode != 0 and "aoi" in (run.stdout + run.stderr)
