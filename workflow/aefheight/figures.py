@@ -86,6 +86,7 @@ def split_map(split_gpkg: Path, dsm_path: Path, out: Path) -> Figure:
     )
     ax.set_xlabel(f"easting (m, {df.crs.to_string() if df.crs else '?'})")
     ax.set_ylabel("northing (m)")
+    ax.ticklabel_format(style="plain", useOffset=False)
     ax.set_title("Spatial split of the patches")
     save(fig, out)
     return fig

@@ -50,8 +50,8 @@ class SyntheticSettings:
     base_m: float = 20.0  # elevation of the low (west) side
     relief_m: float = 30.0  # amplitude of multi-scale terrain
     shift_m: float = 120.0  # how much higher the east side sits (the distribution shift)
-    saturation_m: float = 90.0  # elevation above which the embedding barely changes
-    noise: float = 0.2  # per-band embedding noise before normalisation (pixel-level clutter)
+    saturation_m: float = 130.0  # elevation above which the embedding barely changes
+    noise: float = 1.0  # per-band embedding noise before normalisation (pixel-level clutter)
     holes: int = 4  # DSM nodata holes
     embedding_gap: bool = True  # a small nodata block in the embeddings, as AEF has
 

@@ -187,7 +187,7 @@ def train_net(
             opt.step()
             total += loss.item() * x.shape[0]
             count += x.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         val = _evaluate(model, val_loader, device, amp)
         improved = val < best
         if improved:
