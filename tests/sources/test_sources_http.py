@@ -103,3 +103,14 @@ def test_gdal_options_configure_retries_and_multiplexing():
     assert opts["GDAL_HTTP_MAX_RETRY"] == "3" and opts["GDAL_HTTP_RETRY_DELAY"] == "0.5"
     assert "500" in opts["GDAL_HTTP_RETRY_CODES"] and opts["GDAL_HTTP_MULTIPLEX"] == "YES"
     assert gdal_options(DownloadSettings(multiplex=False))["GDAL_HTTP_MULTIPLEX"] == "NO"
+
+
+def test_parallel_downloads_of_one_file_do_not_collide(server, world, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    dest = tmp_path / "a.7z"
+    with ThreadPoolExecutor(4) as pool:
+        recs = list(pool.map(lambda _: download_file(server.url + ARCHIVE, dest, FAST), range(4)))
+    assert len({r.sha256 for r in recs}) == 1
+    assert dest.read_bytes() == (world.root / ARCHIVE.lstrip("/")).read_bytes()
+    assert len(server.requests(ARCHIVE, "GET")) == 1  # the others waited, then found it complete

@@ -183,13 +183,33 @@ def download_file(
         raise DownloadError(f"not an http(s) URL: {redact(url)}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if is_complete(dest, verify=verify_existing):
-        log.info("cached: %s", dest)
-        rec = FileRecord.read(sidecar(dest))
-        assert rec is not None
-        return rec
+    # one writer per file: parallel jobs sharing the cache (two AOIs on one DSM tile) wait
+    with file_lock(dest):
+        if is_complete(dest, verify=verify_existing):
+            log.info("cached: %s", dest)
+            rec = FileRecord.read(sidecar(dest))
+            assert rec is not None
+            return rec
+        return _download(url, dest, settings, dict(headers or {}))
+
+
+@contextlib.contextmanager
+def file_lock(dest: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``<dest>.lock`` (POSIX ``flock``) for the block's duration."""
+    import fcntl
+
+    with open(dest.with_name(dest.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _download(
+    url: str, dest: Path, settings: DownloadSettings, headers: dict[str, str]
+) -> FileRecord:
     part = dest.with_name(dest.name + ".part")
-    headers = dict(headers or {})
 
     def attempt() -> None:
         have = part.stat().st_size if part.exists() else 0
