@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from aefheight import aef
-from aefheight.errors import AOIOutsideCoverage, DownloadError, YearNotAvailable
+from aefheight.errors import AOIOutsideCoverage, DownloadError, MissingTile, YearNotAvailable
 from aefheight.settings import from_mapping
 from aefheight.sources import steps
 from aefheight.sources.aef_index import load_index, select_tiles
@@ -141,7 +141,7 @@ def test_interrupted_download_resumes_from_cached_blocks(world, cache, tmp_path)
     c = world.tile("c")
     with serve(world.root) as srv:  # first run: tile C is gone, blocks needing it fail
         srv.missing.add(f"/{SC_PREFIX}/2020/31N/{c.name}.tiff")
-        with pytest.raises(DownloadError, match=c.name):
+        with pytest.raises(MissingTile, match=rf"AOI 'fix'.*{c.name}.*missing"):
             fetch(srv, cache, out, threads=1)
     cached = list((cache / "aef" / "blocks" / "fix").rglob("r*_c*.tif"))
     assert cached and not out.exists()

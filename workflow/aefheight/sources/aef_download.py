@@ -46,7 +46,14 @@ from rasterio.windows import transform as window_transform
 from shapely.geometry import box
 
 from .. import aef
-from ..errors import AOIOutsideCoverage, ConfigError, NoValidData, RasterError, YearNotAvailable
+from ..errors import (
+    AOIOutsideCoverage,
+    ConfigError,
+    MissingTile,
+    NoValidData,
+    RasterError,
+    YearNotAvailable,
+)
 from ..raster import atomic_path
 from .aef_index import Tile, load_index, select_tiles
 from .aoi import AOI, Block, block_polygon, blocks, reproject_geometry, target_grid
@@ -155,18 +162,27 @@ def cog_block_reader(
             path, extra = gdal_source(tile, source, settings)
 
             def read(path: str = path, extra: dict[str, str] = extra, tile: Tile = tile):
-                with gdal_env(settings, **extra), rasterio.open(path) as ds:
-                    if ds.count != aef.BANDS or ds.dtypes[0] != "int8":
-                        raise RasterError(
-                            f"{tile.key}: expected 64 int8 bands, got {ds.count} {ds.dtypes[0]}"
-                        )
-                    return read_window(ds, block.bounds, aoi.grid.crs), ds.crs
+                try:
+                    with gdal_env(settings, **extra), rasterio.open(path) as ds:
+                        if ds.count != aef.BANDS or ds.dtypes[0] != "int8":
+                            raise RasterError(
+                                f"{tile.key}: expected 64 int8 bands, got {ds.count} {ds.dtypes[0]}"
+                            )
+                        return read_window(ds, block.bounds, aoi.grid.crs), ds.crs
+                except RasterioError as exc:
+                    if "HTTP response code: 404" in str(exc):  # no retry helps
+                        raise MissingTile(
+                            f"{aoi.describe()}: AEF tile {tile.key} of {tile.year} is in the "
+                            f"{source} index but missing at {settings.base_url(source)}"
+                        ) from exc
+                    raise
 
             got, src_crs = with_retries(
                 read,
                 f"reading {tile.key} for block {block.key}",
                 settings,
                 retry_on=(RasterioError, OSError),
+                never_retry=(MissingTile,),
             )
             if got is not None:
                 fill_block(out, got[0], got[1], src_crs, block, aoi.grid.crs)
@@ -210,7 +226,7 @@ def ee_initialize() -> Any:
     return ee
 
 
-def ee_block_reader(aoi: AOI, year: int, allow_partial: bool) -> Callable[[Block], np.ndarray]:
+def ee_block_reader(aoi: AOI, year: int) -> Callable[[Block], np.ndarray]:
     """A function block -> int8 codes computed by Earth Engine on the target grid."""
     ee = ee_initialize()
     w, s, e, n = aoi.polygon_wgs84.bounds
@@ -335,7 +351,7 @@ def fetch_embeddings(
     log.info("target grid: %s", aoi.describe())
     if s.source == "earthengine":
         tile_keys = [f"ee:{EE_COLLECTION}:{s.year}"]
-        reader = ee_block_reader(aoi, s.year, s.allow_partial_coverage)
+        reader = ee_block_reader(aoi, s.year)
         index_sha = None
     else:
         if index_path is None:
