@@ -74,3 +74,53 @@ def test_loss_curves_one_line_pair_per_model(tmp_path):
 def test_colours_are_fixed_per_model(name):
     assert figures.model_color(name) == figures.model_color(name)
     assert figures.model_label(name)
+
+
+def test_residual_map_is_centred_on_zero(tiny_aoi, tmp_path):
+    fig = figures.residual_map(tiny_aoi["dsm"], tiny_aoi["dsm"], "unet", tmp_path / "r.png")
+    im = fig.axes[0].images[0]
+    lo, hi = im.get_clim()
+    assert lo == -hi
+    assert fig.axes[1].get_ylabel() == "dh = prediction - reference (m)"
+
+
+def test_dh_hist_panel_per_model_line_per_split(tmp_path):
+    rng = np.random.default_rng(1)
+    s = pd.DataFrame(
+        {"split": np.repeat(["train", "val", "test"], 500), "reference": rng.uniform(0, 100, 1500)}
+    )
+    s["prediction"] = s["reference"] + rng.normal(0, 3, 1500)
+    fig = figures.dh_histograms({"unet": s, "ridge": s}, tmp_path / "h.png")
+    assert [ax.get_title() for ax in fig.axes] == ["U-Net", "Ridge"]
+    assert fig.axes[0].get_xlabel() == "dh = prediction - reference (m)"
+    assert len(fig.axes[0].get_legend().get_texts()) == 3
+
+
+def test_height_shift_and_error_by_height_have_units(tmp_path):
+    hist = pd.DataFrame(
+        {
+            "split": ["train"] * 3 + ["test"] * 3,
+            "height_lo_m": [0.0, 1, 2, 5, 6, 7],
+            "height_hi_m": [1.0, 2, 3, 6, 7, 8],
+            "n": [5, 9, 5, 3, 8, 3],
+        }
+    )
+    st = pd.DataFrame(
+        [{"ks_statistic": 1.0, "wasserstein_m": 5.0, "test_outside_train_range_pct": 100.0}]
+    )
+    fig = figures.height_shift(hist, st, tmp_path / "s.png")
+    assert fig.axes[0].get_xlabel() == "reference height (m)"
+    assert "KS = 1.00" in fig.axes[0].texts[0].get_text()
+    bh = pd.DataFrame(
+        {
+            "split": "test",
+            "height_lo_m": [0.0, 10],
+            "height_hi_m": [10.0, 20],
+            "n": [500, 500],
+            "bias_m": [2.0, -2.0],
+            "rmse_m": [3.0, 3.0],
+        }
+    )
+    fig = figures.error_by_height({"unet": bh}, tmp_path / "e.png")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["bias = mean dh (m)", "RMSE (m)"]
+    assert fig.axes[1].get_xlabel() == "reference height (m)"

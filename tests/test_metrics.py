@@ -71,7 +71,8 @@ def test_evaluate_skips_nodata_and_nan_and_splits_by_label(tmp_path):
             tmp_path / f"{name}.tif", "w", **g.profile(1, arr.dtype.name, nd)
         ) as dst:
             dst.write(arr, 1)
-    metrics, sample = evaluate(tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif")
+    ev = evaluate(tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif")
+    metrics, sample = ev.metrics, ev.sample
     ok = (ref != -9999) & (pred != -9999) & np.isfinite(pred)
     for split in ("train", "val", "test"):
         m = ok & (lab == CODES[split])
@@ -82,3 +83,92 @@ def test_evaluate_skips_nodata_and_nan_and_splits_by_label(tmp_path):
         assert got["diff_convention"] == "prediction - reference"
     assert set(sample["split"]) == {"train", "val", "test"}
     assert np.isfinite(sample[["reference", "prediction"]].to_numpy()).all()
+
+
+def test_dem_metrics_against_numpy():
+    rng = np.random.default_rng(3)
+    r = rng.uniform(0, 300, 40_000)
+    p = r + rng.standard_t(3, r.size) * 4 - 1.5  # heavy tails, as DEM errors
+    s = DiffStats()
+    s.n_total = 50_000
+    for chunk in np.array_split(np.arange(r.size), 7):
+        s.update(r[chunk], p[chunk])
+    got, d = s.result(), p - r
+    assert got["sd_m"] == pytest.approx(d.std(), rel=1e-9)
+    assert got["valid_pct"] == pytest.approx(80.0)
+    for key, q in (("abs_p68_m", 68.3), ("abs_p95_m", 95), ("le90_m", 90)):
+        assert abs(got[key] - np.percentile(np.abs(d), q)) <= 2 * HIST_BIN, key
+
+
+def test_le90_is_the_90th_percentile_of_abs_dh_not_p95_minus_p5():
+    d = np.random.default_rng(4).normal(0, 10, 100_000)
+    s = DiffStats()
+    s.update(np.zeros_like(d), d)
+    le90 = s.result()["le90_m"]
+    assert le90 == pytest.approx(1.645 * 10, rel=0.02)
+    assert le90 == pytest.approx((np.percentile(d, 95) - np.percentile(d, 5)) / 2, rel=0.02)
+
+
+def test_crossover_height_finds_the_sign_change_despite_noise():
+    import pandas as pd
+    from aefheight.metrics import crossover_height
+
+    lo = np.arange(0, 300, 10.0)
+    bias = np.where(lo + 5 < 100, 5.0, -5.0)
+    bias[3] = -1.0  # one noisy bin below the crossover
+    t = pd.DataFrame({"height_lo_m": lo, "height_hi_m": lo + 10, "n": 500, "bias_m": bias})
+    assert crossover_height(t) == 100.0
+    assert np.isnan(crossover_height(t.assign(bias_m=-np.abs(bias))))
+    assert np.isnan(crossover_height(t.assign(n=10)))  # too few pixels per bin
+
+
+def test_shift_statistics_match_scipy_up_to_the_bin():
+    import pandas as pd
+    from aefheight.metrics import shift_statistics
+
+    rng = np.random.default_rng(5)
+    train = rng.normal(60, 20, 30_000)
+    test = rng.normal(130, 25, 20_000)
+    rows = []
+    for name, x in (("train", train), ("test", test), ("val", train[:100])):
+        k, n = np.unique(np.floor(x).astype(int), return_counts=True)
+        rows.append(pd.DataFrame({"split": name, "height_lo_m": k * 1.0,
+                                  "height_hi_m": k + 1.0, "n": n}))
+    quant, st = shift_statistics(pd.concat(rows))
+    s = st.iloc[0]
+    assert s["ks_statistic"] == pytest.approx(stats.ks_2samp(train, test).statistic, abs=0.02)
+    assert s["wasserstein_m"] == pytest.approx(stats.wasserstein_distance(train, test), abs=1.0)
+    # the training range is taken to whole bins, so the share lies between these two
+    exact = ((test > train.max()) | (test < train.min())).mean() * 100
+    binned = ((test >= np.ceil(train.max())) | (test < np.floor(train.min()))).mean() * 100
+    assert binned - 1e-9 <= s["test_outside_train_range_pct"] <= exact + 1e-9
+    q = quant.set_index("split")
+    assert q.loc["test", "p50_m"] == pytest.approx(np.median(test), abs=1.0)
+    assert q.loc["train", "mean_m"] == pytest.approx(train.mean(), abs=0.5)
+
+
+def test_height_bins_and_landcover_strata(tmp_path):
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    g = Grid(CRS.from_epsg(32630), Affine(10, 0, 0, 0, -10, 0), 64, 64)
+    ref = np.tile(np.arange(64, dtype=np.float32) * 2, (64, 1))  # 0..126 m along x
+    pred = ref + np.where(ref < 60, 3.0, -3.0).astype(np.float32)
+    lab = np.full(ref.shape, CODES["test"], np.uint8)
+    lc = np.zeros(ref.shape, np.uint8)
+    lc[32:] = 1
+    for name, arr, nd in (("ref", ref, -9999.0), ("pred", pred, -9999.0), ("lab", lab, 0),
+                          ("lc", lc, 255)):
+        with rasterio.open(tmp_path / f"{name}.tif", "w",
+                           **g.profile(1, arr.dtype.name, nd)) as dst:
+            dst.write(arr, 1)
+            if name == "lc":
+                dst.update_tags(classes="0:open,1:forest")
+    ev = evaluate(tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif",
+                  tmp_path / "lc.tif")
+    bh = ev.by_height[ev.by_height["split"] == "test"]
+    assert bh["n"].sum() == 64 * 64
+    assert (bh.loc[bh["height_hi_m"] <= 60, "bias_m"] == 3.0).all()
+    assert (bh.loc[bh["height_lo_m"] >= 60, "bias_m"] == -3.0).all()
+    bc = ev.by_class[ev.by_class["split"] == "test"]
+    assert bc["class_name"].tolist() == ["open", "forest"] and bc["n"].tolist() == [2048, 2048]

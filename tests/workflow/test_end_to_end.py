@@ -28,8 +28,24 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
         assert np.isfinite(pred[both]).all() and (pred[both] != p.nodata).all()
         for ext in ("png", "pdf"):
             assert (res / "figures" / f"pred_vs_ref_{m}_seed0.{ext}").stat().st_size > 0
-    assert (res / "figures" / "split_map.png").exists()
-    assert (res / "figures" / "loss_curves_seed0.png").exists()
+        assert (res / "figures" / f"residual_map_{m}_seed0.png").stat().st_size > 0
+    for fig in (
+        "split_map",
+        "loss_curves_seed0",
+        "height_shift",
+        "dh_hist_seed0",
+        "error_by_height_seed0",
+    ):
+        assert (res / "figures" / f"{fig}.png").stat().st_size > 0
+    for table in (
+        "metrics.md",
+        "metrics.tex",
+        "shift.md",
+        "shift.tex",
+        "training.csv",
+        "crossover.csv",
+    ):
+        assert (res / "tables" / table).stat().st_size > 0
     assert (res / "split" / "split.gpkg").exists()
     assert list((res / "logs").rglob("*.log")) and list((res / "benchmarks").rglob("*.tsv"))
 
@@ -39,7 +55,22 @@ def test_metrics_csv_is_complete(tiny_run):
     assert sorted(zip(df["model"], df["split"], strict=True)) == sorted(
         (m, s) for m in MODELS for s in ("train", "val", "test")
     )
-    cols = ["n", "r2", "rmse_m", "mae_m", "bias_m", "median_diff_m", "nmad_m", "pearson_r"]
+    cols = [
+        "n",
+        "valid_pct",
+        "r2",
+        "rmse_m",
+        "mae_m",
+        "bias_m",
+        "median_diff_m",
+        "sd_m",
+        "nmad_m",
+        "abs_p68_m",
+        "abs_p95_m",
+        "le90_m",
+        "pearson_r",
+        "spearman_rho",
+    ]
     assert df[cols].notna().all().all() and (df["n"] > 0).all()
     assert (df["diff_convention"] == "prediction - reference").all()
 
@@ -49,12 +80,90 @@ def test_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_shift_analysis_sees_the_higher_test_area(tiny_run):
+    st = pd.read_csv(tiny_run / "results" / "tiny" / "shift" / "shift_stats.csv").iloc[0]
+    assert st["mean_shift_m"] > 30 and 0 < st["ks_statistic"] <= 1
+    lc = pd.read_csv(tiny_run / "results" / "tiny" / "metrics" / "by_landcover" / "unet_seed0.csv")
+    assert set(lc["class_name"]) == {"open", "forest", "urban"}
+
+
 def test_report_is_produced(tiny_run):
     snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     assert len(html) > 50_000
-    for name in ("metrics.csv", "split_map.png", "pred_vs_ref_unetplusplus_seed0.png"):
+    for name in (
+        "metrics.csv",
+        "split_map.png",
+        "pred_vs_ref_unetplusplus_seed0.png",
+        "height_shift.png",
+        "error_by_height_seed0.png",
+        "metrics.md",
+    ):
         assert name in html
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=15000",
+]
+
+
+def test_report_renders_in_a_browser(tiny_run, tmp_path):
+    """Open the report as a reader would (headless Chromium): not blank, not an error."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("NOT RUN: chromium is not installed (tests/run.sh installs it as root)")
+    report = tiny_run / "report.html"
+    if not report.exists():
+        snakemake(tiny_run, "--report", "report.html")
+    url = report.resolve().as_uri()
+    shot = tmp_path / "report.png"
+    base = [browser, *CHROMIUM_FLAGS]
+    subprocess.run(
+        [
+            *base,
+            f"--user-data-dir={tmp_path / 'p1'}",
+            "--window-size=1400,1600",
+            f"--screenshot={shot}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    dom = subprocess.run(
+        [*base, f"--user-data-dir={tmp_path / 'p2'}", "--dump-dom", url],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    for text in (
+        "Surface height from AlphaEarth Foundations embeddings",
+        "prediction minus reference",
+        "Distribution shift",
+        "Metrics",
+        "Predicted vs reference",
+        "Residual maps",
+        "Training",
+    ):
+        assert text in dom, text
+    assert "Error" not in dom.split("<body", 1)[-1][:2000]
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.std() > 20  # a blank page is one flat colour
+    assert (px < 128).mean() > 0.05  # text and the sidebar are drawn
 
 
 def test_unknown_config_key_stops_before_any_job(tmp_path):

@@ -87,11 +87,82 @@ def cmd_predict(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .metrics import evaluate, write_csv
 
-    metrics, sample = evaluate(a.prediction, a.dsm, a.split, seed=a.seed)
-    metrics.insert(0, "seed", a.seed)
-    metrics.insert(0, "model", a.model)
-    write_csv(metrics, a.out_csv)
-    write_csv(sample, a.out_samples)
+    ev = evaluate(a.prediction, a.dsm, a.split, a.landcover, seed=a.seed)
+    for df in (ev.metrics, ev.by_height, ev.by_class):
+        df.insert(0, "seed", a.seed)
+        df.insert(0, "model", a.model)
+    write_csv(ev.metrics, a.out_csv)
+    write_csv(ev.sample, a.out_samples)
+    write_csv(ev.by_height, a.out_by_height)
+    write_csv(ev.by_class, a.out_by_class)
+
+
+def cmd_shift(a: argparse.Namespace) -> None:
+    from .metrics import height_histograms, shift_statistics, write_csv
+
+    hist = height_histograms(a.dsm, a.split)
+    quantiles, stats = shift_statistics(hist)
+    write_csv(hist, a.out_hist)
+    write_csv(quantiles, a.out_quantiles)
+    write_csv(stats, a.out_stats)
+
+
+def cmd_tables(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from . import tables
+    from .metrics import crossover_height, write_csv
+
+    metrics = pd.read_csv(a.metrics)
+    t = tables.metrics_table(metrics)
+    out = a.out_dir
+    tables.write_text(tables.to_markdown(t, tables.NOTE), out / "metrics.md")
+    tables.write_text(
+        tables.to_latex(t, "Accuracy per model and split. " + tables.NOTE, "tab:metrics"),
+        out / "metrics.tex",
+    )
+    hists = {}
+    for p in a.histories:
+        seed_dir = Path(p).parent
+        hists[(seed_dir.parent.name, seed_dir.name.removeprefix("seed"))] = pd.read_csv(p)
+    train = tables.training_summary(hists)
+    write_csv(train, out / "training.csv")
+    tables.write_text(tables.to_markdown(tables.plain_table(train, 2)), out / "training.md")
+    quant, stats = pd.read_csv(a.quantiles), pd.read_csv(a.shift_stats)
+    cross = []
+    for p in a.by_height:
+        bh = pd.read_csv(p)
+        for split in ("test", "all"):
+            sub = bh if split == "all" else bh[bh["split"] == split]
+            g = sub.assign(s1=sub["n"] * sub["bias_m"], s2=sub["n"] * sub["rmse_m"] ** 2)
+            g = g.groupby(["height_lo_m", "height_hi_m"], as_index=False)[["n", "s1", "s2"]].sum()
+            g["bias_m"] = g["s1"] / g["n"]
+            cross.append(
+                {
+                    "model": bh["model"].iloc[0],
+                    "seed": bh["seed"].iloc[0],
+                    "split": split,
+                    "crossover_height_m": crossover_height(g),
+                }
+            )
+    cross = pd.DataFrame(cross)
+    write_csv(cross, out / "crossover.csv")
+    text = (
+        tables.to_markdown(tables.plain_table(quant, 1))
+        + "\n"
+        + tables.to_markdown(tables.plain_table(stats, 3))
+        + "\n"
+        + tables.to_markdown(
+            tables.plain_table(cross, 1),
+            "crossover: reference height where the bias turns from over- to under-estimation",
+        )
+    )
+    tables.write_text(text, out / "shift.md")
+    tables.write_text(
+        tables.to_latex(tables.plain_table(quant, 1), "Reference height per split.", "tab:heights")
+        + tables.to_latex(tables.plain_table(stats, 3), "Train vs test height shift.", "tab:shift"),
+        out / "shift.tex",
+    )
 
 
 def cmd_collect(a: argparse.Namespace) -> None:
@@ -108,13 +179,24 @@ def cmd_plot(a: argparse.Namespace) -> None:
 
     from . import figures
 
+    def by_model(paths: list[Path]) -> dict[str, pd.DataFrame]:
+        return {Path(p).stem.rsplit("_seed", 1)[0]: pd.read_csv(p) for p in paths}
+
     if a.kind == "split-map":
         figures.split_map(a.split, a.dsm, a.out)
     elif a.kind == "pred-vs-ref":
-        figures.pred_vs_ref(pd.read_csv(a.samples), pd.read_csv(a.metrics), a.model, a.out)
+        figures.pred_vs_ref(pd.read_csv(a.samples[0]), pd.read_csv(a.metrics), a.model, a.out)
     elif a.kind == "loss-curves":
         hist = {Path(p).parent.parent.name: pd.read_csv(p) for p in a.histories}
         figures.loss_curves(hist, a.out)
+    elif a.kind == "residual-map":
+        figures.residual_map(a.prediction, a.dsm, a.model, a.out)
+    elif a.kind == "dh-hist":
+        figures.dh_histograms(by_model(a.samples), a.out)
+    elif a.kind == "height-shift":
+        figures.height_shift(pd.read_csv(a.hist), pd.read_csv(a.stats), a.out)
+    elif a.kind == "error-by-height":
+        figures.error_by_height(by_model(a.by_height), a.out)
 
 
 def cmd_download(a: argparse.Namespace) -> None:
@@ -186,9 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prediction", type=Path, required=True)
     p.add_argument("--dsm", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True, help="split.tif")
+    p.add_argument("--landcover", type=Path, help="optional land-cover classes raster")
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-samples", type=Path, required=True)
+    p.add_argument("--out-by-height", type=Path, required=True)
+    p.add_argument("--out-by-class", type=Path, required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("shift", parents=[common], help="height distribution per split")
+    p.add_argument("--dsm", type=Path, required=True)
+    p.add_argument("--split", type=Path, required=True, help="split.tif")
+    p.add_argument("--out-hist", type=Path, required=True)
+    p.add_argument("--out-quantiles", type=Path, required=True)
+    p.add_argument("--out-stats", type=Path, required=True)
+    p.set_defaults(func=cmd_shift)
+
+    p = sub.add_parser("tables", parents=[common], help="Markdown/LaTeX tables")
+    p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--quantiles", type=Path, required=True)
+    p.add_argument("--shift-stats", type=Path, required=True)
+    p.add_argument("--histories", nargs="*", default=[])
+    p.add_argument("--by-height", nargs="*", default=[])
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("collect", parents=[common], help="concatenate metric CSVs")
     p.add_argument("--aoi", required=True)
@@ -197,12 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("plot", parents=[common], help="draw one figure")
-    p.add_argument("kind", choices=["split-map", "pred-vs-ref", "loss-curves"])
+    p.add_argument(
+        "kind",
+        choices=[
+            "split-map",
+            "pred-vs-ref",
+            "loss-curves",
+            "residual-map",
+            "dh-hist",
+            "height-shift",
+            "error-by-height",
+        ],
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--split", type=Path)
     p.add_argument("--dsm", type=Path)
-    p.add_argument("--samples", type=Path)
+    p.add_argument("--prediction", type=Path)
+    p.add_argument("--samples", nargs="*", default=[])
     p.add_argument("--metrics", type=Path)
+    p.add_argument("--hist", type=Path)
+    p.add_argument("--stats", type=Path)
+    p.add_argument("--by-height", nargs="*", default=[])
     p.add_argument("--model", default="")
     p.add_argument("--histories", nargs="*", default=[])
     p.set_defaults(func=cmd_plot)

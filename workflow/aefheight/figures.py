@@ -158,3 +158,109 @@ def loss_curves(histories: dict[str, pd.DataFrame], out: Path) -> Figure:
     ax.legend(fontsize=8)
     save(fig, out)
     return fig
+
+
+def residual_map(pred_path: Path, dsm_path: Path, model: str, out: Path) -> Figure:
+    """Map of dh = prediction - reference on a diverging scale centred on 0."""
+    pred, extent = overview(pred_path)
+    ref, _ = overview(dsm_path)
+    dh = pred - ref
+    lim = float(np.nanpercentile(np.abs(dh), 98)) if np.isfinite(dh).any() else 1.0
+    fig, ax = plt.subplots(figsize=(8, 6))
+    im = ax.imshow(dh, extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="dh = prediction - reference (m)")
+    ax.set_xlabel("easting (m)")
+    ax.set_ylabel("northing (m)")
+    ax.ticklabel_format(style="plain", useOffset=False)
+    ax.set_title(
+        f"{model_label(model)}: residuals (red = over-estimation)", color=model_color(model)
+    )
+    save(fig, out)
+    return fig
+
+
+def dh_histograms(samples: dict[str, pd.DataFrame], out: Path) -> Figure:
+    """Distribution of dh per model (one panel each) and split (one colour each)."""
+    models = list(samples)
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False
+    )
+    allv = np.concatenate([s["prediction"] - s["reference"] for s in samples.values()])
+    lim = float(np.nanpercentile(np.abs(allv), 99)) if allv.size else 1.0
+    bins = np.linspace(-lim, lim, 81)
+    for ax, m in zip(axes[0], models, strict=True):
+        s = samples[m]
+        for split in ("train", "val", "test"):
+            d = (s["prediction"] - s["reference"])[s["split"] == split]
+            if len(d):
+                ax.hist(
+                    d,
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    linewidth=1.5,
+                    color=SPLIT_COLORS[split],
+                    label=f"{split} (median {d.median():.1f} m)",
+                )
+        ax.axvline(0, color="k", linewidth=0.8)
+        ax.set_title(model_label(m), color=model_color(m))
+        ax.set_xlabel("dh = prediction - reference (m)")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("density (1/m)")
+    save(fig, out)
+    return fig
+
+
+def height_shift(hist: pd.DataFrame, stats: pd.DataFrame, out: Path) -> Figure:
+    """Reference-height distribution per split on one axis, with the shift statistics."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for split in ("train", "val", "test"):
+        h = hist[hist["split"] == split]
+        if len(h):
+            ax.stairs(
+                h["n"] / h["n"].sum() / (h["height_hi_m"] - h["height_lo_m"]).iloc[0],
+                np.append(h["height_lo_m"].to_numpy(), h["height_hi_m"].iloc[-1]),
+                color=SPLIT_COLORS[split],
+                linewidth=1.5,
+                label=split,
+            )
+    if len(stats) and "ks_statistic" in stats:
+        s = stats.iloc[0]
+        ax.text(
+            0.98,
+            0.97,
+            f"train vs test:\nKS = {s['ks_statistic']:.2f}\n"
+            f"Wasserstein = {s['wasserstein_m']:.1f} m\n"
+            f"test outside train range = {s['test_outside_train_range_pct']:.1f} %",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
+    ax.set_xlabel("reference height (m)")
+    ax.set_ylabel("density (1/m)")
+    ax.set_title("Height distribution per split")
+    ax.legend(loc="upper left")
+    save(fig, out)
+    return fig
+
+
+def error_by_height(by_height: dict[str, pd.DataFrame], out: Path, min_n: int = 100) -> Figure:
+    """Bias and RMSE per reference-height bin for every model (test solid, train dashed)."""
+    fig, (ax_b, ax_r) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True)
+    for m, t in by_height.items():
+        for split, style in (("test", "-"), ("train", "--")):
+            h = t[(t["split"] == split) & (t["n"] >= min_n)]
+            x = (h["height_lo_m"] + h["height_hi_m"]) / 2
+            kw = {"color": model_color(m), "linestyle": style, "label": f"{model_label(m)} {split}"}
+            ax_b.plot(x, h["bias_m"], **kw)
+            ax_r.plot(x, h["rmse_m"], **kw)
+    ax_b.axhline(0, color="k", linewidth=0.8)
+    ax_b.set_ylabel("bias = mean dh (m)")
+    ax_b.set_title("Error by reference height (dh = prediction - reference)")
+    ax_r.set_ylabel("RMSE (m)")
+    ax_r.set_xlabel("reference height (m)")
+    ax_b.legend(fontsize=7, ncol=2)
+    save(fig, out)
+    return fig

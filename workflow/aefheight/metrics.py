@@ -1,9 +1,10 @@
 """Streaming accuracy metrics of a predicted height raster against the reference DSM.
 
 Sign convention everywhere: ``dh = prediction - reference`` (positive = over-estimation).
-Rasters are read window by window; sums are float64 and merged with Chan's parallel update,
-and the median and NMAD come from a histogram of dh with ``HIST_BIN`` m bins, so an AOI of any
-size evaluates in memory bounded by one window.
+Rasters are read window by window; sums are float64 and merged with Chan's parallel update.
+Quantiles of dh (median, NMAD, |dh| 68.3 %, 95 %, LE90) come from a histogram of dh with
+``HIST_BIN`` m bins, so an AOI of any size evaluates in memory bounded by one window. Spearman's
+rho needs ranks, so it is computed on the uniform random pixel sample (its size is reported).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from .errors import NoValidData
 from .patches import read_dsm_block
@@ -23,9 +25,33 @@ from .split import CODES, SPLITS
 log = logging.getLogger(__name__)
 
 DIFF_CONVENTION = "prediction - reference"
-HIST_BIN = 0.01  # m; resolution of median and NMAD
+HIST_BIN = 0.01  # m; resolution of every dh quantile
 HIST_RANGE = 2000.0  # m; |dh| beyond this is counted in the edge bins
 NMAD_FACTOR = 1.4826
+HEIGHT_BIN = 10.0  # m; width of the reference-height bins of the stratified errors
+METRIC_COLUMNS = (
+    "n",
+    "valid_pct",
+    "bias_m",
+    "median_diff_m",
+    "sd_m",
+    "nmad_m",
+    "rmse_m",
+    "mae_m",
+    "abs_p68_m",
+    "abs_p95_m",
+    "le90_m",
+    "r2",
+    "pearson_r",
+    "spearman_rho",
+    "spearman_n",
+)
+
+
+def _quantile(counts: np.ndarray, values: np.ndarray, q: float) -> float:
+    """q-quantile of values given per-value counts (values sorted ascending)."""
+    cum = np.cumsum(counts)
+    return float(values[np.searchsorted(cum, q * cum[-1], side="left")])
 
 
 @dataclass
@@ -33,6 +59,7 @@ class DiffStats:
     """Running statistics of (reference, prediction) pairs; feed it with :meth:`update`."""
 
     n: int = 0
+    n_total: int = 0  # pixels of the area, valid or not (for % valid)
     mean_ref: float = 0.0
     mean_pred: float = 0.0
     m2_ref: float = 0.0  # sum of squared deviations
@@ -69,83 +96,277 @@ class DiffStats:
         idx = np.clip(np.rint((d + HIST_RANGE) / HIST_BIN), 0, self.hist.size - 1)
         self.hist += np.bincount(idx.astype(np.int64), minlength=self.hist.size)
 
-    def _quantile(self, counts: np.ndarray, centers: np.ndarray, q: float) -> float:
-        cum = np.cumsum(counts)
-        return float(centers[np.searchsorted(cum, q * cum[-1], side="left")])
-
     def result(self) -> dict[str, float]:
-        """Metrics: n, r2, rmse, mae, bias (mean dh), median dh, nmad, pearson r."""
+        """Every metric of :data:`METRIC_COLUMNS` but Spearman's (see :func:`evaluate`)."""
         nan = float("nan")
         if self.n == 0:
-            return {
-                k: nan
-                for k in ("r2", "rmse_m", "mae_m", "bias_m", "median_diff_m", "nmad_m", "pearson_r")
-            } | {"n": 0}
+            return {k: nan for k in METRIC_COLUMNS} | {"n": 0, "valid_pct": 0.0}
         centers = np.arange(self.hist.size) * HIST_BIN - HIST_RANGE
-        med = self._quantile(self.hist, centers, 0.5)
+        med = _quantile(self.hist, centers, 0.5)
         # NMAD: median of |dh - median|, from the same histogram folded around the median
         dev = np.abs(centers - med)
         order = np.argsort(dev, kind="stable")
-        nmad = NMAD_FACTOR * self._quantile(self.hist[order], dev[order], 0.5)
-        sse = self.sum_d2
+        nmad = NMAD_FACTOR * _quantile(self.hist[order], dev[order], 0.5)
+        absd = np.abs(centers)
+        order = np.argsort(absd, kind="stable")
+        abs_q = {q: _quantile(self.hist[order], absd[order], q) for q in (0.683, 0.9, 0.95)}
+        mean_d = self.sum_d / self.n
         denom = np.sqrt(self.m2_ref * self.m2_pred)
         return {
             "n": self.n,
-            "r2": 1.0 - sse / self.m2_ref if self.m2_ref > 0 else nan,
-            "rmse_m": float(np.sqrt(sse / self.n)),
-            "mae_m": self.sum_abs / self.n,
-            "bias_m": self.sum_d / self.n,
+            "valid_pct": 100.0 * self.n / self.n_total if self.n_total else nan,
+            "bias_m": mean_d,
             "median_diff_m": med,
+            "sd_m": float(np.sqrt(max(self.sum_d2 / self.n - mean_d * mean_d, 0.0))),
             "nmad_m": nmad,
+            "rmse_m": float(np.sqrt(self.sum_d2 / self.n)),
+            "mae_m": self.sum_abs / self.n,
+            "abs_p68_m": abs_q[0.683],
+            "abs_p95_m": abs_q[0.95],
+            "le90_m": abs_q[0.9],
+            "r2": 1.0 - self.sum_d2 / self.m2_ref if self.m2_ref > 0 else nan,
             "pearson_r": float(self.c_rp / denom) if denom > 0 else nan,
         }
+
+
+@dataclass
+class BinnedErrors:
+    """Count, sum dh and sum dh^2 per integer key (height bin or class), streamed."""
+
+    sums: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def update(self, keys: np.ndarray, d: np.ndarray) -> None:
+        if keys.size == 0:
+            return
+        uniq, inv = np.unique(keys, return_inverse=True)
+        n = np.bincount(inv)
+        s1 = np.bincount(inv, weights=d)
+        s2 = np.bincount(inv, weights=d * d)
+        for i, k in enumerate(uniq.tolist()):
+            acc = self.sums.setdefault(k, np.zeros(3))
+            acc += (n[i], s1[i], s2[i])
+
+    def table(self) -> pd.DataFrame:
+        rows = [
+            {"key": k, "n": int(v[0]), "bias_m": v[1] / v[0], "rmse_m": float(np.sqrt(v[2] / v[0]))}
+            for k, v in sorted(self.sums.items())
+        ]
+        return pd.DataFrame(rows, columns=["key", "n", "bias_m", "rmse_m"])
+
+
+def crossover_height(by_height: pd.DataFrame, min_n: int = 100) -> float:
+    """Reference height where a model turns from over- (dh > 0) to under-estimation.
+
+    The bin edge that best separates the two: it maximises the summed dh (n x bias) of the bins
+    below minus that of the bins above, so a few noisy sign flips do not move it. NaN when the
+    bias is not positive below and negative above any edge (e.g. it never changes sign).
+    """
+    b = by_height[by_height["n"] >= min_n].sort_values("height_lo_m")
+    if len(b) < 2:
+        return float("nan")
+    total = (b["n"] * b["bias_m"]).to_numpy()
+    below = np.cumsum(total)[:-1]  # summed dh of bins 0..k
+    above = total.sum() - below
+    k = int(np.argmax(below - above))
+    if below[k] <= 0 or above[k] >= 0:
+        return float("nan")
+    return float(b["height_hi_m"].iloc[k])
+
+
+@dataclass
+class Evaluation:
+    """Everything :func:`evaluate` measures for one prediction."""
+
+    metrics: pd.DataFrame  # one row per split
+    sample: pd.DataFrame  # split, reference, prediction (uniform random pixels)
+    by_height: pd.DataFrame  # split, height_lo_m, height_hi_m, n, bias_m, rmse_m
+    by_class: pd.DataFrame  # split, class, n, bias_m, rmse_m (empty without land cover)
 
 
 def evaluate(
     pred_path: Path,
     dsm_path: Path,
     split_path: Path,
-    max_samples: int = 100_000,
+    landcover_path: Path | None = None,
+    max_samples: int = 200_000,
     seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Metrics per split (train, val, test) and a random pixel sample for figures.
-
-    Returns:
-        (metrics with one row per split, sample with columns split, reference, prediction)
-    """
+    height_bin: float = HEIGHT_BIN,
+) -> Evaluation:
+    """Metrics per split (train, val, test), stratified errors and a random pixel sample."""
     stats = {k: DiffStats() for k in SPLITS}
+    by_h = {k: BinnedErrors() for k in SPLITS}
+    by_c = {k: BinnedErrors() for k in SPLITS}
     samples = []
     rng = np.random.default_rng(seed)
-    with open_raster(pred_path) as pr, open_raster(dsm_path) as dm, open_raster(split_path) as sp:
+    with (
+        open_raster(pred_path) as pr,
+        open_raster(dsm_path) as dm,
+        open_raster(split_path) as sp,
+    ):
+        lc = open_raster(landcover_path) if landcover_path else None
         grid = Grid.of(pr)
         check_same_grid(grid, Grid.of(dm), pr.name, dm.name)
         check_same_grid(grid, Grid.of(sp), pr.name, sp.name)
+        if lc is not None:
+            check_same_grid(grid, Grid.of(lc), pr.name, lc.name)
         keep = min(1.0, max_samples / (grid.width * grid.height))
         for _, win in pr.block_windows(1):
             pred = read_checked(pr, win, indexes=1)
             ref = read_dsm_block(dm, win)
             lab = read_checked(sp, win, indexes=1)
+            cls = read_checked(lc, win, indexes=1) if lc is not None else None
             ok = (pred != pr.nodata) & np.isfinite(pred) & np.isfinite(ref)
             pick = rng.random(ref.shape) < keep
             for name in SPLITS:
-                m = ok & (lab == CODES[name])
-                stats[name].update(ref[m], pred[m])
+                area = lab == CODES[name]
+                stats[name].n_total += int(area.sum())
+                m = ok & area
+                r, p = ref[m], pred[m]
+                stats[name].update(r, p)
+                d = p.astype(np.float64) - r
+                by_h[name].update(np.floor(r / height_bin).astype(np.int64), d)
+                if cls is not None:
+                    by_c[name].update(cls[m].astype(np.int64), d)
                 s = m & pick
                 if s.any():
                     samples.append(
                         pd.DataFrame({"split": name, "reference": ref[s], "prediction": pred[s]})
                     )
+        if lc is not None:
+            names = dict(kv.split(":", 1) for kv in lc.tags().get("classes", "").split(",") if kv)
+            lc.close()
     if all(st.n == 0 for st in stats.values()):
         raise NoValidData(f"no pixel where both {pred_path} and {dsm_path} are valid")
-    rows = [{"split": k, **stats[k].result()} for k in SPLITS]
-    metrics = pd.DataFrame(rows)
-    metrics["diff_convention"] = DIFF_CONVENTION
     sample = (
         pd.concat(samples, ignore_index=True)
         if samples
         else pd.DataFrame(columns=["split", "reference", "prediction"])
     )
-    return metrics, sample
+    rows = []
+    for k in SPLITS:
+        row = {"split": k, **stats[k].result()}
+        sub = sample[sample["split"] == k]
+        row["spearman_rho"] = (
+            float(sps.spearmanr(sub["reference"], sub["prediction"])[0])
+            if len(sub) > 2
+            else float("nan")
+        )
+        row["spearman_n"] = len(sub)
+        rows.append(row)
+    metrics = pd.DataFrame(rows)[["split", *METRIC_COLUMNS]]
+    metrics["diff_convention"] = DIFF_CONVENTION
+    hs = []
+    for k in SPLITS:
+        t = by_h[k].table()
+        t.insert(0, "split", k)
+        t.insert(1, "height_lo_m", t.pop("key") * height_bin)
+        t.insert(2, "height_hi_m", t["height_lo_m"] + height_bin)
+        hs.append(t)
+    cs = []
+    for k in SPLITS:
+        t = by_c[k].table().rename(columns={"key": "class"})
+        t.insert(0, "split", k)
+        t.insert(
+            2,
+            "class_name",
+            [names.get(str(c), str(c)) for c in t["class"]] if lc is not None else [],
+        )
+        cs.append(t)
+    return Evaluation(
+        metrics, sample, pd.concat(hs, ignore_index=True), pd.concat(cs, ignore_index=True)
+    )
+
+
+def height_histograms(dsm_path: Path, split_path: Path, bin_m: float = 1.0) -> pd.DataFrame:
+    """Reference-height histogram per split (``bin_m`` bins), streamed window by window."""
+    counts = {k: BinnedErrors() for k in SPLITS}
+    with open_raster(dsm_path) as dm, open_raster(split_path) as sp:
+        check_same_grid(Grid.of(dm), Grid.of(sp), dm.name, sp.name)
+        for _, win in sp.block_windows(1):
+            ref = read_dsm_block(dm, win)
+            lab = read_checked(sp, win, indexes=1)
+            for k in SPLITS:
+                r = ref[(lab == CODES[k]) & np.isfinite(ref)]
+                counts[k].update(np.floor(r / bin_m).astype(np.int64), np.zeros(r.size))
+    rows = []
+    for k in SPLITS:
+        t = counts[k].table()
+        rows.append(
+            pd.DataFrame(
+                {
+                    "split": k,
+                    "height_lo_m": t["key"] * bin_m,
+                    "height_hi_m": (t["key"] + 1) * bin_m,
+                    "n": t["n"],
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def _hist_quantile(lo: np.ndarray, hi: np.ndarray, n: np.ndarray, q: float) -> float:
+    """Quantile with linear interpolation inside the bin."""
+    cum = np.cumsum(n)
+    target = q * cum[-1]
+    i = int(np.searchsorted(cum, target, side="left"))
+    before = cum[i - 1] if i > 0 else 0
+    return float(lo[i] + (hi[i] - lo[i]) * (target - before) / max(n[i], 1))
+
+
+def shift_statistics(hist: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Quantile table per split and train-vs-test shift statistics from height histograms.
+
+    KS statistic and Wasserstein-1 distance are computed on the binned distributions (exact up
+    to the bin width); the share of test pixels outside the training range uses bin edges.
+    """
+    q_rows = []
+    cdfs = {}
+    edges = np.union1d(hist["height_lo_m"], hist["height_hi_m"])
+    for k in SPLITS:
+        h = hist[hist["split"] == k].sort_values("height_lo_m")
+        lo, hi, n = (h[c].to_numpy() for c in ("height_lo_m", "height_hi_m", "n"))
+        if n.sum() == 0:
+            continue
+        centers = (lo + hi) / 2
+        mean = float((centers * n).sum() / n.sum())
+        q_rows.append(
+            {
+                "split": k,
+                "n": int(n.sum()),
+                "mean_m": mean,
+                "sd_m": float(np.sqrt((n * (centers - mean) ** 2).sum() / n.sum())),
+                "min_m": float(lo[0]),
+                **{
+                    f"p{int(q * 100):02d}_m": _hist_quantile(lo, hi, n, q)
+                    for q in (0.05, 0.25, 0.5, 0.75, 0.95)
+                },
+                "max_m": float(hi[-1]),
+            }
+        )
+        full = np.zeros(len(edges) - 1)
+        full[np.searchsorted(edges, lo)] = n
+        cdfs[k] = np.cumsum(full) / n.sum()
+    quantiles = pd.DataFrame(q_rows)
+    stats = {}
+    if "train" in cdfs and "test" in cdfs:
+        ft, fs = cdfs["train"], cdfs["test"]
+        widths = np.diff(edges)
+        tr = quantiles.set_index("split").loc["train"]
+        test = hist[hist["split"] == "test"]
+        outside = test[(test["height_hi_m"] > tr["max_m"]) | (test["height_lo_m"] < tr["min_m"])]
+        stats = {
+            "ks_statistic": float(np.max(np.abs(ft - fs))),
+            "wasserstein_m": float(np.sum(np.abs(ft - fs) * widths)),
+            "test_outside_train_range_pct": 100.0 * outside["n"].sum() / test["n"].sum(),
+            "test_above_train_p95_pct": 100.0
+            * test.loc[test["height_lo_m"] >= tr["p95_m"], "n"].sum()
+            / test["n"].sum(),
+            "mean_shift_m": float(
+                quantiles.set_index("split").loc["test", "mean_m"] - tr["mean_m"]
+            ),
+            "bin_m": float(widths.min()),
+        }
+    return quantiles, pd.DataFrame([stats])
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -36,12 +36,16 @@ def section_json(*keys):
 
 
 def final_outputs():
-    """Targets of the default rule: rasters, metrics and the report's figures."""
+    """Targets of the default rule: rasters, metrics, tables and the report's figures."""
     out = []
     for aoi in AOIS:
         out += [
             f"results/{aoi}/metrics/metrics.csv",
+            f"results/{aoi}/tables/metrics.md",
             f"results/{aoi}/figures/split_map.png",
+            f"results/{aoi}/figures/height_shift.png",
+            f"results/{aoi}/figures/dh_hist_seed{SEEDS[0]}.png",
+            f"results/{aoi}/figures/error_by_height_seed{SEEDS[0]}.png",
         ]
         for seed in SEEDS:
             out.append(f"results/{aoi}/figures/loss_curves_seed{seed}.png")
@@ -49,8 +53,16 @@ def final_outputs():
                 out += [
                     f"results/{aoi}/predictions/{model}_seed{seed}.tif",
                     f"results/{aoi}/figures/pred_vs_ref_{model}_seed{seed}.png",
+                    f"results/{aoi}/figures/residual_map_{model}_seed{seed}.png",
                 ]
     return out
+
+
+def landcover_input(wildcards):
+    """Land-cover classes where the AOI has them (the synthetic AOI does), else nothing."""
+    if wildcards.aoi in SYNTHETIC_AOIS:
+        return {"landcover": f"results/{wildcards.aoi}/inputs/landcover.tif"}
+    return {}
 
 
 # Inputs of the download rules (download.smk) for a real AOI.

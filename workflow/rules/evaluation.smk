@@ -1,14 +1,17 @@
-# Metrics per model and split, their collection, and the report's figures.
+# Metrics per model and split, the height-shift analysis, tables, and the report's figures.
 
 
 rule evaluate:
     input:
+        unpack(landcover_input),
         prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
         dsm="results/{aoi}/inputs/dsm.tif",
         split="results/{aoi}/split/split.tif",
     output:
         csv="results/{aoi}/metrics/per_model/{model}_seed{seed}.csv",
         samples="results/{aoi}/metrics/samples/{model}_seed{seed}.csv",
+        by_height="results/{aoi}/metrics/by_height/{model}_seed{seed}.csv",
+        by_class="results/{aoi}/metrics/by_landcover/{model}_seed{seed}.csv",
     log:
         "results/{aoi}/logs/evaluate/{model}_seed{seed}.log",
     benchmark:
@@ -16,10 +19,15 @@ rule evaluate:
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
+    params:
+        landcover=lambda w, input: (
+            f"--landcover {input.landcover}" if "landcover" in input.keys() else ""
+        ),
     shell:
         "python -m aefheight evaluate --model {wildcards.model} --seed {wildcards.seed}"
         " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
-        " --out-csv {output.csv} --out-samples {output.samples} > {log} 2>&1"
+        " {params.landcover} --out-csv {output.csv} --out-samples {output.samples}"
+        " --out-by-height {output.by_height} --out-by-class {output.by_class} > {log} 2>&1"
 
 
 rule collect_metrics:
@@ -34,17 +42,97 @@ rule collect_metrics:
             "results/{aoi}/metrics/metrics.csv",
             caption="../report/metrics.rst",
             category="Metrics",
-            labels={"aoi": "{aoi}", "table": "metrics per model and split"},
+            labels={"aoi": "{aoi}", "table": "metrics per model, split and seed (CSV)"},
         ),
     log:
         "results/{aoi}/logs/collect_metrics.log",
     benchmark:
         "results/{aoi}/benchmarks/collect_metrics.tsv"
     conda:
-        "../../envs/evaluate.yaml"
+        "../../envs/collect_metrics.yaml"
     threads: 1
     shell:
         "python -m aefheight collect --aoi {wildcards.aoi} --out {output} {input} > {log} 2>&1"
+
+
+rule height_shift:
+    input:
+        dsm="results/{aoi}/inputs/dsm.tif",
+        split="results/{aoi}/split/split.tif",
+    output:
+        hist="results/{aoi}/shift/height_hist.csv",
+        quantiles=report(
+            "results/{aoi}/shift/height_quantiles.csv",
+            caption="../report/height_quantiles.rst",
+            category="Distribution shift",
+            labels={"aoi": "{aoi}", "table": "reference height per split"},
+        ),
+        stats=report(
+            "results/{aoi}/shift/shift_stats.csv",
+            caption="../report/shift_stats.rst",
+            category="Distribution shift",
+            labels={"aoi": "{aoi}", "table": "train vs test shift statistics"},
+        ),
+    log:
+        "results/{aoi}/logs/height_shift.log",
+    benchmark:
+        "results/{aoi}/benchmarks/height_shift.tsv"
+    conda:
+        "../../envs/height_shift.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight shift --dsm {input.dsm} --split {input.split}"
+        " --out-hist {output.hist} --out-quantiles {output.quantiles}"
+        " --out-stats {output.stats} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        metrics="results/{aoi}/metrics/metrics.csv",
+        quantiles="results/{aoi}/shift/height_quantiles.csv",
+        stats="results/{aoi}/shift/shift_stats.csv",
+        histories=expand(
+            "results/{{aoi}}/models/{model}/seed{seed}/history.csv", model=NETS, seed=SEEDS
+        ),
+        by_height=expand(
+            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv", model=MODELS, seed=SEEDS
+        ),
+    output:
+        md=report(
+            "results/{aoi}/tables/metrics.md",
+            caption="../report/table_metrics.rst",
+            category="Metrics",
+            labels={"aoi": "{aoi}", "table": "paper table (Markdown)"},
+        ),
+        tex="results/{aoi}/tables/metrics.tex",
+        training=report(
+            "results/{aoi}/tables/training.csv",
+            caption="../report/training_table.rst",
+            category="Training",
+            labels={"aoi": "{aoi}", "table": "epochs actually run"},
+        ),
+        training_md="results/{aoi}/tables/training.md",
+        crossover=report(
+            "results/{aoi}/tables/crossover.csv",
+            caption="../report/crossover.rst",
+            category="Distribution shift",
+            labels={"aoi": "{aoi}", "table": "over/under-estimation crossover height"},
+        ),
+        shift_md="results/{aoi}/tables/shift.md",
+        shift_tex="results/{aoi}/tables/shift.tex",
+    log:
+        "results/{aoi}/logs/tables.log",
+    benchmark:
+        "results/{aoi}/benchmarks/tables.tsv"
+    conda:
+        "../../envs/tables.yaml"
+    threads: 1
+    params:
+        out_dir=lambda w, output: os.path.dirname(output.md),
+    shell:
+        "python -m aefheight tables --metrics {input.metrics} --quantiles {input.quantiles}"
+        " --shift-stats {input.stats} --histories {input.histories}"
+        " --by-height {input.by_height} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule plot_pred_vs_ref:
@@ -64,11 +152,104 @@ rule plot_pred_vs_ref:
     benchmark:
         "results/{aoi}/benchmarks/plot/pred_vs_ref_{model}_seed{seed}.tsv"
     conda:
-        "../../envs/figures.yaml"
+        "../../envs/plot_pred_vs_ref.yaml"
     threads: 1
     shell:
         "python -m aefheight plot pred-vs-ref --samples {input.samples} --metrics {input.metrics}"
         " --model {wildcards.model} --out {output.png} > {log} 2>&1"
+
+
+rule plot_residual_map:
+    input:
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
+        dsm="results/{aoi}/inputs/dsm.tif",
+    output:
+        png=report(
+            "results/{aoi}/figures/residual_map_{model}_seed{seed}.png",
+            caption="../report/residual_map.rst",
+            category="Residual maps",
+            labels={"aoi": "{aoi}", "model": "{model}", "seed": "{seed}"},
+        ),
+        pdf="results/{aoi}/figures/residual_map_{model}_seed{seed}.pdf",
+    log:
+        "results/{aoi}/logs/plot/residual_map_{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/residual_map_{model}_seed{seed}.tsv"
+    conda:
+        "../../envs/plot_residual_map.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot residual-map --prediction {input.prediction} --dsm {input.dsm}"
+        " --model {wildcards.model} --out {output.png} > {log} 2>&1"
+
+
+rule plot_dh_hist:
+    input:
+        expand("results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=MODELS),
+    output:
+        png=report(
+            "results/{aoi}/figures/dh_hist_seed{seed}.png",
+            caption="../report/dh_hist.rst",
+            category="Error distributions",
+            labels={"aoi": "{aoi}", "seed": "{seed}", "figure": "dh histograms"},
+        ),
+        pdf="results/{aoi}/figures/dh_hist_seed{seed}.pdf",
+    log:
+        "results/{aoi}/logs/plot/dh_hist_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/dh_hist_seed{seed}.tsv"
+    conda:
+        "../../envs/plot_dh_hist.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot dh-hist --samples {input} --out {output.png} > {log} 2>&1"
+
+
+rule plot_error_by_height:
+    input:
+        expand("results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=MODELS),
+    output:
+        png=report(
+            "results/{aoi}/figures/error_by_height_seed{seed}.png",
+            caption="../report/error_by_height.rst",
+            category="Distribution shift",
+            labels={"aoi": "{aoi}", "seed": "{seed}", "figure": "error by height"},
+        ),
+        pdf="results/{aoi}/figures/error_by_height_seed{seed}.pdf",
+    log:
+        "results/{aoi}/logs/plot/error_by_height_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/error_by_height_seed{seed}.tsv"
+    conda:
+        "../../envs/plot_error_by_height.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot error-by-height --by-height {input} --out {output.png}"
+        " > {log} 2>&1"
+
+
+rule plot_height_shift:
+    input:
+        hist="results/{aoi}/shift/height_hist.csv",
+        stats="results/{aoi}/shift/shift_stats.csv",
+    output:
+        png=report(
+            "results/{aoi}/figures/height_shift.png",
+            caption="../report/height_shift.rst",
+            category="Distribution shift",
+            labels={"aoi": "{aoi}", "figure": "height distribution per split"},
+        ),
+        pdf="results/{aoi}/figures/height_shift.pdf",
+    log:
+        "results/{aoi}/logs/plot/height_shift.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/height_shift.tsv"
+    conda:
+        "../../envs/plot_height_shift.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot height-shift --hist {input.hist} --stats {input.stats}"
+        " --out {output.png} > {log} 2>&1"
 
 
 rule plot_loss_curves:
@@ -87,7 +268,7 @@ rule plot_loss_curves:
     benchmark:
         "results/{aoi}/benchmarks/plot/loss_curves_seed{seed}.tsv"
     conda:
-        "../../envs/figures.yaml"
+        "../../envs/plot_loss_curves.yaml"
     threads: 1
     shell:
         "python -m aefheight plot loss-curves --histories {input} --out {output.png} > {log} 2>&1"
