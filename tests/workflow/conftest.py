@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakehelp import snakemake, tiny_config
+from snakehelp import FAKE_CREDENTIALS, snakemake, tiny_config
 
 
 @pytest.fixture(scope="session")
@@ -14,5 +14,5 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny study (session-scoped: several tests read its outputs)."""
     work = tmp_path_factory.mktemp("tiny_study")
     (work / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
-    snakemake(work, "--cores", "2")
+    snakemake(work, "--cores", "2", env=FAKE_CREDENTIALS)
     return work

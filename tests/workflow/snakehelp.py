@@ -35,6 +35,15 @@ TINY_OVERRIDES = {
 }
 
 
+# Credentials a user may have in the environment: none may end up in any output.
+FAKE_TOKEN = "aefheight-fake-secret-8c1d"
+FAKE_CREDENTIALS = {
+    "GOOGLE_OAUTH_ACCESS_TOKEN": FAKE_TOKEN,
+    "EE_TOKEN": FAKE_TOKEN,
+    "AWS_SECRET_ACCESS_KEY": FAKE_TOKEN,
+}
+
+
 def tiny_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in TINY_OVERRIDES.items():
@@ -42,10 +51,16 @@ def tiny_config() -> dict:
     return cfg
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the real snakemake of this environment on the repo's Snakefile in ``workdir``."""
     exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+    }
     proc = subprocess.run(
         [
             exe,

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rasterio.errors import RasterioIOError
+
 from .errors import AefHeightError
 from .settings import from_mapping, parse_json
 
@@ -347,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _low_disk(args: argparse.Namespace, below: int = 64 * 2**20) -> str:
+    """A note on the fullest filesystem among the paths in ``args``, if nearly full."""
+    import shutil
+
+    notes = []
+    for value in vars(args).values():
+        for p in value if isinstance(value, list) else [value]:
+            if isinstance(p, Path):
+                folder = next((q for q in (p, *p.parents) if q.is_dir()), None)
+                if folder is not None and shutil.disk_usage(folder).free < below:
+                    notes.append(f"{folder} has {shutil.disk_usage(folder).free // 2**20} MiB free")
+    return f"; disk nearly full: {notes[0]}" if notes else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; a user error ends with one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
@@ -360,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except AefHeightError as exc:
         print(f"aefheight {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RasterioIOError as exc:  # GDAL failed to read or write a raster mid-way
+        print(
+            f"aefheight {args.command}: error: raster I/O failed: {exc}{_low_disk(args)}",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:
         if exc.errno in (

@@ -75,7 +75,9 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     try:
         return rasterio.open(path)
     except RasterioIOError as exc:
-        raise RasterError(f"cannot read raster {path}: {exc}") from exc
+        raise RasterError(
+            f"cannot read raster {path} (missing, corrupt or truncated?): {exc}"
+        ) from exc
 
 
 def check_same_grid(a: Grid, b: Grid, name_a: str, name_b: str) -> None:
@@ -113,12 +115,35 @@ def strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
         yield r, min(rows, height - r)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(beside: Path) -> None:
+    """Delete scratch files of ``beside`` left by killed processes (their PID is gone)."""
+    for old in beside.parent.glob(f".{beside.name}.*"):
+        pid = old.name[len(beside.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            old.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def scratch_path(beside: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a hidden temporary path in the folder of ``beside``; always removed afterwards."""
+    """Yield a hidden temporary path in the folder of ``beside``; always removed afterwards.
+
+    The name carries this process's PID, so a later run can tell (and delete) scratch files
+    of a killed run.
+    """
     beside = Path(beside)
     beside.parent.mkdir(parents=True, exist_ok=True)
-    tmp = beside.with_name(f".{beside.name}.{uuid.uuid4().hex[:8]}{suffix}")
+    _remove_stale(beside)
+    tmp = beside.with_name(f".{beside.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield tmp
     finally:

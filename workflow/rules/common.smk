@@ -1,10 +1,27 @@
 # Config validation, wildcard constraints and the helpers every rule uses.
 import json
 import os
+import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# What a schema cannot say (fractions adding up, known architectures...), checked by the
+# steps' own settings classes before any job runs. A bare Snakemake env without the package's
+# dependencies (e.g. a login node with --sdm conda) skips this: each job checks its section.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+try:
+    from aefheight.config import check_config
+    from aefheight.errors import ConfigError
+except ImportError:
+    check_config = None
+if check_config is not None:
+    try:
+        check_config(config)
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid config: {exc}") from None
 
 AOIS = list(config["aois"])
 MODELS = list(config["models"])
