@@ -26,12 +26,9 @@ def smp_archs() -> dict[str, Any]:
     import segmentation_models_pytorch as smp
 
     return {
-        name.lower(): cls
-        for name, cls in vars(smp).items()
-        if isinstance(cls, type)
-        and issubclass(cls, nn.Module)
-        and hasattr(cls, "__init__")
-        and name in smp.__all__
+        name.lower(): obj
+        for name in smp.__all__
+        if isinstance(obj := getattr(smp, name), type) and issubclass(obj, nn.Module)
     }
 
 
