@@ -20,7 +20,10 @@ rule train_net:
         "../../envs/train_net.yaml"
     threads: 4
     resources:
-        gpu=0,
+        # one GPU unless training.device is cpu: `--gpus=1` on SLURM (profiles/slurm), and a
+        # slot of the local `gpu` resource (profiles/default: gpu=1), so GPU trainings on a
+        # workstation run one at a time
+        gpu=lambda w: 0 if config["training"].get("device", "auto") == "cpu" else 1,
     params:
         model=lambda w: section_json("models", w.model),
         settings=lambda w: section_json("training"),
