@@ -62,7 +62,7 @@ rule split_map:
     benchmark:
         "results/{aoi}/benchmarks/split_map.tsv"
     conda:
-        "../../envs/figures.yaml"
+        "../../envs/split_map.yaml"
     threads: 1
     shell:
         "python -m aefheight plot split-map --split {input.split} --dsm {input.dsm}"
