@@ -1,0 +1,269 @@
+"""Item 3: whole-AOI prediction: overhead over pure model time, and peak memory vs AOI size.
+
+Part ``overhead`` (real U-Net++, ResNet-18, 64 bands; random weights, same cost): times
+``predict_raster`` (read, de-quantize, forward, blend, stream, COG) against the model's forward
+alone on exactly the same window batches, already in memory as float32 tensors. The two
+alternate (forward, predict, forward, predict, ...) and the ratio of the fastest of each is
+printed, so load from other processes inflates neither side alone. One predict run is profiled
+with cProfile; the time outside the model is broken down.
+
+Part ``memory``: peak RSS of the real ``python -m aefheight predict`` command (the rule's) at
+2k^2, 4k^2 and 8k^2 px AOIs x 64 bands, with the cheap stand-in model of the study, the
+pixel-wise Ridge (a 1x1 convolution), so that the sweep ends in minutes; against the common
+approach of MONAI's ``sliding_window_inference``: the same windows, weights and model, but
+the output and the weight canvases held whole in memory (float32, AOI-sized) and written at
+the end. Each run is its own process; its peak RSS comes from ``wait4``.
+
+Run:  nice -n 19 .venv/bin/python benchmarks/bench_predict.py [--part overhead|memory|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import _common as c
+import numpy as np
+
+os.environ.setdefault("GDAL_CACHEMAX", "256")  # as `python -m aefheight` sets it for every step
+
+
+def make_checkpoint(arch: str, path: Path) -> Path:
+    import torch
+    from aefheight.models import ModelSettings, build_model, save_checkpoint
+
+    if not path.exists():
+        torch.manual_seed(0)
+        ms = ModelSettings(arch=arch)
+        save_checkpoint(path, build_model(ms), ms, mean=60.0, std=25.0)
+    return path
+
+
+def window_batches(emb: Path, s) -> list:
+    """Every window batch of predict_raster, read and de-quantized (float32 tensors)."""
+    import rasterio
+    import torch
+    from aefheight import aef
+    from aefheight.predict import window_origins
+    from rasterio.windows import Window
+
+    out = []
+    with rasterio.open(emb) as src:
+        h, w = src.height, src.width
+        stride = s.window - s.overlap
+        rows, cols = window_origins(h, s.window, stride), window_origins(w, s.window, stride)
+        for r0 in rows:
+            for i in range(0, len(cols), s.batch_size):
+                codes = np.stack(
+                    [
+                        src.read(
+                            window=Window(c0, r0, s.window, s.window),
+                            boundless=r0 + s.window > h or c0 + s.window > w,
+                            fill_value=aef.NODATA,
+                        )
+                        for c0 in cols[i : i + s.batch_size]
+                    ]
+                )
+                out.append(torch.from_numpy(aef.dequantize(codes, nodata_value=0.0)))
+    return out
+
+
+def part_overhead(a: argparse.Namespace) -> dict:
+    import torch
+    from aefheight.models import load_checkpoint
+    from aefheight.predict import PredictSettings, predict_raster
+
+    torch.set_num_threads(a.threads)
+    paths = c.make_aoi(a.overhead_size, a.overhead_size, f"aoi_{a.overhead_size}")
+    ckpt = make_checkpoint("unetplusplus", c.DATA / "unetplusplus_random.pt")
+    s = PredictSettings(window=256, overlap=64, batch_size=4)  # the study's config
+    batches = window_batches(paths["embeddings"], s)
+    model, _ = load_checkpoint(ckpt)
+    out = c.DATA / "overhead_pred.tif"
+
+    def forward() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+        return time.perf_counter() - t0
+
+    def predict(profile: bool = False) -> float:
+        prof = cProfile.Profile() if profile else None
+        t0 = time.perf_counter()
+        if prof:
+            prof.enable()
+        predict_raster(paths["embeddings"], ckpt, out, s, threads=a.threads)
+        if prof:
+            prof.disable()
+        dt = time.perf_counter() - t0
+        if prof:
+            prof.dump_stats(c.DATA / "predict.prof")
+        return dt
+
+    fwd, pred = [], []
+    forward()  # warm-up (allocator, oneDNN primitives)
+    for rep in range(a.reps):
+        fwd.append(forward())
+        pred.append(predict(profile=rep == a.reps - 1))
+        c.log(f"rep {rep}: forward {fwd[-1]:.1f} s, predict {pred[-1]:.1f} s")
+    windows = sum(x.shape[0] for x in batches)
+    res = {
+        "aoi_px": a.overhead_size,
+        "windows": windows,
+        "forward_s": fwd,
+        "predict_s": pred,
+        "ratio_min": min(pred) / min(fwd),
+        "ratio_median": statistics.median(pred) / statistics.median(fwd),
+        "profile": profile_summary(c.DATA / "predict.prof"),
+    }
+    return res
+
+
+def profile_summary(path: Path) -> dict[str, float]:
+    """Seconds (cumulative) of the parts of predict_raster, from its cProfile."""
+    st = pstats.Stats(str(path))
+    parts = {
+        "total predict_raster": ("predict.py", "predict_raster"),
+        "model forward (Module._call_impl)": ("module.py", "_call_impl"),
+        "window reads (rasterio read)": ("raster.py", "read_checked"),
+        "de-quantize": ("aef.py", "dequantize"),
+        "write strips (flush)": ("predict.py", "flush"),
+        "COG copy (to_cog)": ("raster.py", "to_cog"),
+        "load checkpoint": ("models.py", "load_checkpoint"),
+    }
+    out = {}
+    for label, (file, func) in parts.items():
+        cum = [v[3] for k, v in st.stats.items() if k[0].endswith(file) and k[2] == func]
+        out[label] = max(cum) if cum else 0.0  # the outermost call (recursion counts once)
+    return out
+
+
+# --- memory sweep -------------------------------------------------------------------------
+
+
+def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, batch: int):
+    """MONAI sliding_window_inference style: whole-AOI output and weight canvases in RAM."""
+    import rasterio
+    import torch
+    from aefheight import aef
+    from aefheight.models import load_checkpoint
+    from aefheight.predict import PRED_NODATA, blend_weights, window_origins
+    from aefheight.raster import Grid
+    from rasterio.windows import Window
+
+    torch.set_num_threads(1)
+    model, ck = load_checkpoint(ckpt)
+    wts = blend_weights(window)
+    with rasterio.open(emb) as src:
+        grid = Grid.of(src)
+        h, w = grid.height, grid.width
+        acc = np.zeros((h, w), np.float32)  # the AOI-sized canvases
+        wsum = np.zeros((h, w), np.float32)
+        stride = window - overlap
+        rows, cols = window_origins(h, window, stride), window_origins(w, window, stride)
+        for r0 in rows:
+            for i in range(0, len(cols), batch):
+                bc = cols[i : i + batch]
+                codes = np.stack([src.read(window=Window(c0, r0, window, window)) for c0 in bc])
+                valid = aef.valid_mask(codes, axis=1)
+                x = torch.from_numpy(aef.dequantize(codes, nodata_value=0.0))
+                with torch.no_grad():
+                    pred = model(x)[:, 0].numpy() * ck["target_std"] + ck["target_mean"]
+                for k, c0 in enumerate(bc):
+                    wk = wts * valid[k]
+                    acc[r0 : r0 + window, c0 : c0 + window] += pred[k] * wk
+                    wsum[r0 : r0 + window, c0 : c0 + window] += wk
+    res = np.full((h, w), PRED_NODATA, np.float32)
+    np.divide(acc, wsum, out=res, where=wsum > 0)
+    with rasterio.open(out, "w", **grid.profile(1, "float32", PRED_NODATA)) as dst:
+        dst.write(res, 1)
+
+
+def part_memory(a: argparse.Namespace) -> list[dict]:
+    ckpt = make_checkpoint("ridge", c.DATA / "ridge_random.pt")
+    settings = {"window": 256, "overlap": 64, "batch_size": 4, "device": "cpu"}
+    env = {**os.environ, "PYTHONPATH": str(c.ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
+    rows = []
+    for size in a.sizes:
+        paths = c.make_aoi(size, size, f"aoi_{size}")
+        row = {"AOI px": f"{size}^2", "Mpx": size * size / 1e6}
+        for name in ("streamed (ours)", "canvas (MONAI style)"):
+            out = c.DATA / f"mem_pred_{size}.tif"
+            if name.startswith("streamed"):
+                cmd = [sys.executable, "-m", "aefheight", "predict"]
+                cmd += ["--settings", json.dumps(settings), "--model", "ridge", "--seed", "0"]
+                cmd += ["--embeddings", str(paths["embeddings"]), "--checkpoint", str(ckpt)]
+                cmd += ["--out", str(out), "--threads", "1"]
+            else:
+                cmd = [sys.executable, __file__, "--canvas-worker", str(paths["embeddings"])]
+                cmd += [str(ckpt), str(out)]
+            wall, rss, _ = c.run_measured(cmd, env=env)
+            out.unlink(missing_ok=True)
+            row[f"{name} peak RSS MiB"] = rss
+            row[f"{name} s"] = wall
+            c.log(f"{size}^2 {name}: {rss:.0f} MiB, {wall:.0f} s")
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--part", choices=["overhead", "memory", "both"], default="both")
+    ap.add_argument("--overhead-size", type=int, default=1024, help="AOI side for the ratio")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096, 8192])
+    ap.add_argument("--canvas-worker", nargs=3, type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.canvas_worker:
+        canvas_predict(*a.canvas_worker, window=256, overlap=64, batch=4)
+        return
+    c.log(c.machine())
+    report = {}
+    if a.part in ("overhead", "both"):
+        r = part_overhead(a)
+        report["overhead"] = r
+        print(f"\n## Prediction overhead: {r['aoi_px']}^2 px AOI, {r['windows']} windows of 256 px")
+        print(f"({c.machine()}; U-Net++ ResNet-18, {a.threads} threads)\n")
+        rows = [
+            {"run": i, "forward s": f, "predict s": p, "ratio": p / f}
+            for i, (f, p) in enumerate(zip(r["forward_s"], r["predict_s"], strict=True))
+        ]
+        print(c.table(rows, ["run", "forward s", "predict s", "ratio"]))
+        print(
+            f"\npredict / pure forward: {r['ratio_min']:.3f}x (fastest of each), "
+            f"{r['ratio_median']:.3f}x (medians); goal <= 1.15x"
+        )
+        prof = r["profile"]
+        total = prof["total predict_raster"]
+        print("\ncProfile of the last predict run (cumulative seconds, share of predict_raster):\n")
+        print(
+            c.table(
+                [{"part": k, "s": v, "share": f"{100 * v / total:.1f} %"} for k, v in prof.items()],
+                ["part", "s", "share"],
+            )
+        )
+    if a.part in ("memory", "both"):
+        rows = part_memory(a)
+        report["memory"] = rows
+        print("\n## Prediction peak RSS vs AOI size (Ridge 1x1 conv stand-in, window 256/64)")
+        print(f"({c.machine()})\n")
+        cols = list(rows[0])
+        print(c.table(rows, cols))
+        for name in ("streamed (ours)", "canvas (MONAI style)"):
+            k = f"{name} peak RSS MiB"
+            print(f"{name}: peak RSS x{rows[-1][k] / rows[0][k]:.2f} from smallest to largest AOI")
+        print("(goal for ours: <= 1.3x)")
+    (c.DATA / "predict.json").write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

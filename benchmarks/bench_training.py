@@ -1,0 +1,172 @@
+"""Item 2: share of each training step spent waiting for data (real U-Net++, CPU).
+
+Runs the pipeline's own ``aefheight.train.train_net`` (U-Net++ ResNet-18, 64 bands, AdamW,
+augmentation on, the study's batch size) for one epoch on a patch store made by the ``tile``
+step, and times from outside, without touching the training code: every ``next()`` on the
+training DataLoader (reading, de-quantizing, masking, collating: the wait for data, since on
+the CPU the loader runs in the training process), the batch augmentation, and the validation
+pass (left out of the step time). Share = data wait / training-loop time.
+
+``--variants before after`` also runs the reader as it was before this benchmark (patches
+copied out of the memory map; de-quantized through an int16 copy), in its own process, in the
+same invocation, so the two can be compared.
+
+Run:  nice -n 19 .venv/bin/python benchmarks/bench_training.py [--patch 128] [--steps 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common as c
+import numpy as np
+
+
+def prepare(a: argparse.Namespace) -> tuple[Path, Path]:
+    """A patch store (the tile step) and a split with ``steps`` x batch train patches."""
+    import geopandas as gpd
+    from aefheight.patches import TilingSettings, tile
+
+    n_train = a.steps * a.batch
+    n = n_train + a.batch + 1  # + one validation batch + one test patch
+    cols = max(8, int(np.ceil(np.sqrt(n * 1.6))))
+    rows = -(-n // cols)
+    w, h = cols * a.patch, rows * a.patch
+    paths = c.make_aoi(w, h, f"aoi_{w}x{h}")
+    store = paths["embeddings"].parent / f"store{a.patch}"
+    if not (store / "index.parquet").exists():
+        tile(paths["embeddings"], paths["dsm"], store, TilingSettings(a.patch))
+    index = gpd.read_parquet(store / "index.parquet")
+    if len(index) < n:
+        sys.exit(f"only {len(index)} patches; need {n}")
+    split = np.array(["test"] * len(index), dtype=object)
+    split[:n_train] = "train"
+    split[n_train : n_train + a.batch] = "val"
+    index["split"] = split
+    gpkg = store.parent / f"split{a.patch}_{a.steps}x{a.batch}.gpkg"
+    if not gpkg.exists():
+        index.to_file(gpkg, driver="GPKG", layer="patches")
+    return store, gpkg
+
+
+def old_reader() -> None:
+    """The reader before this benchmark: memory-map views, int16-indexed LUT."""
+    from aefheight import aef
+    from aefheight.patches import PatchStore
+
+    def read(self, k):
+        return np.asarray(self.embeddings[int(k)]), np.asarray(self.dsm[int(k)])
+
+    def dequantize(codes, nodata_value=np.nan):
+        lut = aef._LUT
+        if not np.isnan(nodata_value):
+            lut = aef._LUT.copy()
+            lut[0] = nodata_value
+        return lut[codes.astype(np.int16) + 128]
+
+    PatchStore.read = read
+    aef.dequantize = dequantize
+
+
+def run_variant(a: argparse.Namespace, store: Path, split: Path, out: Path) -> dict:
+    import torch
+    from aefheight import train
+    from aefheight.models import ModelSettings
+
+    if a.variant == "before":
+        old_reader()
+    t = {"wait": 0.0, "augment": 0.0, "validation": 0.0, "loop": 0.0, "steps": 0}
+    base = torch.utils.data.DataLoader
+
+    class TimedLoader(base):
+        def __init__(self, *args, **kw):
+            self.is_train = isinstance(kw.get("sampler"), list)  # train_net's train loader
+            super().__init__(*args, **kw)
+
+        def __iter__(self):
+            it = super().__iter__()
+            t_loop = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                if self.is_train:
+                    t["wait"] += time.perf_counter() - t0
+                    t["steps"] += 1
+                yield batch
+            if self.is_train:
+                t["loop"] += time.perf_counter() - t_loop
+
+    augment, evaluate = train.augment, train._evaluate
+
+    def timed_augment(*args, **kw):
+        t0 = time.perf_counter()
+        r = augment(*args, **kw)
+        t["augment"] += time.perf_counter() - t0
+        return r
+
+    def timed_evaluate(*args, **kw):
+        t0 = time.perf_counter()
+        r = evaluate(*args, **kw)
+        t["validation"] += time.perf_counter() - t0
+        return r
+
+    torch.utils.data.DataLoader = TimedLoader
+    train.augment, train._evaluate = timed_augment, timed_evaluate
+    ms = ModelSettings(arch="unetplusplus")
+    ts = train.TrainSettings(max_epochs=1, patience=1, batch_size=a.batch, device="cpu")
+    t0 = time.perf_counter()
+    train.train_net(store, split, ms, ts, seed=0, out_dir=out, threads=a.threads)
+    t["train_net"] = time.perf_counter() - t0
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--patch", type=int, default=128, help="patch side (the demo's 128)")
+    ap.add_argument("--batch", type=int, default=8, help="batch size (the study's 8)")
+    ap.add_argument("--steps", type=int, default=15, help="training steps (one epoch)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", nargs="*", default=["after"], choices=["before", "after"])
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    store, split = prepare(a)
+    if a.variant:
+        out = c.DATA / f"train_{a.variant}"
+        print(json.dumps(run_variant(a, store, split, out)))
+        return
+    c.log(c.machine())
+    rows = []
+    for v in a.variants:
+        cmd = [sys.executable, __file__, "--variant", v, "--patch", str(a.patch)]
+        cmd += ["--batch", str(a.batch), "--steps", str(a.steps), "--threads", str(a.threads)]
+        res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+        t = json.loads(res.stdout.strip().splitlines()[-1])
+        rows.append(
+            {
+                "reader": v,
+                "steps": t["steps"],
+                "step s": t["loop"] / t["steps"],
+                "data wait ms/step": 1000 * t["wait"] / t["steps"],
+                "augment ms/step": 1000 * t["augment"] / t["steps"],
+                "data wait share": f"{100 * t['wait'] / t['loop']:.2f} %",
+                "wait+augment share": f"{100 * (t['wait'] + t['augment']) / t['loop']:.2f} %",
+                "validation s": t["validation"],
+            }
+        )
+        c.log(rows[-1])
+    print(f"\n## Training input: U-Net++ on CPU, {a.patch} px patches, batch {a.batch}")
+    print(f"({c.machine()}; {a.threads} torch threads, DataLoader in-process as on CPU)\n")
+    print(c.table(rows, list(rows[0])))
+    print("\ngoal: data wait share <= 5 %")
+
+
+if __name__ == "__main__":
+    main()
