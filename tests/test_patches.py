@@ -52,6 +52,22 @@ def test_dataset_dequantizes_and_masks(tiny_aoi, tmp_path):
     np.testing.assert_allclose(y.numpy()[0][valid], (z[valid] - 50.0) / 10.0, rtol=1e-6)
 
 
+def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_path):
+    import pickle
+
+    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(64))
+    store = PatchStore(tmp_path)
+    for k in range(len(store)):
+        codes, z = store.read(k)
+        assert codes.dtype == np.int8 and z.dtype == np.float32
+        np.testing.assert_array_equal(codes, store.embeddings[k])
+        np.testing.assert_array_equal(z, store.dsm[k])  # NaN where nodata, in the same places
+    clone = pickle.loads(pickle.dumps(store))  # e.g. spawned DataLoader workers
+    np.testing.assert_array_equal(clone.read(len(store) - 1)[0], codes)
+    with pytest.raises(IndexError):
+        store.read(len(store))
+
+
 def _write(path, data, **kw):
     prof = {
         "driver": "GTiff",
