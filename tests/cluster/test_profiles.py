@@ -144,6 +144,7 @@ def test_default_profile_is_local_and_holds_nothing_a_cluster_run_needs_otherwis
 # --- dry runs ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slurm_plan_puts_training_on_the_gpu_partition_with_a_gpu(tmp_path):
     slurm = ("--profile", str(REPO / "profiles" / "slurm"), *NO_CONDA)
     jobs = dry_run(tmp_path / "gpu", study_config(), *slurm, env=SLURM_ENV)
@@ -172,6 +173,7 @@ def fan_out_config() -> dict:
     return cfg
 
 
+@pytest.mark.slow
 def test_two_aois_three_models_three_seeds_plan_18_independent_chains(tmp_path):
     jobs = dry_run(tmp_path, fan_out_config())
     by_id = {j["jobid"]: j for j in jobs}
