@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SLURM_ENV, _env, snakemake_cmd, study_config
-from snakehelp import REPO
+from clusterhelp import REPO, SLURM_ENV, snakemake_cmd, study_config
+from clusterhelp import run_env as _env
 from snakemake.profiles import ProfileConfigFileParser
 
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
