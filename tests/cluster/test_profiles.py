@@ -22,7 +22,10 @@ def parse_profile(path: Path, env: dict[str, str], monkeypatch) -> dict:
     """The profile as Snakemake reads it (YTE evaluated) under the given environment."""
     for name in [n for n in os.environ if n.startswith("AEF_SLURM_")]:
         monkeypatch.delenv(name)
-    monkeypatch.delenv("CONDA_OVERRIDE_CUDA", raising=False)
+    # the profile sets CONDA_OVERRIDE_CUDA in this process: set-then-delete makes monkeypatch
+    # restore the variable's absence afterwards
+    monkeypatch.setenv("CONDA_OVERRIDE_CUDA", "")
+    monkeypatch.delenv("CONDA_OVERRIDE_CUDA")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with path.open() as fh:
