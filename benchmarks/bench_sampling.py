@@ -11,7 +11,10 @@ Contenders (a patch = 64 x P x P int8 embedding codes + P x P float32 heights):
 * ``memcpy``: copy the same bytes from RAM into a patch buffer: the ceiling.
 * ``disk``: read the same bytes cold in one sequential pass: the ceiling of a cold read.
 * ``ours``: the pipeline's :class:`aefheight.patches.PatchStore` (int8 ``.npy`` store written
-  by the ``tile`` rule, one contiguous run per patch), patches in random order.
+  by the ``tile`` rule, one contiguous run per patch), patches in random order, each batch of
+  8 announced with ``PatchStore.prefetch`` first (as ``PatchDataset`` does for the DataLoader),
+  then copied into RAM; ``ours, no prefetch``: the same without the hint (the reader before).
+  ``ours`` also times a RAM copy of the same bytes after each patch: ``memcpy (interleaved)``.
 * ``ours+dequant``: the same through ``PatchDataset`` (de-quantized float32 x, target, mask).
 * ``rasterio random`` / ``rasterio aligned``: per-patch ``DatasetReader.read(window=...)`` of
   the GeoTIFFs at random positions, or at block-aligned positions (the patches of ``ours``).
@@ -37,7 +40,16 @@ from pathlib import Path
 import _common as c
 import numpy as np
 
-TORCHGEO_SPEC = "torchgeo==0.10.1"  # the same pin as pyproject's `bench` extra
+
+def torchgeo_spec() -> str:
+    """TorchGeo's pin, from pyproject's ``bench`` extra (without its Python marker)."""
+    import tomllib
+
+    extra = tomllib.loads((c.ROOT / "pyproject.toml").read_text())["project"]
+    spec = next(r for r in extra["optional-dependencies"]["bench"] if r.startswith("torchgeo"))
+    return spec.split(";")[0].strip()
+
+
 TORCHGEO_VENV = c.ROOT / "benchmarks" / ".venv-torchgeo"
 
 
@@ -57,7 +69,7 @@ def setup_torchgeo() -> None:
         sys.exit("no Python >= 3.12 found (TorchGeo 0.10 needs it); install one, e.g. pyenv")
     subprocess.run([py, "-m", "venv", str(TORCHGEO_VENV)], check=True)
     pip = [str(TORCHGEO_VENV / "bin" / "pip"), "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, TORCHGEO_SPEC], check=True)
+    subprocess.run([*pip, torchgeo_spec()], check=True)
 
 
 # --- the contenders, each run by a child process (--worker) -------------------------------
@@ -72,7 +84,21 @@ def warm_up(files: list[Path]) -> None:
                 pass
 
 
-def _passes(make, items: list, budget: float, files: list[Path]) -> list[dict]:
+def _memcpy_ceiling(p: int):
+    """``copy(k)``: copy one patch's bytes between RAM buffers (pool beyond CPU caches)."""
+    pool = 64
+    src_e = np.ones((pool, 64, p, p), np.int8)
+    src_z = np.ones((pool, p, p), np.float32)
+    dst_e, dst_z = np.empty_like(src_e[0]), np.empty_like(src_z[0])
+
+    def copy(k: int) -> None:
+        np.copyto(dst_e, src_e[k % pool])
+        np.copyto(dst_z, src_z[k % pool])
+
+    return copy
+
+
+def _passes(make, items: list, budget: float, files: list[Path], ceiling=None) -> list[dict]:
     """Time a reader over the first half of ``items`` cold, then over the second half warm.
 
     ``make()`` returns a fresh ``read_one(item) -> bytes`` (new file handles and caches) for
@@ -85,15 +111,21 @@ def _passes(make, items: list, budget: float, files: list[Path]) -> list[dict]:
         if name == "warm":
             warm_up(files)
         read_one = make()
-        k, nbytes = 0, 0
+        k, nbytes, t_ceil = 0, 0, 0.0
         t0 = time.perf_counter()
         for it in part:
             nbytes += read_one(it)
             k += 1
+            if ceiling is not None:  # the same bytes copied in RAM, timed apart, interleaved
+                t1 = time.perf_counter()
+                ceiling(k)
+                t_ceil += time.perf_counter() - t1
             if time.perf_counter() - t0 > budget:
                 break
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t0 - t_ceil
         out.append({"pass": name, "patches": k, "seconds": dt, "source_bytes": nbytes})
+        if ceiling is not None:
+            out[-1]["memcpy_seconds"] = t_ceil
         del read_one
     return out
 
@@ -108,19 +140,14 @@ def worker(name: str, a: argparse.Namespace) -> list[dict]:
     rng = np.random.default_rng(a.seed)
     order = rng.permutation(n_store).tolist()
     store_files = [a.store / "embeddings.npy", a.store / "dsm.npy"]
-    shape_e, shape_z = (64, p, p), (p, p)
     e_bytes, z_bytes = 64 * p * p, 4 * p * p
     if name == "memcpy":
-        pool = 64  # patches held in RAM: 64 x 4.25 MiB at 256 px, far beyond any CPU cache
-        src_e = np.ones((pool, *shape_e), np.int8)
-        src_z = np.ones((pool, *shape_z), np.float32)
 
         def make():
-            dst_e, dst_z = np.empty(shape_e, np.int8), np.empty(shape_z, np.float32)
+            copy = _memcpy_ceiling(p)
 
             def read(k: int) -> int:
-                np.copyto(dst_e, src_e[k % pool])
-                np.copyto(dst_z, src_z[k % pool])
+                copy(k)
                 return e_bytes + z_bytes
 
             return read
@@ -142,29 +169,38 @@ def worker(name: str, a: argparse.Namespace) -> list[dict]:
 
         seq = list(range(n_store))
         return _passes(make, seq[: n_store // 2] * 2, a.budget, store_files)
-    if name in ("ours", "ours mmap", "ours+dequant"):
+    if name in ("ours", "ours, no prefetch", "ours+dequant"):
+        batch = a.batch
+        pos = {k: i for i, k in enumerate(order)}
 
         def make():
             store = PatchStore(a.store)
-            if name == "ours+dequant":
+            if name == "ours+dequant":  # PatchDataset: prefetch a batch, then item by item
                 ds = PatchDataset(store, np.arange(n_store), mean=0.0, std=1.0)
 
                 def read(k: int) -> int:
+                    i = pos[k]
+                    if i % batch == 0:
+                        store.prefetch(order[i : i + batch])
                     ds[k]
                     return e_bytes + z_bytes
-            elif name == "ours mmap":  # the reader before this benchmark: copy out of the map
+            elif name == "ours, no prefetch":  # the reader before this benchmark
 
                 def read(k: int) -> int:
                     return np.array(store.embeddings[k]).nbytes + np.array(store.dsm[k]).nbytes
-            else:
+            else:  # the training reader: a batch is prefetched, then read patch by patch
 
                 def read(k: int) -> int:
+                    i = pos[k]
+                    if i % batch == 0:
+                        store.prefetch(order[i : i + batch])
                     e, z = store.read(k)
                     return e.nbytes + z.nbytes
 
             return read
 
-        return _passes(make, order, a.budget, store_files)
+        ceiling = _memcpy_ceiling(p) if name == "ours" else None
+        return _passes(make, order, a.budget, store_files, ceiling)
     tifs = [a.embeddings, a.dsm]
     with rasterio.open(a.embeddings) as ds:
         height, width = ds.height, ds.width
@@ -216,6 +252,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="patches per pass of the slow readers")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per pass at most")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=8, help="patches prefetched together (ours)")
     ap.add_argument("--only", nargs="*", help="run only these contenders")
     ap.add_argument("--setup-torchgeo", action="store_true", help="create the TorchGeo venv")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -245,6 +282,7 @@ def main() -> None:
     tif_files = [paths["embeddings"], paths["dsm"]]
     me = [sys.executable, __file__, "--patch", str(a.patch), "--n", str(a.n)]
     me += ["--budget", str(a.budget), "--seed", str(a.seed), "--store", str(store_dir)]
+    me += ["--batch", str(a.batch)]
     me += ["--embeddings", str(paths["embeddings"]), "--dsm", str(paths["dsm"])]
     tg_py = TORCHGEO_VENV / "bin" / "python"
     tg = [str(tg_py), str(c.ROOT / "benchmarks" / "_torchgeo_reader.py")]
@@ -255,7 +293,7 @@ def main() -> None:
         "memcpy": ([*me, "--worker", "memcpy"], []),
         "disk": ([*me, "--worker", "disk"], store_files),
         "ours": ([*me, "--worker", "ours"], store_files),
-        "ours mmap": ([*me, "--worker", "ours mmap"], store_files),
+        "ours, no prefetch": ([*me, "--worker", "ours, no prefetch"], store_files),
         "ours+dequant": ([*me, "--worker", "ours+dequant"], store_files),
         "rasterio random": ([*me, "--worker", "rasterio random"], tif_files),
         "rasterio aligned": ([*me, "--worker", "rasterio aligned"], tif_files),
@@ -301,7 +339,10 @@ def main() -> None:
         ours = rate("ours", which)
         tgs = {n: rate(n, which) for n in ("torchgeo random", "torchgeo grid")}
         ceil = rate("memcpy", "warm")
-        line = {"pass": which, "ours / memcpy": ours / ceil}
+        r_ours = results.get("ours", {}).get(which, {})
+        interleaved = r_ours.get("memcpy_seconds", float("nan")) / r_ours.get("seconds", 1.0)
+        line = {"pass": which, "ours / memcpy (interleaved)": interleaved}
+        line["ours / memcpy (own run)"] = ours / ceil
         line["ours / disk (cold)"] = ours / rate("disk", "cold") if which == "cold" else ""
         for n, v in tgs.items():
             line[f"ours / {n}"] = ours / v

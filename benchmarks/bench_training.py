@@ -7,9 +7,9 @@ training DataLoader (reading, de-quantizing, masking, collating: the wait for da
 the CPU the loader runs in the training process), the batch augmentation, and the validation
 pass (left out of the step time). Share = data wait / training-loop time.
 
-``--variants before after`` also runs the reader as it was before this benchmark (patches
-copied out of the memory map; de-quantized through an int16 copy), in its own process, in the
-same invocation, so the two can be compared.
+``--variants before after`` also runs the reader as it was before this benchmark (no batch
+prefetch; de-quantized through an int16 copy), in its own process, in the same invocation, so
+the two can be compared.
 
 Run:  nice -n 19 .venv/bin/python benchmarks/bench_training.py [--patch 128] [--steps 15]
 """
@@ -55,12 +55,9 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def old_reader() -> None:
-    """The reader before this benchmark: memory-map views, int16-indexed LUT."""
+    """The reader before this benchmark: no batch prefetch, int16-indexed LUT."""
     from aefheight import aef
-    from aefheight.patches import PatchStore
-
-    def read(self, k):
-        return np.asarray(self.embeddings[int(k)]), np.asarray(self.dsm[int(k)])
+    from aefheight.patches import PatchDataset
 
     def dequantize(codes, nodata_value=np.nan):
         lut = aef._LUT
@@ -69,7 +66,7 @@ def old_reader() -> None:
             lut[0] = nodata_value
         return lut[codes.astype(np.int16) + 128]
 
-    PatchStore.read = read
+    PatchDataset.__getitems__ = None  # the DataLoader then fetches item by item
     aef.dequantize = dequantize
 
 

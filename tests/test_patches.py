@@ -62,6 +62,11 @@ def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_pa
         assert codes.dtype == np.int8 and z.dtype == np.float32
         np.testing.assert_array_equal(codes, store.embeddings[k])
         np.testing.assert_array_equal(z, store.dsm[k])  # NaN where nodata, in the same places
+    store.prefetch([0, len(store) - 1])  # a hint only: changes nothing
+    ds = PatchDataset(store, np.arange(len(store))[::-1], mean=1.0, std=2.0)
+    for one, many in zip([ds[1], ds[0]], ds.__getitems__([1, 0]), strict=True):
+        for a, b in zip(one, many, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
     clone = pickle.loads(pickle.dumps(store))  # e.g. spawned DataLoader workers
     np.testing.assert_array_equal(clone.read(len(store) - 1)[0], codes)
     with pytest.raises(IndexError):
