@@ -250,7 +250,7 @@ def test_snakemake_profile_slurm_from_the_repo_root_after_the_one_time_install(t
 
     before = snakemake_profile_slurm()
     assert before.returncode != 0 and "slurm" in before.stderr
-    install = (  # the README's one-time command, word for word
+    install = (  # the one-time install (XDG_CONFIG_HOME-aware: the test points it elsewhere)
         'mkdir -p "${XDG_CONFIG_HOME:-$HOME/.config}/snakemake" && '
         'ln -sfn "$PWD/profiles/slurm" "${XDG_CONFIG_HOME:-$HOME/.config}/snakemake/slurm"'
     )
