@@ -11,12 +11,15 @@ validate(config, schema="../schemas/config.schema.yaml")
 # What a schema cannot say (fractions adding up, known architectures...), checked by the
 # steps' own settings classes before any job runs. A bare Snakemake env without the package's
 # dependencies (e.g. a login node with --sdm conda) skips this: each job checks its section.
+# Only the main process checks: Snakemake inside a cluster job need not import torch again.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
-try:
-    from aefheight.config import check_config
-    from aefheight.errors import ConfigError
-except ImportError:
-    check_config = None
+check_config = None
+if workflow.is_main_process:
+    try:
+        from aefheight.config import check_config
+        from aefheight.errors import ConfigError
+    except ImportError:
+        check_config = None
 if check_config is not None:
     try:
         check_config(config)
