@@ -111,17 +111,35 @@ def make_aoi(width: int, height: int, name: str | None = None) -> dict[str, Path
     return paths
 
 
+# A fresh, small Python runs the command as its child and reports the child's peak RSS. Not
+# wait4 on our own child: Linux carries a process's peak RSS through fork and exec, so a
+# child of this (large) benchmark process would start with our peak as its own.
+_SHIM = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    json.dump([os.waitstatus_to_exitcode(status), ru.ru_maxrss], fh)
+"""
+
+
 def run_measured(cmd: Sequence[str], env: dict | None = None) -> tuple[float, float, str]:
     """Run a command; return (wall seconds, its peak RSS in MiB, stdout)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
-    out = p.stdout.read().decode()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if p.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed with exit code {p.returncode}")
-    return wall, ru.ru_maxrss / 1024.0, out  # Linux: ru_maxrss in KiB
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as rec:
+        t0 = time.perf_counter()
+        res = subprocess.run(
+            [sys.executable, "-S", "-c", _SHIM, rec.name, *cmd],
+            stdout=subprocess.PIPE,
+            env=env,
+            check=True,
+        )
+        wall = time.perf_counter() - t0
+        rc, maxrss_kib = json.load(rec)
+    if rc:
+        raise RuntimeError(f"{' '.join(cmd)} failed with exit code {rc}")
+    return wall, maxrss_kib / 1024.0, res.stdout.decode()
 
 
 def machine() -> str:

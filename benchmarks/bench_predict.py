@@ -12,7 +12,9 @@ Part ``memory``: peak RSS of the real ``python -m aefheight predict`` command (t
 pixel-wise Ridge (a 1x1 convolution), so that the sweep ends in minutes; against the common
 approach of MONAI's ``sliding_window_inference``: the same windows, weights and model, but
 the output and the weight canvases held whole in memory (float32, AOI-sized) and written at
-the end. Each run is its own process; its peak RSS comes from ``wait4``.
+the end. Each run is its own process; its peak RSS comes from ``wait4`` (through a small
+launcher, see ``_common.run_measured``). Window 512 / overlap 64 / batch 2 (the large config's)
+by default, so that the 8k^2 AOI takes minutes.
 
 Run:  nice -n 19 .venv/bin/python benchmarks/bench_predict.py [--part overhead|memory|both]
 """
@@ -213,7 +215,7 @@ def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, 
 
 def part_memory(a: argparse.Namespace) -> list[dict]:
     ckpt = make_checkpoint("ridge", c.DATA / "ridge_random.pt")
-    settings = {"window": 256, "overlap": 64, "batch_size": 4, "device": "cpu"}
+    settings = {"window": a.window, "overlap": a.overlap, "batch_size": a.batch, "device": "cpu"}
     env = {**os.environ, "PYTHONPATH": str(c.ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
     rows = []
     for size in a.sizes:
@@ -228,7 +230,8 @@ def part_memory(a: argparse.Namespace) -> list[dict]:
                 cmd += ["--out", str(out), "--threads", "1"]
             else:
                 cmd = [sys.executable, __file__, "--canvas-worker", str(paths["embeddings"])]
-                cmd += [str(ckpt), str(out)]
+                cmd += [str(ckpt), str(out), "--window", str(a.window), "--overlap", str(a.overlap)]
+                cmd += ["--batch", str(a.batch)]
             wall, rss, _ = c.run_measured(cmd, env=env)
             out.unlink(missing_ok=True)
             row[f"{name} peak RSS MiB"] = rss
@@ -245,10 +248,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096, 8192])
+    ap.add_argument("--window", type=int, default=512, help="memory sweep: window px")
+    ap.add_argument("--overlap", type=int, default=64, help="memory sweep: overlap px")
+    ap.add_argument("--batch", type=int, default=2, help="memory sweep: windows per batch")
     ap.add_argument("--canvas-worker", nargs=3, type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.canvas_worker:
-        canvas_predict(*a.canvas_worker, window=256, overlap=64, batch=4)
+        canvas_predict(*a.canvas_worker, window=a.window, overlap=a.overlap, batch=a.batch)
         return
     c.log(c.machine())
     report = {}
@@ -289,7 +295,10 @@ def main() -> None:
     if a.part in ("memory", "both"):
         rows = part_memory(a)
         report["memory"] = rows
-        print("\n## Prediction peak RSS vs AOI size (Ridge 1x1 conv stand-in, window 256/64)")
+        print(
+            "\n## Prediction peak RSS vs AOI size (Ridge 1x1 conv stand-in, "
+            f"window {a.window}, overlap {a.overlap}, batch {a.batch})"
+        )
         print(f"({c.machine()})\n")
         cols = list(rows[0])
         print(c.table(rows, cols))
