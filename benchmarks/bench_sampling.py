@@ -266,6 +266,7 @@ def main() -> None:
         return
     if a.setup_torchgeo:
         setup_torchgeo()
+        return
 
     from aefheight.patches import PatchStore, TilingSettings, tile
 
