@@ -53,7 +53,7 @@ def window_batches(emb: Path, s) -> list:
     import rasterio
     import torch
     from aefheight import aef
-    from aefheight.predict import window_origins
+    from aefheight.raster import window_origins
     from rasterio.windows import Window
 
     out = []
@@ -181,7 +181,8 @@ def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, 
     import torch
     from aefheight import aef
     from aefheight.models import load_checkpoint
-    from aefheight.predict import PRED_NODATA, blend_weights, window_origins
+    from aefheight.predict import PRED_NODATA, blend_weights
+    from aefheight.raster import window_origins
     from aefheight.raster import Grid
     from rasterio.windows import Window
 

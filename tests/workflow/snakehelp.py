@@ -29,9 +29,12 @@ TINY_OVERRIDES = {
             "decoder_channels": [32, 16, 8, 8, 4],
         },
         "ridge": {"arch": "ridge", "max_pixels": 5000},
+        "ridge_ctx": {"arch": "ridge", "max_pixels": 5000, "scales_px": [1, 5, 15]},
     },
+    "split": {"buffer_px": 8},
     "training": {"max_epochs": 2, "patience": 2, "batch_size": 4},
-    "prediction": {"window": 128, "overlap": 32, "batch_size": 4},
+    "prediction": {"window": None, "overlap": None, "batch_size": 4},
+    "seeds": [0, 1],
 }
 
 
@@ -47,7 +50,7 @@ FAKE_CREDENTIALS = {
 def tiny_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in TINY_OVERRIDES.items():
-        cfg[key] = {**cfg[key], **value} if key not in ("aois", "models") else value
+        cfg[key] = {**cfg[key], **value} if key not in ("aois", "models", "seeds") else value
     return cfg
 
 

@@ -57,7 +57,7 @@ def cmd_split(a: argparse.Namespace) -> None:
     from .split import SplitSettings, write_split
 
     s = from_mapping(SplitSettings, parse_json(a.settings), "split")
-    write_split(a.index, a.grid, a.gpkg, a.raster, s)
+    write_split(a.index, a.grid, a.gpkg, a.raster, a.areas, s)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -67,9 +67,11 @@ def cmd_train(a: argparse.Namespace) -> None:
     ms = from_mapping(ModelSettings, parse_json(a.model_settings), f"models.{a.model}")
     if ms.is_net:
         ts = from_mapping(TrainSettings, parse_json(a.settings), "training")
-        train_net(a.store, a.split, ms, ts, a.seed, a.out_dir, a.threads)
+        train_net(
+            a.store, a.split, a.split_raster, ms, ts, a.seed, a.out_dir, a.threads, a.model
+        )
     else:
-        train_ridge(a.store, a.split, ms, a.seed, a.out_dir)
+        train_ridge(a.store, a.split, a.split_raster, ms, a.seed, a.out_dir)
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -90,10 +92,11 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from .metrics import evaluate, write_csv
 
     ev = evaluate(a.prediction, a.dsm, a.split, a.landcover, seed=a.seed)
-    for df in (ev.metrics, ev.by_height, ev.by_class):
+    for df in (ev.metrics, ev.by_height, ev.by_class, ev.seams):
         df.insert(0, "seed", a.seed)
         df.insert(0, "model", a.model)
     write_csv(ev.metrics, a.out_csv)
+    write_csv(ev.seams, a.out_seams)
     write_csv(ev.sample, a.out_samples)
     write_csv(ev.by_height, a.out_by_height)
     write_csv(ev.by_class, a.out_by_class)
@@ -102,7 +105,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_shift(a: argparse.Namespace) -> None:
     from .metrics import height_histograms, shift_statistics, write_csv
 
-    hist = height_histograms(a.dsm, a.split)
+    hist = height_histograms(a.dsm, a.split, a.embeddings)
     quantiles, stats = shift_statistics(hist)
     write_csv(hist, a.out_hist)
     write_csv(quantiles, a.out_quantiles)
@@ -113,23 +116,23 @@ def cmd_tables(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from . import tables
+    from .findings import findings_rst
     from .metrics import crossover_height, write_csv
 
     metrics = pd.read_csv(a.metrics)
     t = tables.metrics_table(metrics)
-    out = a.out_dir
-    tables.write_text(tables.to_markdown(t, tables.NOTE), out / "metrics.md")
+    tables.write_text(tables.to_markdown(t, tables.NOTE), a.out_md)
     tables.write_text(
-        tables.to_latex(t, "Accuracy per model and split. " + tables.NOTE, "tab:metrics"),
-        out / "metrics.tex",
+        tables.to_latex(t, "Accuracy per model and split. " + tables.NOTE, "tab:metrics"), a.out_tex
     )
-    hists = {}
-    for p in a.histories:
-        seed_dir = Path(p).parent
-        hists[(seed_dir.parent.name, seed_dir.name.removeprefix("seed"))] = pd.read_csv(p)
-    train = tables.training_summary(hists)
-    write_csv(train, out / "training.csv")
-    tables.write_text(tables.to_markdown(tables.plain_table(train, 2)), out / "training.md")
+    head = tables.headline(metrics)
+    comps = tables.comparisons(metrics, a.nets, a.baselines)
+    write_csv(comps, a.out_comparisons)
+    train = tables.training_summary([pd.read_csv(p) for p in a.histories], a.max_epochs)
+    write_csv(train, a.out_training)
+    tables.write_text(tables.to_markdown(tables.plain_table(train, 2)), a.out_training_md)
+    seams = pd.concat([pd.read_csv(p) for p in a.seams], ignore_index=True)
+    write_csv(seams, a.out_seams)
     quant, stats = pd.read_csv(a.quantiles), pd.read_csv(a.shift_stats)
     cross = []
     for p in a.by_height:
@@ -148,9 +151,13 @@ def cmd_tables(a: argparse.Namespace) -> None:
                 }
             )
     cross = pd.DataFrame(cross)
-    write_csv(cross, out / "crossover.csv")
+    write_csv(cross, a.out_crossover)
     text = (
-        tables.to_markdown(tables.plain_table(quant, 1))
+        tables.to_markdown(head, "Headline: " + tables.NOTE)
+        + "\n"
+        + "\n".join(f"* {v}" for v in comps["verdict"])
+        + "\n\n"
+        + tables.to_markdown(tables.plain_table(quant, 1))
         + "\n"
         + tables.to_markdown(tables.plain_table(stats, 3))
         + "\n"
@@ -159,12 +166,24 @@ def cmd_tables(a: argparse.Namespace) -> None:
             "crossover: reference height where the bias turns from over- to under-estimation",
         )
     )
-    tables.write_text(text, out / "shift.md")
+    tables.write_text(text, a.out_shift_md)
     tables.write_text(
         tables.to_latex(tables.plain_table(quant, 1), "Reference height per split.", "tab:heights")
         + tables.to_latex(tables.plain_table(stats, 3), "Train vs test height shift.", "tab:shift"),
-        out / "shift.tex",
+        a.out_shift_tex,
     )
+    areas = pd.read_csv(a.areas)
+    tables.write_text(
+        findings_rst(a.aoi, head, comps, train, areas, seams, stats), a.out_findings
+    )
+
+
+def cmd_front(a: argparse.Namespace) -> None:
+    from .findings import front_page
+    from .tables import write_text
+
+    fragments = [Path(p).read_text(encoding="utf-8") for p in a.findings]
+    write_text(front_page(fragments, a.methods.read_text(encoding="utf-8")), a.out)
 
 
 def cmd_collect(a: argparse.Namespace) -> None:
@@ -185,11 +204,11 @@ def cmd_plot(a: argparse.Namespace) -> None:
         return {Path(p).stem.rsplit("_seed", 1)[0]: pd.read_csv(p) for p in paths}
 
     if a.kind == "split-map":
-        figures.split_map(a.split, a.dsm, a.out)
+        figures.split_map(a.split, a.split_raster, a.dsm, a.out)
     elif a.kind == "pred-vs-ref":
         figures.pred_vs_ref(pd.read_csv(a.samples[0]), pd.read_csv(a.metrics), a.model, a.out)
     elif a.kind == "loss-curves":
-        hist = {Path(p).parent.parent.name: pd.read_csv(p) for p in a.histories}
+        hist = {str((h := pd.read_csv(p))["model"].iloc[0]): h for p in a.histories}
         figures.loss_curves(hist, a.out)
     elif a.kind == "residual-map":
         figures.residual_map(a.prediction, a.dsm, a.model, a.out)
@@ -243,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=Path, required=True, help="a raster on the AOI grid")
     p.add_argument("--gpkg", type=Path, required=True)
     p.add_argument("--raster", type=Path, required=True)
+    p.add_argument("--areas", type=Path, required=True, help="realized areas (CSV)")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("train", parents=[common], help="train one model (net or ridge)")
@@ -250,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model name (config key under models)")
     p.add_argument("--model-settings", default="{}")
     p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--split", type=Path, required=True)
+    p.add_argument("--split", type=Path, required=True, help="split.gpkg")
+    p.add_argument("--split-raster", type=Path, required=True, help="split.tif (loss masks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", type=Path, required=True)
     p.set_defaults(func=cmd_train)
@@ -275,24 +296,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-samples", type=Path, required=True)
     p.add_argument("--out-by-height", type=Path, required=True)
     p.add_argument("--out-by-class", type=Path, required=True)
+    p.add_argument("--out-seams", type=Path, required=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("shift", parents=[common], help="height distribution per split")
     p.add_argument("--dsm", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True, help="split.tif")
+    p.add_argument("--embeddings", type=Path, required=True, help="valid pixels as the metrics")
     p.add_argument("--out-hist", type=Path, required=True)
     p.add_argument("--out-quantiles", type=Path, required=True)
     p.add_argument("--out-stats", type=Path, required=True)
     p.set_defaults(func=cmd_shift)
 
-    p = sub.add_parser("tables", parents=[common], help="Markdown/LaTeX tables")
+    p = sub.add_parser("tables", parents=[common], help="tables, comparisons and findings")
+    p.add_argument("--aoi", required=True)
     p.add_argument("--metrics", type=Path, required=True)
     p.add_argument("--quantiles", type=Path, required=True)
     p.add_argument("--shift-stats", type=Path, required=True)
+    p.add_argument("--areas", type=Path, required=True)
     p.add_argument("--histories", nargs="*", default=[])
     p.add_argument("--by-height", nargs="*", default=[])
-    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--seams", nargs="+", required=True)
+    p.add_argument("--nets", nargs="*", default=[], help="model names of the nets")
+    p.add_argument("--baselines", nargs="*", default=[], help="model names of the baselines")
+    p.add_argument("--max-epochs", type=int, required=True)
+    for name in ("md", "tex", "comparisons", "training", "training-md", "seams", "crossover"):
+        p.add_argument(f"--out-{name}", type=Path, required=True)
+    for name in ("shift-md", "shift-tex", "findings"):
+        p.add_argument(f"--out-{name}", type=Path, required=True)
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("front", parents=[common], help="the report's first page")
+    p.add_argument("--findings", nargs="+", required=True, help="per-AOI findings.rst")
+    p.add_argument("--methods", type=Path, required=True, help="workflow/report/workflow.rst")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_front)
 
     p = sub.add_parser("collect", parents=[common], help="concatenate metric CSVs")
     p.add_argument("--aoi", required=True)
@@ -315,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--split", type=Path)
+    p.add_argument("--split-raster", type=Path)
     p.add_argument("--dsm", type=Path)
     p.add_argument("--prediction", type=Path)
     p.add_argument("--samples", nargs="*", default=[])

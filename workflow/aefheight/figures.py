@@ -24,9 +24,25 @@ from .raster import atomic_path, open_raster
 
 log = logging.getLogger(__name__)
 
-SPLIT_COLORS = {"train": "#1b9e77", "val": "#7570b3", "test": "#d95f02", "buffer": "#bdbdbd"}
-MODEL_COLORS = {"unet": "#1f77b4", "unetplusplus": "#d62728", "ridge": "#7f7f7f"}
-MODEL_LABELS = {"unet": "U-Net", "unetplusplus": "U-Net++", "ridge": "Ridge"}
+SPLIT_COLORS = {
+    "train": "#1b9e77",
+    "val": "#7570b3",
+    "test": "#d95f02",
+    "buffer": "#bdbdbd",
+    "unused": "#ffffff",
+}
+MODEL_COLORS = {
+    "unet": "#1f77b4",
+    "unetplusplus": "#d62728",
+    "ridge": "#7f7f7f",
+    "ridge_ctx": "#bcbd22",
+}
+MODEL_LABELS = {
+    "unet": "U-Net",
+    "unetplusplus": "U-Net++",
+    "ridge": "Ridge",
+    "ridge_ctx": "Ridge (multi-scale box means)",
+}
 
 
 def model_label(name: str) -> str:
@@ -63,18 +79,32 @@ def overview(path: Path, max_side: int = 1000) -> tuple[np.ndarray, tuple[float,
     return z, (b.left, b.right, b.bottom, b.top)
 
 
-def split_map(split_gpkg: Path, dsm_path: Path, out: Path) -> Figure:
-    """Patch footprints coloured by split over the reference DSM."""
+def split_map(split_gpkg: Path, split_tif: Path, dsm_path: Path, out: Path) -> Figure:
+    """Pixel split labels (buffer included) and patch outlines over the reference DSM."""
+    from matplotlib.colors import ListedColormap
+
+    from .split import CODES
+
     df = gpd.read_file(split_gpkg, layer="patches")
     z, extent = overview(dsm_path)
+    lab, _ = overview(split_tif)
     fig, ax = plt.subplots(figsize=(8, 6))
     im = ax.imshow(z, extent=extent, cmap="terrain", interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.8, label="reference height (m)")
+    colors = ["#00000000"] + [SPLIT_COLORS[k] for k in CODES]  # code 0 (no patch) clear
+    ax.imshow(
+        np.nan_to_num(lab, nan=0),
+        extent=extent,
+        cmap=ListedColormap(colors),
+        vmin=-0.5,
+        vmax=len(CODES) + 0.5,
+        alpha=0.45,
+        interpolation="nearest",
+    )
     for name, color in SPLIT_COLORS.items():
         sub = df[df["split"] == name]
         if len(sub):
-            sub.boundary.plot(ax=ax, color=color, linewidth=1.2)
-            sub.plot(ax=ax, color=color, alpha=0.25)
+            sub.boundary.plot(ax=ax, color=color, linewidth=1.0)
     counts = df["split"].value_counts()
     ax.legend(
         handles=[
@@ -87,7 +117,7 @@ def split_map(split_gpkg: Path, dsm_path: Path, out: Path) -> Figure:
     ax.set_xlabel(f"easting (m, {df.crs.to_string() if df.crs else '?'})")
     ax.set_ylabel("northing (m)")
     ax.ticklabel_format(style="plain", useOffset=False)
-    ax.set_title("Spatial split of the patches")
+    ax.set_title("Spatial split (pixels; outlines: patches)")
     save(fig, out)
     return fig
 

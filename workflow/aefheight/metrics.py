@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from . import aef
 from .errors import NoValidData
 from .patches import read_dsm_block
-from .raster import Grid, atomic_path, check_same_grid, open_raster, read_checked
+from .raster import Grid, atomic_path, check_same_grid, open_raster, read_checked, window_phase
 from .split import CODES, SPLITS
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,49 @@ class Evaluation:
     sample: pd.DataFrame  # split, reference, prediction (uniform random pixels)
     by_height: pd.DataFrame  # split, height_lo_m, height_hi_m, n, bias_m, rmse_m
     by_class: pd.DataFrame  # split, class, n, bias_m, rmse_m (empty without land cover)
+    seams: pd.DataFrame  # one row: mean |dh| on window seams vs window centres
+
+
+class SeamCheck:
+    """Mean |dh| near the prediction windows' seams vs near their centres (ratio ~1: no seams).
+
+    The window layout comes from the prediction's tags (``window``, ``overlap``).
+    """
+
+    def __init__(self, tags: dict[str, str], height: int, width: int) -> None:
+        self.window, self.overlap = int(tags.get("window", 0)), int(tags.get("overlap", 0))
+        self.patch = int(tags.get("train_patch_size", 0))
+        band = max(1, (self.window - self.overlap) // 8)
+        if self.window:
+            self.sy, self.cy = window_phase(height, self.window, self.overlap, band)
+            self.sx, self.cx = window_phase(width, self.window, self.overlap, band)
+        self.sums = np.zeros((2, 2))  # (seam, centre) x (sum |dh|, n)
+
+    def update(self, win, ok: np.ndarray, absd: np.ndarray) -> None:
+        if not self.window:
+            return
+        rows, cols = win.toslices()
+        sy, cy = self.sy[rows, None], self.cy[rows, None]
+        sx, cx = self.sx[None, cols], self.cx[None, cols]
+        for i, sel in enumerate(((sy | sx) & ok, (cy & cx) & ok)):
+            self.sums[i] += (absd[sel].sum(), sel.sum())
+
+    def table(self) -> pd.DataFrame:
+        seam, centre = (s[0] / s[1] if s[1] else float("nan") for s in self.sums)
+        return pd.DataFrame(
+            [
+                {
+                    "window_px": self.window,
+                    "overlap_px": self.overlap,
+                    "train_patch_px": self.patch,
+                    "seam_mean_abs_dh_m": seam,
+                    "centre_mean_abs_dh_m": centre,
+                    "seam_centre_ratio": seam / centre if centre else float("nan"),
+                    "n_seam": int(self.sums[0, 1]),
+                    "n_centre": int(self.sums[1, 1]),
+                }
+            ]
+        )
 
 
 def evaluate(
@@ -210,6 +254,7 @@ def evaluate(
         if lc is not None:
             check_same_grid(grid, Grid.of(lc), pr.name, lc.name)
         keep = min(1.0, max_samples / (grid.width * grid.height))
+        seams = SeamCheck(pr.tags(), grid.height, grid.width)
         for _, win in pr.block_windows(1):
             pred = read_checked(pr, win, indexes=1)
             ref = read_dsm_block(dm, win)
@@ -217,6 +262,7 @@ def evaluate(
             cls = read_checked(lc, win, indexes=1) if lc is not None else None
             ok = (pred != pr.nodata) & np.isfinite(pred) & np.isfinite(ref)
             pick = rng.random(ref.shape) < keep
+            seams.update(win, ok, np.abs(pred.astype(np.float64) - ref))
             for name in SPLITS:
                 area = lab == CODES[name]
                 stats[name].n_total += int(area.sum())
@@ -273,20 +319,35 @@ def evaluate(
         )
         cs.append(t)
     return Evaluation(
-        metrics, sample, pd.concat(hs, ignore_index=True), pd.concat(cs, ignore_index=True)
+        metrics,
+        sample,
+        pd.concat(hs, ignore_index=True),
+        pd.concat(cs, ignore_index=True),
+        seams.table(),
     )
 
 
-def height_histograms(dsm_path: Path, split_path: Path, bin_m: float = 1.0) -> pd.DataFrame:
-    """Reference-height histogram per split (``bin_m`` bins), streamed window by window."""
+def height_histograms(
+    dsm_path: Path, split_path: Path, embeddings_path: Path, bin_m: float = 1.0
+) -> pd.DataFrame:
+    """Reference-height histogram per split (``bin_m`` bins), streamed window by window.
+
+    Counts the pixels the metrics count: valid reference and valid embeddings.
+    """
     counts = {k: BinnedErrors() for k in SPLITS}
-    with open_raster(dsm_path) as dm, open_raster(split_path) as sp:
+    with (
+        open_raster(dsm_path) as dm,
+        open_raster(split_path) as sp,
+        open_raster(embeddings_path) as em,
+    ):
         check_same_grid(Grid.of(dm), Grid.of(sp), dm.name, sp.name)
+        check_same_grid(Grid.of(dm), Grid.of(em), dm.name, em.name)
         for _, win in sp.block_windows(1):
             ref = read_dsm_block(dm, win)
             lab = read_checked(sp, win, indexes=1)
+            ok = np.isfinite(ref) & aef.valid_mask(read_checked(em, win))
             for k in SPLITS:
-                r = ref[(lab == CODES[k]) & np.isfinite(ref)]
+                r = ref[(lab == CODES[k]) & ok]
                 counts[k].update(np.floor(r / bin_m).astype(np.int64), np.zeros(r.size))
     rows = []
     for k in SPLITS:

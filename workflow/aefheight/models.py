@@ -1,8 +1,10 @@
 """One factory for every model of the study: smp decoders and the pixel-wise Ridge baseline.
 
-U-Net and U-Net++ differ only in ``arch``. The Ridge baseline is fitted with scikit-learn and
-then held as a 1x1 convolution, so that checkpoints, prediction and evaluation treat all three
-models the same way.
+U-Net and U-Net++ differ only in ``arch``. The Ridge baselines are fitted with scikit-learn
+and then held as a small fixed network (masked box means of the bands at ``scales_px``, then a
+1x1 convolution), so that checkpoints, prediction and evaluation treat every model the same
+way. ``scales_px: [1]`` is the paper's pixel-wise Ridge; several scales make the control that
+separates "spatial context" from "denoising": a linear model on locally averaged bands.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import aef
@@ -42,11 +45,19 @@ class ModelSettings:
     decoder_channels: tuple[int, ...] | None = None  # None: smp's default
     alpha: float = 1.0  # ridge: L2 penalty
     max_pixels: int = 200_000  # ridge: training pixels sampled from train patches
+    scales_px: tuple[int, ...] = (1,)  # ridge: box-mean sides; (1,) = pixel-wise
 
     def check(self, section: str) -> None:
         if self.arch == RIDGE:
             if self.alpha < 0 or self.max_pixels < 100:
                 raise ConfigError(f"{section}: ridge needs alpha >= 0 and max_pixels >= 100")
+            if not self.scales_px or any(k < 1 or k % 2 == 0 for k in self.scales_px):
+                raise ConfigError(
+                    f"{section}.scales_px must list odd box sides >= 1 (e.g. [1, 5, 15, 45]), "
+                    f"got {list(self.scales_px)}"
+                )
+            if len(set(self.scales_px)) != len(self.scales_px):
+                raise ConfigError(f"{section}.scales_px repeats a scale: {list(self.scales_px)}")
             return
         archs = smp_archs()
         if self.arch not in archs:
@@ -68,10 +79,40 @@ class ModelSettings:
         return self.arch != RIDGE
 
 
+class BoxRidge(nn.Module):
+    """A linear model on masked box means of the bands at several scales.
+
+    Use it (through :func:`build_model` with ``arch: ridge``) for the Ridge baselines: nodata
+    pixels (all bands 0 after de-quantization) are left out of every mean, and each scale's
+    mean is taken over the window the model is given, as the nets see their window.
+    """
+
+    def __init__(self, in_channels: int, scales: tuple[int, ...]) -> None:
+        super().__init__()
+        self.scales = tuple(scales)
+        self.head = nn.Conv2d(in_channels * len(self.scales), 1, kernel_size=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The regression's inputs: the bands' box means, ``len(scales) * C`` channels."""
+        valid = (x != 0).any(dim=1, keepdim=True).to(x.dtype)
+        out = []
+        for k in self.scales:
+            if k == 1:
+                out.append(x)
+                continue
+            num = F.avg_pool2d(x * valid, k, stride=1, padding=k // 2)
+            den = F.avg_pool2d(valid, k, stride=1, padding=k // 2)
+            out.append(num / den.clamp_min(1e-6))
+        return torch.cat(out, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 def build_model(s: ModelSettings, in_channels: int = aef.BANDS) -> nn.Module:
     """Build a model with ``in_channels`` inputs and one output (height, standardized)."""
     if s.arch == RIDGE:
-        return nn.Conv2d(in_channels, 1, kernel_size=1)
+        return BoxRidge(in_channels, s.scales_px)
     import segmentation_models_pytorch as smp
 
     kwargs: dict[str, Any] = {}
@@ -109,8 +150,9 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     except Exception as exc:
         raise RasterError(f"cannot read checkpoint {path}: {exc}") from exc
     settings = dict(ckpt["settings"])
-    if settings.get("decoder_channels") is not None:
-        settings["decoder_channels"] = tuple(settings["decoder_channels"])
+    for key in ("decoder_channels", "scales_px"):
+        if settings.get(key) is not None:
+            settings[key] = tuple(settings[key])
     s = ModelSettings(**{**settings, "encoder_weights": None})  # weights come from the file
     model = build_model(s)
     model.load_state_dict(ckpt["model"])

@@ -260,10 +260,20 @@ class PatchDataset(torch.utils.data.Dataset):
 
     Returns per item ``(x, y, mask)``: x float32 (64, P, P) with nodata as 0, y float32
     (1, P, P) standardized with ``(h - mean) / std`` (0 where invalid), mask bool (1, P, P).
+    ``masks`` (N, P, P), when given, further restricts each patch's mask (e.g. the split's
+    buffer pixels are left out of the loss).
     """
 
-    def __init__(self, store: PatchStore, ids: np.ndarray, mean: float, std: float) -> None:
+    def __init__(
+        self,
+        store: PatchStore,
+        ids: np.ndarray,
+        mean: float,
+        std: float,
+        masks: np.ndarray | None = None,
+    ) -> None:
         self.store, self.ids, self.mean, self.std = store, np.asarray(ids), mean, std
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -278,6 +288,8 @@ class PatchDataset(torch.utils.data.Dataset):
         codes = np.asarray(self.store.embeddings[k])  # views: de-quantizing makes the copy
         z = np.asarray(self.store.dsm[k])
         mask = aef.valid_mask(codes) & ~np.isnan(z)
+        if self.masks is not None:
+            mask &= self.masks[i]
         x = aef.dequantize(codes, nodata_value=0.0)
         y = np.where(mask, (z - self.mean) / self.std, 0.0).astype(np.float32)
         return torch.from_numpy(x), torch.from_numpy(y[None]), torch.from_numpy(mask[None])

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import aef
 from .errors import ConfigError
 from .models import load_checkpoint
-from .raster import Grid, open_raster, read_checked, scratch_path, to_cog
+from .raster import Grid, open_raster, read_checked, scratch_path, to_cog, window_origins
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +33,32 @@ PRED_NODATA = -9999.0
 class PredictSettings:
     """Settings of whole-AOI prediction (config ``prediction``)."""
 
-    window: int = 256
-    overlap: int = 64
+    window: int | None = None  # px; None = the patch size the model was trained on
+    overlap: int | None = None  # px; None = a quarter of the window
     batch_size: int = 4
     device: str = "auto"
 
     def check(self, section: str) -> None:
-        if self.window <= 0 or self.window % 32:
-            raise ConfigError(f"{section}.window must be a positive multiple of 32")
-        if not 0 <= self.overlap < self.window:
+        if self.window is not None and (self.window <= 0 or self.window % 32):
+            raise ConfigError(f"{section}.window must be a positive multiple of 32 (or null)")
+        if self.overlap is not None and not 0 <= self.overlap < (self.window or 10**9):
             raise ConfigError(f"{section}.overlap must be in [0, window)")
+
+    def resolve(self, patch_size: int) -> tuple[int, int]:
+        """(window, overlap) in px for a model trained on ``patch_size`` px patches."""
+        win = self.window or patch_size
+        overlap = win // 4 if self.overlap is None else self.overlap
+        if overlap >= win:
+            raise ConfigError(
+                f"prediction.overlap {overlap} must be smaller than the window ({win} px)"
+            )
+        return win, overlap
 
 
 def blend_weights(size: int) -> np.ndarray:
     """2-D blending weights: outer product of ``sin(pi (i + 0.5) / size) ** 2``; all > 0."""
     w = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
     return np.outer(w, w).astype(np.float32)
-
-
-def window_origins(length: int, window: int, stride: int) -> list[int]:
-    """Window offsets covering ``length``; the last window ends at the edge."""
-    if length <= window:
-        return [0]
-    origins = list(range(0, length - window, stride))
-    return [*origins, length - window]
 
 
 def predict_raster(
@@ -74,7 +76,17 @@ def predict_raster(
     device = pick_device(s.device)
     model, ckpt = load_checkpoint(checkpoint_path, device=str(device))
     mean, std = ckpt["target_mean"], ckpt["target_std"]
-    win, stride = s.window, s.window - s.overlap
+    patch = int(ckpt["patch_size"])
+    win, overlap = s.resolve(patch)
+    if win != patch:
+        log.warning(
+            "prediction.window %d px differs from the %d px patches this model was trained on: "
+            "window centres lie farther from an edge than any training pixel (see the seam "
+            "check in the report)",
+            win,
+            patch,
+        )
+    stride = win - overlap
     weights = blend_weights(win)
     with open_raster(embeddings_path) as src:
         grid = Grid.of(src)
@@ -134,6 +146,9 @@ def predict_raster(
                 units="m",
                 quantity="predicted surface height",
                 checkpoint=str(checkpoint_path),
+                window=str(win),
+                overlap=str(overlap),
+                train_patch_size=str(patch),
                 **(meta or {}),
             )
             dst.set_band_description(1, "height_m")

@@ -115,6 +115,35 @@ def strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
         yield r, min(rows, height - r)
 
 
+def window_origins(length: int, window: int, stride: int) -> list[int]:
+    """Offsets of sliding windows covering ``length``; the last window ends at the edge."""
+    if length <= window:
+        return [0]
+    origins = list(range(0, length - window, stride))
+    return [*origins, length - window]
+
+
+def window_phase(length: int, window: int, overlap: int, band: int) -> tuple[np.ndarray, ...]:
+    """Per pixel along one axis: near a window seam, near a window centre (both bool).
+
+    Seams are the midlines between neighbouring windows' centres, where blending hands one
+    window over to the next; centres are the windows' middle lines. ``band`` px either side.
+    """
+    origins = np.array(window_origins(length, window, window - overlap), dtype=np.float64)
+    centres = origins + window / 2
+    seams = (centres[1:] + centres[:-1]) / 2
+    u = np.arange(length) + 0.5
+
+    def near(lines: np.ndarray) -> np.ndarray:
+        if lines.size == 0:
+            return np.zeros(length, bool)
+        i = np.clip(np.searchsorted(lines, u), 1, lines.size) - 1  # nearest line below or at
+        j = np.minimum(i + 1, lines.size - 1)
+        return np.minimum(np.abs(u - lines[i]), np.abs(u - lines[j])) <= band
+
+    return near(seams), near(centres)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

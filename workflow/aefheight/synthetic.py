@@ -1,15 +1,24 @@
 """The synthetic demo AOI: a DSM and AEF-like embeddings that the workflow makes itself.
 
-Use it to run the whole study offline. It is built to behave like the real data, not to make
-models look good:
+Use it to run the whole study offline. It is designed from what makes the real problem hard,
+not to make any model look good (README, "The synthetic AOI", states the design):
 
-* the DSM is terrain (several spatial scales plus a regional trend that lifts the east side,
+* the DSM is terrain (three spatial scales plus a regional trend that lifts the east side,
   where the contiguous test area lies, by about ``shift_m``) plus forest canopy and buildings;
-* the 64 embedding bands are a fixed random non-linear mix of land cover, object height,
-  terrain *derivatives* and a bounded, saturating encoding of terrain elevation, plus noise and
-  nuisance fields, normalised to unit length and quantized with AEF's int8 scheme. No band is
-  the height; above the saturation range elevation is barely encoded, so heights beyond the
-  training range are hard to extrapolate, as the paper found for its higher test area.
+* the 64 embedding bands are a fixed random non-linear mix of physical features: land cover,
+  object height, terrain *derivatives* (slope, curvature) and two saturating encodings of
+  terrain elevation, ``tanh(2 z / sat)`` and ``tanh(4 (z - sat / 2) / sat)``. At
+  ``z = saturation_m`` both keep 7 % of their peak slope (``1 - tanh(2)**2``), at 1.5 x it
+  1 % and 0.1 %: above the saturation height a pixel says almost nothing about its elevation,
+  which is then recoverable only from spatial context (integrating the slopes from lower
+  ground within the receptive field);
+* the nuisance is spatially coherent, as in real AEF vectors: parcels (Voronoi cells about
+  ``parcel_px`` across, like fields and forest stands) each carry their own random latent
+  offset, and three smooth fields (scales 40, 96 and 200 px) drift across the AOI; both enter
+  the same non-linear mix, so no smoothing removes them. Only a small white term
+  (``noise``) is per pixel;
+* vectors are normalised to unit length and quantized with AEF's int8 scheme. No band is a
+  (linear function of the) height.
 
 Everything follows from ``seed``; the same settings give byte-identical rasters.
 """
@@ -50,8 +59,9 @@ class SyntheticSettings:
     base_m: float = 20.0  # elevation of the low (west) side
     relief_m: float = 30.0  # amplitude of multi-scale terrain
     shift_m: float = 120.0  # how much higher the east side sits (the distribution shift)
-    saturation_m: float = 130.0  # elevation above which the embedding barely changes
-    noise: float = 1.0  # per-band embedding noise before normalisation (pixel-level clutter)
+    saturation_m: float = 130.0  # elevation encoding keeps 7 % of its peak slope here
+    noise: float = 0.1  # per-band white noise before normalisation (the only per-pixel term)
+    parcel_px: int = 30  # mean parcel side: each parcel has its own coherent embedding offset
     holes: int = 4  # DSM nodata holes
     embedding_gap: bool = True  # a small nodata block in the embeddings, as AEF has
 
@@ -60,6 +70,8 @@ class SyntheticSettings:
             raise ConfigError(f"{section}.width/height must be >= 64 px")
         if self.pixel_size <= 0:
             raise ConfigError(f"{section}.pixel_size must be > 0")
+        if self.parcel_px < 2:
+            raise ConfigError(f"{section}.parcel_px must be >= 2")
         try:
             CRS.from_user_input(self.crs)
         except Exception as exc:
@@ -81,6 +93,27 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: int
     return (up / (up.std() + 1e-12)).astype(np.float32)
 
 
+PARCEL_DIMS = 3  # latent dimensions of a parcel's coherent offset
+
+
+def voronoi_parcels(
+    rng: np.random.Generator, shape: tuple[int, int], size_px: int, strip_rows: int = 256
+) -> tuple[np.ndarray, int]:
+    """Parcel ids (Voronoi cells of jittered grid points ``size_px`` apart) and their count."""
+    from scipy.spatial import cKDTree
+
+    h, w = shape
+    gy, gx = np.mgrid[-1 : h // size_px + 2, -1 : w // size_px + 2]
+    pts = (np.stack([gy.ravel(), gx.ravel()], -1) + rng.random((gy.size, 2))) * size_px
+    tree = cKDTree(pts)
+    ids = np.empty(shape, np.int32)
+    cols = np.arange(w)
+    for r0, n in strips(h, strip_rows):  # bounded memory for large AOIs
+        yy, xx = np.meshgrid(np.arange(r0, r0 + n), cols, indexing="ij")
+        ids[r0 : r0 + n] = tree.query(np.stack([yy.ravel(), xx.ravel()], -1))[1].reshape(n, w)
+    return ids, len(pts)
+
+
 @dataclass
 class Fields:
     """Whole-AOI single-band fields (float32/uint8); the 64 bands are built in strips."""
@@ -88,7 +121,9 @@ class Fields:
     terrain: np.ndarray
     objects: np.ndarray
     landcover: np.ndarray
-    nuisance: np.ndarray  # (3, h, w)
+    nuisance: np.ndarray  # (3, h, w) smooth fields
+    parcels: np.ndarray  # (h, w) int32 parcel id
+    parcel_offsets: np.ndarray  # (n_parcels, PARCEL_DIMS) latent offset per parcel
     dsm_valid: np.ndarray
     emb_valid: np.ndarray
 
@@ -125,6 +160,8 @@ def make_fields(s: SyntheticSettings) -> Fields:
     objects[landcover == 2] = buildings[landcover == 2]
 
     nuisance = np.stack([smooth_noise(rng, shape, sc) for sc in (96, 40, 200)])
+    parcels, n_parcels = voronoi_parcels(rng, shape, s.parcel_px)
+    parcel_offsets = rng.standard_normal((n_parcels, PARCEL_DIMS)).astype(np.float32)
 
     yy, xx = np.mgrid[0:h, 0:w]
     dsm_valid = np.ones(shape, bool)
@@ -136,7 +173,9 @@ def make_fields(s: SyntheticSettings) -> Fields:
     if s.embedding_gap:
         gy, gx = rng.integers(0, max(1, h - h // 12)), rng.integers(0, max(1, w - w // 20))
         emb_valid[gy : gy + h // 12, gx : gx + w // 20] = False
-    return Fields(terrain, objects, landcover, nuisance, dsm_valid, emb_valid)
+    return Fields(
+        terrain, objects, landcover, nuisance, parcels, parcel_offsets, dsm_valid, emb_valid
+    )
 
 
 def _mixer(seed: int, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,7 +191,9 @@ def features(s: SyntheticSettings, f: Fields, r0: int, r1: int) -> np.ndarray:
     """Physical features of rows ``r0:r1``, shape (rows, cols, n_features).
 
     Terrain enters only through local derivatives and two saturating tanh responses of
-    elevation; both are bounded, so no feature is (a linear function of) the height.
+    elevation (7 % of their peak slope left at ``saturation_m``); both are bounded, so no
+    feature is (a linear function of) the height. The nuisance features (smooth fields and
+    parcel offsets) are spatially coherent.
     """
     lo, hi = max(0, r0 - 1), min(s.height, r1 + 1)
     z = f.terrain[lo:hi]
@@ -170,9 +211,10 @@ def features(s: SyntheticSettings, f: Fields, r0: int, r1: int) -> np.ndarray:
         np.tanh(gx * 15.0),
         np.tanh(gy * 15.0),
         np.tanh(curv * 400.0),
-        np.tanh((z - 0.35 * sat) / (0.3 * sat)),
-        np.tanh((z - 0.75 * sat) / (0.3 * sat)),
+        np.tanh(2.0 * z / sat),
+        np.tanh(4.0 * (z - 0.5 * sat) / sat),
         *(0.7 * n[r0:r1] for n in f.nuisance),
+        *np.moveaxis(0.7 * f.parcel_offsets[f.parcels[r0:r1]], -1, 0),
     ]
     return np.stack(feats, axis=-1).astype(np.float32)
 

@@ -1,7 +1,9 @@
 """Tables of the study: Markdown and LaTeX (booktabs) renderings of the tidy CSVs.
 
 Use :func:`metrics_table` for the paper's comparison (one row per model and split; with several
-seeds each cell is ``mean ± sd`` over seeds) and :func:`plain_table` for any small frame.
+seeds each cell is ``mean ± SD (median; per-seed values)``), :func:`comparisons` for the paired
+differences between models with their 95 % intervals and verdicts, and :func:`plain_table` for
+any small frame.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from .figures import model_label
 from .raster import atomic_path
@@ -38,17 +41,23 @@ SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 def _cell(values: pd.Series, decimals: int) -> str:
-    v = values.dropna().to_numpy(dtype=float)
-    if v.size == 0:
+    """``mean ± SD (median; v1, v2, ...)`` over seeds (per-seed values in seed order)."""
+    v = values.to_numpy(dtype=float)
+    if v.size == 0 or np.isnan(v).all():
         return "n/a"
     if v.size == 1:
         return f"{v[0]:.{decimals}f}"
-    return f"{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}"
+    each = ", ".join(f"{x:.{decimals}f}" for x in v)
+    return (
+        f"{np.nanmean(v):.{decimals}f} ± {np.nanstd(v, ddof=1):.{decimals}f} "
+        f"(median {np.nanmedian(v):.{decimals}f}; {each})"
+    )
 
 
 def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per model and split; cells are formatted strings (mean ± sd over seeds)."""
     rows = []
+    metrics = metrics.sort_values("seed", kind="stable")
     for (model, split), g in metrics.groupby(["model", "split"], sort=False):
         row = {
             "model": model_label(model),
@@ -132,19 +141,99 @@ def write_text(text: str, path: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def training_summary(histories: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
-    """Epochs actually run, best epoch and its validation RMSE per net and seed."""
+def training_summary(histories: list[pd.DataFrame], max_epochs: int) -> pd.DataFrame:
+    """Per net and seed: epochs run, best epoch, optimizer steps, wall time, why it stopped.
+
+    Each history carries its ``model``, ``seed`` and ``stopped`` columns (train.py writes them).
+    """
     rows = []
-    for (model, seed), h in histories.items():
+    for h in histories:
         best = h.loc[h["val_loss"].idxmin()]
+        stopped = str(h["stopped"].iloc[-1])
         rows.append(
             {
-                "model": model,
-                "seed": seed,
+                "model": h["model"].iloc[0],
+                "seed": int(h["seed"].iloc[0]),
                 "epochs_run": len(h),
+                "max_epochs": max_epochs,
                 "best_epoch": int(best["epoch"]),
+                "steps": int(h["steps"].iloc[-1]),
+                "stopped": "early stopping" if stopped == "early_stopping" else "cap hit",
                 "best_val_rmse_m": best["val_rmse_m"],
                 "train_seconds": float(h["seconds"].sum()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["model", "seed"]).reset_index(drop=True)
+
+
+# metric -> (label, higher is better, decimals) for the paired comparisons
+COMPARED = {"r2": ("R²", True, 3), "rmse_m": ("RMSE", False, 2)}
+
+
+def paired_difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict[str, float]:
+    """Mean of the per-seed differences ``a - b`` and its t-interval over the shared seeds."""
+    d = (a - b).dropna()
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"n_seeds": n, "mean_diff": mean, "ci_low": float("nan"), "ci_high": float("nan")}
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    return {"n_seeds": n, "mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def verdict(a: str, b: str, metric: str, diff: dict[str, float], split: str = "test") -> str:
+    """One sentence: is ``a`` better or worse than ``b`` on ``metric``, or not resolved."""
+    label, higher, dec = COMPARED[metric]
+    n, lo, hi = diff["n_seeds"], diff["ci_low"], diff["ci_high"]
+    stat = (
+        f"Δ = {diff['mean_diff']:+.{dec}f}, 95 % CI [{lo:+.{dec}f}, {hi:+.{dec}f}], {n} seeds"
+        if n >= 2
+        else f"Δ = {diff['mean_diff']:+.{dec}f}, one seed: no interval"
+    )
+    if n >= 2 and (lo > 0 or hi < 0):
+        word = "better" if (lo > 0) == higher else "worse"
+        return f"{model_label(a)} is {word} than {model_label(b)} on {split} {label} ({stat})."
+    return (
+        f"{model_label(a)} vs {model_label(b)} on {split} {label}: not resolved at {n} seed"
+        f"{'s' if n != 1 else ''} ({stat})."
+    )
+
+
+def comparisons(
+    metrics: pd.DataFrame, nets: list[str], baselines: list[str], split: str = "test"
+) -> pd.DataFrame:
+    """Paired-by-seed differences: each later net minus each earlier one, each net minus each
+    baseline; for every metric of :data:`COMPARED`, with a t-interval and a verdict sentence."""
+    pairs = [(nets[j], nets[i]) for i in range(len(nets)) for j in range(i + 1, len(nets))]
+    pairs += [(n, b) for n in nets for b in baselines]
+    sub = metrics[metrics["split"] == split]
+    rows = []
+    for a, b in pairs:
+        for metric in COMPARED:
+            va = sub[sub["model"] == a].set_index("seed")[metric]
+            vb = sub[sub["model"] == b].set_index("seed")[metric]
+            diff = paired_difference(va, vb)
+            rows.append(
+                {"model": a, "versus": b, "split": split, "metric": metric, **diff}
+                | {"verdict": verdict(a, b, metric, diff, split)}
+            )
+    return pd.DataFrame(rows)
+
+
+def headline(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table: per model train R², test R², RMSE and median dh over seeds."""
+    metrics = metrics.sort_values("seed", kind="stable")
+    rows = []
+    for model, g in metrics.groupby("model", sort=False):
+        tr, te = g[g["split"] == "train"], g[g["split"] == "test"]
+        rows.append(
+            {
+                "model": model_label(model),
+                "seeds": te["seed"].nunique(),
+                "train R²": _cell(tr["r2"], 3),
+                "test R²": _cell(te["r2"], 3),
+                "test RMSE (m)": _cell(te["rmse_m"], 2),
+                "test median dh (m)": _cell(te["median_diff_m"], 2),
             }
         )
     return pd.DataFrame(rows)

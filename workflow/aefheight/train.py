@@ -1,8 +1,10 @@
 """Training: the nets (MSE, AdamW, early stopping, resumable) and the Ridge baseline.
 
-Reproducible by construction: shuffling and augmentation of epoch ``e`` come from a generator
-seeded with ``(seed, e)`` only, so a run killed mid-epoch and resumed from its last
-epoch checkpoint ends with the same weights as an uninterrupted run (on CPU).
+The seed drives everything random: the weight initialisation (``torch.manual_seed`` before
+the model is built), the order of the patches and the augmentation (a generator seeded with
+``(seed, epoch)`` only, so a run killed mid-epoch and resumed from its last epoch checkpoint
+ends with the same weights as an uninterrupted run, on the same machine and thread count).
+Loss masks come from the split raster: buffer pixels near the test area never enter a loss.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .errors import ConfigError, NoValidData
 from .models import ModelSettings, build_model, save_checkpoint
 from .patches import PatchDataset, PatchStore
 from .raster import atomic_path
+from .split import loss_masks
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,11 @@ class TrainSettings:
     weight_decay: float = 1e-4
     augment: bool = True  # random flips and 90-degree rotations
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto = bf16 autocast where the device supports it | bf16 | fp32
 
     def check(self, section: str) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"{section}.precision must be auto, bf16 or fp32")
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ConfigError(f"{section}: max_epochs, patience and batch_size must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -60,18 +66,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def split_ids(split_path: Path) -> dict[str, np.ndarray]:
-    """Patch ids per split from the split GeoPackage."""
-    df = gpd.read_file(split_path, layer="patches", ignore_geometry=True)
-    return {k: df.loc[df["split"] == k, "patch_id"].to_numpy() for k in ("train", "val", "test")}
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 autocast: asked for, or ``auto`` on a CUDA GPU or CPU with native bf16 kernels."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def target_stats(store: PatchStore, ids: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of valid heights over the given patches (float64)."""
+def split_patches(split_gpkg: Path, split_tif: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Patch ids and loss masks (pixels of the split in ``split.tif``) for train and val."""
+    df = gpd.read_file(split_gpkg, layer="patches", ignore_geometry=True)
+    out = {}
+    for name in ("train", "val"):
+        sub = df[df["split"] == name]
+        out[name] = (sub["patch_id"].to_numpy(), loss_masks(split_tif, sub, name))
+    return out
+
+
+def target_stats(
+    store: PatchStore, ids: np.ndarray, masks: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Mean and standard deviation of valid (and unmasked) heights over the patches (float64)."""
     n, s1, s2 = 0, 0.0, 0.0
-    for k in ids:
+    for i, k in enumerate(ids):
         z = np.asarray(store.dsm[k], dtype=np.float64)
-        z = z[~np.isnan(z)]
+        z = z[~np.isnan(z) & (True if masks is None else masks[i])]
         n, s1, s2 = n + z.size, s1 + z.sum(), s2 + (z * z).sum()
     if n == 0:
         raise NoValidData("the train patches hold no valid height")
@@ -100,12 +121,14 @@ def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _evaluate(model, loader, device, amp) -> float:
+def _evaluate(model, batches, device, amp) -> float:
+    """Masked MSE over cached validation batches (no autograd)."""
     model.eval()
     se, n = 0.0, 0.0
-    with torch.no_grad():
-        for x, y, mask in loader:
+    with torch.inference_mode():
+        for x, y, mask in batches:
             x, y, mask = x.to(device), y.to(device), mask.to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 p = model(x)
             m = mask.float()
@@ -115,14 +138,40 @@ def _evaluate(model, loader, device, amp) -> float:
     return se / max(n, 1.0)
 
 
+def _train_epoch(model, opt, ds, ts: TrainSettings, g, device, amp, desc: str) -> tuple[float, int]:
+    """One pass over the train patches in the order drawn from ``g``; (mean loss, steps)."""
+    order = torch.randperm(len(ds), generator=g).tolist()
+    loader = torch.utils.data.DataLoader(ds, sampler=order, batch_size=ts.batch_size)
+    total, count, steps = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", mininterval=10)
+    for x, y, mask in bar:
+        if ts.augment:
+            x, y, mask = augment(x, y, mask, g=g)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        y, mask = y.to(device), mask.to(device)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(x)
+        loss = masked_mse(pred, y, mask)
+        loss.backward()
+        opt.step()
+        total += loss.item() * x.shape[0]
+        count += x.shape[0]
+        steps += 1
+        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1), steps
+
+
 def train_net(
     store_dir: Path,
     split_path: Path,
+    split_raster: Path,
     ms: ModelSettings,
     ts: TrainSettings,
     seed: int,
     out_dir: Path,
     threads: int = 1,
+    model_name: str = "",
 ) -> pd.DataFrame:
     """Train one net and write ``checkpoint.pt`` (best val loss) and ``history.csv``.
 
@@ -130,29 +179,28 @@ def train_net(
     settings continues from it. It is removed once the final files are written.
     """
     torch.set_num_threads(max(1, threads))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # weight initialisation
     device = pick_device(ts.device)
-    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp = use_bf16(device, ts.precision)
     store = PatchStore(store_dir)
-    ids = split_ids(split_path)
-    mean, std = target_stats(store, ids["train"])
-    log.info("target: mean %.2f m, std %.2f m over %d train patches", mean, std, len(ids["train"]))
-    train_ds = PatchDataset(store, ids["train"], mean, std)
-    val_ds = PatchDataset(store, ids["val"], mean, std)
-    workers = 0 if device.type == "cpu" else max(0, threads - 1)
-    loader_kw = {
-        "batch_size": ts.batch_size,
-        "num_workers": workers,
-        "pin_memory": device.type == "cuda",
-    }
-    val_loader = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader_kw)
+    parts = split_patches(split_path, split_raster)
+    (train_ids, train_masks), (val_ids, val_masks) = parts["train"], parts["val"]
+    mean, std = target_stats(store, train_ids, train_masks)
+    log.info(
+        "target: mean %.2f m, std %.2f m over %d train patches; %d val patches; bf16 %s",
+        mean, std, len(train_ids), len(val_ids), amp,
+    )
+    train_ds = PatchDataset(store, train_ids, mean, std, train_masks)
+    val_ds = PatchDataset(store, val_ids, mean, std, val_masks)
+    val_batches = list(torch.utils.data.DataLoader(val_ds, batch_size=ts.batch_size))  # cached
 
-    model = build_model(ms).to(device)
+    model = build_model(ms).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
     resume_path = out_dir / "resume.pt"
     fp = _fingerprint(
-        asdict(ms), asdict(ts), seed, len(store), ids["train"].tolist(), ids["val"].tolist()
+        asdict(ms), asdict(ts), seed, len(store), train_ids.tolist(), val_ids.tolist(),
+        int(train_masks.sum()), int(val_masks.sum()),
     )
     start, best, best_state, bad, history = 1, float("inf"), None, 0, []
     if resume_path.exists():
@@ -170,25 +218,11 @@ def train_net(
         if bad >= ts.patience:
             break
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train_ds), generator=g).tolist()
-        loader = torch.utils.data.DataLoader(train_ds, sampler=order, **loader_kw)
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"{ms.arch} epoch {epoch}", unit="batch", mininterval=10)
-        for x, y, mask in bar:
-            if ts.augment:
-                x, y, mask = augment(x, y, mask, g=g)
-            x, y, mask = x.to(device), y.to(device), mask.to(device)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = model(x)
-            loss = masked_mse(pred, y, mask)
-            loss.backward()
-            opt.step()
-            total += loss.item() * x.shape[0]
-            count += x.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        val = _evaluate(model, val_loader, device, amp)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # order and augmentation
+        loss, steps = _train_epoch(
+            model, opt, train_ds, ts, g, device, amp, f"{ms.arch} seed {seed} epoch {epoch}"
+        )
+        val = _evaluate(model, val_batches, device, amp)
         improved = val < best
         if improved:
             best, bad = val, 0
@@ -198,7 +232,8 @@ def train_net(
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": total / max(count, 1),
+                "steps": steps + (history[-1]["steps"] if history else 0),
+                "train_loss": loss,
                 "val_loss": val,
                 "val_rmse_m": float(np.sqrt(val)) * std,
                 "best": improved,
@@ -207,11 +242,7 @@ def train_net(
         )
         log.info(
             "epoch %d: train %.4f val %.4f (val RMSE %.2f m)%s",
-            epoch,
-            history[-1]["train_loss"],
-            val,
-            history[-1]["val_rmse_m"],
-            " *" if improved else "",
+            epoch, loss, val, history[-1]["val_rmse_m"], " *" if improved else "",
         )
         with atomic_path(resume_path) as tmp:
             torch.save(
@@ -231,58 +262,95 @@ def train_net(
     hist = pd.DataFrame(history)
     model.load_state_dict(best_state)
     best_epoch = int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
+    stopped = "early_stopping" if bad >= ts.patience else "max_epochs"
     save_checkpoint(
         out_dir / "checkpoint.pt",
-        model.cpu(),
+        model.cpu().to(memory_format=torch.contiguous_format),
         ms,
         mean,
         std,
         epochs_run=len(hist),
         best_epoch=best_epoch,
+        steps=int(hist["steps"].iloc[-1]),
+        stopped=stopped,
         seed=seed,
+        patch_size=int(store.embeddings.shape[-1]),
     )
     with atomic_path(out_dir / "history.csv") as tmp:
-        hist.to_csv(tmp, index=False)
+        hist.assign(model=model_name or ms.arch, seed=seed, stopped=stopped).to_csv(tmp, index=False)
     resume_path.unlink(missing_ok=True)
-    log.info("done: %d epochs, best epoch %d", len(hist), best_epoch)
+    log.info("done: %d epochs (%s), best epoch %d", len(hist), stopped, best_epoch)
     return hist
 
 
 def sample_pixels(
-    store: PatchStore, ids: np.ndarray, max_pixels: int, seed: int
+    store: PatchStore,
+    ids: np.ndarray,
+    masks: np.ndarray,
+    max_pixels: int,
+    seed: int,
+    features=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``max_pixels`` valid (embedding, height) pixels drawn evenly from the patches."""
+    """Up to ``max_pixels`` valid, unmasked (features, height) pixels drawn evenly from patches.
+
+    ``features`` maps a de-quantized patch (1, 64, P, P) tensor to its regression inputs
+    (1, C, P, P); None keeps the 64 bands.
+    """
     rng = np.random.default_rng(seed)
     per_patch = max(1, -(-max_pixels // max(1, len(ids))))
     xs, ys = [], []
-    for k in ids:
+    for i, k in enumerate(ids):
         codes = np.asarray(store.embeddings[k])
         z = np.asarray(store.dsm[k])
-        valid = np.flatnonzero((aef.valid_mask(codes) & ~np.isnan(z)).ravel())
+        valid = np.flatnonzero((aef.valid_mask(codes) & ~np.isnan(z) & masks[i]).ravel())
         pick = rng.choice(valid, min(per_patch, valid.size), replace=False)
-        xs.append(aef.dequantize(codes.reshape(aef.BANDS, -1)[:, pick]).T)
+        x = aef.dequantize(codes, nodata_value=0.0)
+        if features is not None:
+            with torch.inference_mode():
+                x = features(torch.from_numpy(x)[None])[0].numpy()
+        xs.append(x.reshape(x.shape[0], -1)[:, pick].T)
         ys.append(z.ravel()[pick])
     x, y = np.concatenate(xs), np.concatenate(ys)
     return x[:max_pixels], y[:max_pixels]
 
 
 def train_ridge(
-    store_dir: Path, split_path: Path, ms: ModelSettings, seed: int, out_dir: Path
+    store_dir: Path,
+    split_path: Path,
+    split_raster: Path,
+    ms: ModelSettings,
+    seed: int,
+    out_dir: Path,
 ) -> dict[str, float]:
-    """Fit the paper's pixel-wise Ridge on sampled train pixels; save it as a 1x1 conv."""
+    """Fit a Ridge baseline on sampled train pixels (its box-mean features at ``scales_px``).
+
+    Saved as the equivalent fixed network (box means, then a 1x1 convolution).
+    """
     from sklearn.linear_model import Ridge
 
     store = PatchStore(store_dir)
-    ids = split_ids(split_path)
-    x, y = sample_pixels(store, ids["train"], ms.max_pixels, seed)
-    reg = Ridge(alpha=ms.alpha).fit(x, y)
+    train_ids, train_masks = split_patches(split_path, split_raster)["train"]
     model = build_model(ms)
+    x, y = sample_pixels(store, train_ids, train_masks, ms.max_pixels, seed, model.features)
+    reg = Ridge(alpha=ms.alpha).fit(x, y)
     with torch.no_grad():
-        model.weight.copy_(torch.from_numpy(reg.coef_.astype(np.float32)).view(1, -1, 1, 1))
-        model.bias.fill_(float(reg.intercept_))
-    info = {"pixels": len(y), "train_r2_sample": float(reg.score(x, y))}
-    save_checkpoint(out_dir / "checkpoint.pt", model, ms, 0.0, 1.0, seed=seed, **info)
+        model.head.weight.copy_(torch.from_numpy(reg.coef_.astype(np.float32)).view(1, -1, 1, 1))
+        model.head.bias.fill_(float(reg.intercept_))
+    info = {"pixels": len(y), "features": x.shape[1], "train_r2_sample": float(reg.score(x, y))}
+    save_checkpoint(
+        out_dir / "checkpoint.pt",
+        model,
+        ms,
+        0.0,
+        1.0,
+        seed=seed,
+        patch_size=int(store.embeddings.shape[-1]),
+        **info,
+    )
     with atomic_path(out_dir / "history.csv") as tmp:
         pd.DataFrame([info]).to_csv(tmp, index=False)
-    log.info("ridge: %d pixels, in-sample R2 %.3f", info["pixels"], info["train_r2_sample"])
+    log.info(
+        "ridge (scales %s): %d pixels, %d features, in-sample R2 %.3f",
+        ms.scales_px, info["pixels"], info["features"], info["train_r2_sample"],
+    )
     return info

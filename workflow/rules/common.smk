@@ -1,6 +1,8 @@
 # Config validation, wildcard constraints and the helpers every rule uses.
+import functools
 import json
 import os
+import shutil
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -42,6 +44,30 @@ NEVER = "(?!x)x"  # a regex matching nothing, for empty name lists
 os.environ.update(PYTHONPATH=os.path.join(workflow.basedir, "workflow"))
 
 
+# The report's first page: every AOI's findings, then the methods (workflow/report/workflow.rst).
+FRONT_PAGE = "results/report_front.rst"
+
+
+@functools.cache
+def local_cuda():
+    """Whether this machine sees a CUDA GPU (torch when importable, else nvidia-smi)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return shutil.which("nvidia-smi") is not None
+
+
+def training_gpus():
+    """GPUs a training asks for: 1, but 0 for training.device cpu or a local run without CUDA
+    (so CPU trainings run side by side instead of queueing for the `gpu` slot)."""
+    device = config["training"].get("device", "auto")
+    if device == "cpu" or (device == "auto" and workflow.local_exec and not local_cuda()):
+        return 0
+    return 1
+
+
 def one_of(names):
     """Regex alternation of exact names (so a wildcard cannot escape into a path)."""
     return "|".join(names) if names else NEVER
@@ -62,6 +88,7 @@ def final_outputs():
         out += [
             f"results/{aoi}/metrics/metrics.csv",
             f"results/{aoi}/tables/metrics.md",
+            f"results/{aoi}/tables/comparisons.csv",
             f"results/{aoi}/figures/split_map.png",
             f"results/{aoi}/figures/height_shift.png",
             f"results/{aoi}/figures/dh_hist_seed{SEEDS[0]}.png",
@@ -75,7 +102,7 @@ def final_outputs():
                     f"results/{aoi}/figures/pred_vs_ref_{model}_seed{seed}.png",
                     f"results/{aoi}/figures/residual_map_{model}_seed{seed}.png",
                 ]
-    return out
+    return [*out, FRONT_PAGE]
 
 
 def landcover_input(wildcards):

@@ -12,6 +12,7 @@ rule evaluate:
         samples="results/{aoi}/metrics/samples/{model}_seed{seed}.csv",
         by_height="results/{aoi}/metrics/by_height/{model}_seed{seed}.csv",
         by_class="results/{aoi}/metrics/by_landcover/{model}_seed{seed}.csv",
+        seams="results/{aoi}/metrics/seams/{model}_seed{seed}.csv",
     log:
         "results/{aoi}/logs/evaluate/{model}_seed{seed}.log",
     benchmark:
@@ -27,7 +28,8 @@ rule evaluate:
         "python -m aefheight evaluate --model {wildcards.model} --seed {wildcards.seed}"
         " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
         " {params.landcover} --out-csv {output.csv} --out-samples {output.samples}"
-        " --out-by-height {output.by_height} --out-by-class {output.by_class} > {log} 2>&1"
+        " --out-by-height {output.by_height} --out-by-class {output.by_class}"
+        " --out-seams {output.seams} > {log} 2>&1"
 
 
 rule collect_metrics:
@@ -59,6 +61,7 @@ rule height_shift:
     input:
         dsm="results/{aoi}/inputs/dsm.tif",
         split="results/{aoi}/split/split.tif",
+        embeddings="results/{aoi}/inputs/embeddings.tif",
     output:
         hist="results/{aoi}/shift/height_hist.csv",
         quantiles=report(
@@ -82,6 +85,7 @@ rule height_shift:
     threads: 1
     shell:
         "python -m aefheight shift --dsm {input.dsm} --split {input.split}"
+        " --embeddings {input.embeddings}"
         " --out-hist {output.hist} --out-quantiles {output.quantiles}"
         " --out-stats {output.stats} > {log} 2>&1"
 
@@ -91,11 +95,15 @@ rule tables:
         metrics="results/{aoi}/metrics/metrics.csv",
         quantiles="results/{aoi}/shift/height_quantiles.csv",
         stats="results/{aoi}/shift/shift_stats.csv",
+        areas="results/{aoi}/split/areas.csv",
         histories=expand(
             "results/{{aoi}}/models/{model}/seed{seed}/history.csv", model=NETS, seed=SEEDS
         ),
         by_height=expand(
             "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv", model=MODELS, seed=SEEDS
+        ),
+        seams=expand(
+            "results/{{aoi}}/metrics/seams/{model}_seed{seed}.csv", model=MODELS, seed=SEEDS
         ),
     output:
         md=report(
@@ -105,6 +113,12 @@ rule tables:
             labels={"aoi": "{aoi}", "table": "paper table (Markdown)"},
         ),
         tex="results/{aoi}/tables/metrics.tex",
+        comparisons=report(
+            "results/{aoi}/tables/comparisons.csv",
+            caption="../report/comparisons.rst",
+            category="Metrics",
+            labels={"aoi": "{aoi}", "table": "paired comparisons over seeds"},
+        ),
         training=report(
             "results/{aoi}/tables/training.csv",
             caption="../report/training_table.rst",
@@ -112,6 +126,12 @@ rule tables:
             labels={"aoi": "{aoi}", "table": "epochs actually run"},
         ),
         training_md="results/{aoi}/tables/training.md",
+        seams=report(
+            "results/{aoi}/tables/seams.csv",
+            caption="../report/seams.rst",
+            category="Predicted vs reference",
+            labels={"aoi": "{aoi}", "table": "seam check per prediction"},
+        ),
         crossover=report(
             "results/{aoi}/tables/crossover.csv",
             caption="../report/crossover.rst",
@@ -120,6 +140,7 @@ rule tables:
         ),
         shift_md="results/{aoi}/tables/shift.md",
         shift_tex="results/{aoi}/tables/shift.tex",
+        findings="results/{aoi}/tables/findings.rst",
     log:
         "results/{aoi}/logs/tables.log",
     benchmark:
@@ -128,11 +149,35 @@ rule tables:
         "../../envs/tables.yaml"
     threads: 1
     params:
-        out_dir=lambda w, output: os.path.dirname(output.md),
+        nets=" ".join(NETS),
+        baselines=" ".join(RIDGES),
+        max_epochs=config["training"]["max_epochs"],
     shell:
-        "python -m aefheight tables --metrics {input.metrics} --quantiles {input.quantiles}"
-        " --shift-stats {input.stats} --histories {input.histories}"
-        " --by-height {input.by_height} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m aefheight tables --aoi {wildcards.aoi} --metrics {input.metrics}"
+        " --quantiles {input.quantiles} --shift-stats {input.stats} --areas {input.areas}"
+        " --histories {input.histories} --by-height {input.by_height} --seams {input.seams}"
+        " --nets {params.nets} --baselines {params.baselines} --max-epochs {params.max_epochs}"
+        " --out-md {output.md} --out-tex {output.tex} --out-comparisons {output.comparisons}"
+        " --out-training {output.training} --out-training-md {output.training_md}"
+        " --out-seams {output.seams} --out-crossover {output.crossover}"
+        " --out-shift-md {output.shift_md} --out-shift-tex {output.shift_tex}"
+        " --out-findings {output.findings} > {log} 2>&1"
+
+
+rule report_front:
+    input:
+        findings=expand("results/{aoi}/tables/findings.rst", aoi=AOIS),
+        methods=os.path.join(workflow.basedir, "workflow/report/workflow.rst"),
+    output:
+        FRONT_PAGE,
+    log:
+        "results/logs/report_front.log",
+    conda:
+        "../../envs/tables.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight front --findings {input.findings} --methods {input.methods}"
+        " --out {output} > {log} 2>&1"
 
 
 rule plot_pred_vs_ref:

@@ -7,6 +7,7 @@ rule train_net:
         embeddings="results/{aoi}/patches/embeddings.npy",
         dsm="results/{aoi}/patches/dsm.npy",
         split="results/{aoi}/split/split.gpkg",
+        split_raster="results/{aoi}/split/split.tif",
     output:
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
         history="results/{aoi}/models/{model}/seed{seed}/history.csv",
@@ -20,10 +21,10 @@ rule train_net:
         "../../envs/train_net.yaml"
     threads: 4
     resources:
-        # one GPU unless training.device is cpu: `--gpus=1` on SLURM (profiles/slurm), and a
+        # one GPU (common.smk, training_gpus): `--gpus=1` on SLURM (profiles/slurm), and a
         # slot of the local `gpu` resource (profiles/default: gpu=1), so GPU trainings on a
-        # workstation run one at a time
-        gpu=lambda w: 0 if config["training"].get("device", "auto") == "cpu" else 1,
+        # workstation run one at a time; none on a CPU-only machine, so they run side by side
+        gpu=lambda w: training_gpus(),
     params:
         model=lambda w: section_json("models", w.model),
         settings=lambda w: section_json("training"),
@@ -32,6 +33,7 @@ rule train_net:
     shell:
         "python -m aefheight train --model {wildcards.model} --model-settings {params.model:q}"
         " --settings {params.settings:q} --store {params.store} --split {input.split}"
+        " --split-raster {input.split_raster}"
         " --seed {wildcards.seed} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
 
@@ -41,6 +43,7 @@ rule train_ridge:
         embeddings="results/{aoi}/patches/embeddings.npy",
         dsm="results/{aoi}/patches/dsm.npy",
         split="results/{aoi}/split/split.gpkg",
+        split_raster="results/{aoi}/split/split.tif",
     output:
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
         history="results/{aoi}/models/{model}/seed{seed}/history.csv",
@@ -59,7 +62,8 @@ rule train_ridge:
         out_dir=lambda w, output: os.path.dirname(output.checkpoint),
     shell:
         "python -m aefheight train --model {wildcards.model} --model-settings {params.model:q}"
-        " --store {params.store} --split {input.split} --seed {wildcards.seed}"
+        " --store {params.store} --split {input.split} --split-raster {input.split_raster}"
+        " --seed {wildcards.seed}"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 

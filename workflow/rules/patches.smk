@@ -31,6 +31,12 @@ rule split:
     output:
         gpkg="results/{aoi}/split/split.gpkg",
         raster="results/{aoi}/split/split.tif",
+        areas=report(
+            "results/{aoi}/split/areas.csv",
+            caption="../report/split_areas.rst",
+            category="Split",
+            labels={"aoi": "{aoi}", "table": "realized split areas"},
+        ),
     log:
         "results/{aoi}/logs/split.log",
     benchmark:
@@ -42,12 +48,14 @@ rule split:
         settings=lambda w: section_json("split"),
     shell:
         "python -m aefheight split --settings {params.settings:q} --index {input.index}"
-        " --grid {input.grid} --gpkg {output.gpkg} --raster {output.raster} > {log} 2>&1"
+        " --grid {input.grid} --gpkg {output.gpkg} --raster {output.raster}"
+        " --areas {output.areas} > {log} 2>&1"
 
 
 rule split_map:
     input:
         split="results/{aoi}/split/split.gpkg",
+        split_raster="results/{aoi}/split/split.tif",
         dsm="results/{aoi}/inputs/dsm.tif",
     output:
         png=report(
@@ -65,5 +73,6 @@ rule split_map:
         "../../envs/split_map.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot split-map --split {input.split} --dsm {input.dsm}"
+        "python -m aefheight plot split-map --split {input.split} --split-raster {input.split_raster}"
+        " --dsm {input.dsm}"
         " --out {output.png} > {log} 2>&1"
