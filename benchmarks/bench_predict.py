@@ -182,8 +182,7 @@ def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, 
     from aefheight import aef
     from aefheight.models import load_checkpoint
     from aefheight.predict import PRED_NODATA, blend_weights
-    from aefheight.raster import window_origins
-    from aefheight.raster import Grid
+    from aefheight.raster import Grid, window_origins
     from rasterio.windows import Window
 
     torch.set_num_threads(1)

@@ -27,10 +27,13 @@ import _common as c
 import numpy as np
 
 
-def prepare(a: argparse.Namespace) -> tuple[Path, Path]:
-    """A patch store (the tile step) and a split with ``steps`` x batch train patches."""
+def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """A patch store (the tile step), a split with ``steps`` x batch train patches, its raster."""
     import geopandas as gpd
+    import rasterio
     from aefheight.patches import TilingSettings, tile
+    from aefheight.raster import Grid
+    from aefheight.split import CODES
 
     n_train = a.steps * a.batch
     n = n_train + a.batch + 1  # + one validation batch + one test patch
@@ -51,7 +54,16 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path]:
     gpkg = store.parent / f"split{a.patch}_{a.steps}x{a.batch}.gpkg"
     if not gpkg.exists():
         index.to_file(gpkg, driver="GPKG", layer="patches")
-    return store, gpkg
+    tif = gpkg.with_suffix(".tif")
+    if not tif.exists():
+        with rasterio.open(paths["embeddings"]) as ds:
+            grid = Grid.of(ds)
+        lab = np.zeros((grid.height, grid.width), np.uint8)
+        for r, col, p, name in index[["row", "col", "size", "split"]].itertuples(index=False):
+            lab[r : r + p, col : col + p] = CODES[name]
+        with rasterio.open(tif, "w", **grid.profile(1, "uint8", 0)) as dst:
+            dst.write(lab, 1)
+    return store, gpkg, tif
 
 
 def old_reader() -> None:
@@ -70,7 +82,7 @@ def old_reader() -> None:
     aef.dequantize = dequantize
 
 
-def run_variant(a: argparse.Namespace, store: Path, split: Path, out: Path) -> dict:
+def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out: Path) -> dict:
     import torch
     from aefheight import train
     from aefheight.models import ModelSettings
@@ -120,7 +132,7 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, out: Path) -> d
     ms = ModelSettings(arch="unetplusplus")
     ts = train.TrainSettings(max_epochs=1, patience=1, batch_size=a.batch, device="cpu")
     t0 = time.perf_counter()
-    train.train_net(store, split, ms, ts, seed=0, out_dir=out, threads=a.threads)
+    train.train_net(store, split, tif, ms, ts, seed=0, out_dir=out, threads=a.threads)
     t["train_net"] = time.perf_counter() - t0
     return t
 
@@ -134,10 +146,10 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=["after"], choices=["before", "after"])
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    store, split = prepare(a)
+    store, split, tif = prepare(a)
     if a.variant:
         out = c.DATA / f"train_{a.variant}"
-        print(json.dumps(run_variant(a, store, split, out)))
+        print(json.dumps(run_variant(a, store, split, tif, out)))
         return
     c.log(c.machine())
     rows = []

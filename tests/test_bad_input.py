@@ -125,7 +125,7 @@ def test_tile_rejects_bad_rasters_and_keeps_earlier_outputs(case, tiny_aoi, tile
 
 def test_too_few_patches_for_the_split_says_how_many(tiny_aoi, tmp_path):
     out = tmp_path / "p"
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], out, TilingSettings(96))
+    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], out, TilingSettings(128))
     shutil.copy(out / "index.parquet", tmp_path / "index.parquet")
     proc = subprocess.run(
         [
@@ -141,11 +141,13 @@ def test_too_few_patches_for_the_split_says_how_many(tiny_aoi, tmp_path):
             str(tmp_path / "s.gpkg"),
             "--raster",
             str(tmp_path / "s.tif"),
+            "--areas",
+            str(tmp_path / "areas.csv"),
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "4 patches give" in proc.stderr and "at least 1 train, 1 val and 1 test" in proc.stderr
+    assert "2 patches give" in proc.stderr and "at least 1 train, 1 val and 1 test" in proc.stderr
     assert not (tmp_path / "s.gpkg").exists()

@@ -18,9 +18,12 @@ def test_split_map_has_units_and_all_splits(tiny_aoi, tmp_path):
         tiny_aoi["embeddings"],
         tmp_path / "s.gpkg",
         tmp_path / "s.tif",
-        SplitSettings(),
+        tmp_path / "areas.csv",
+        SplitSettings(buffer_px=4),
     )
-    fig = figures.split_map(tmp_path / "s.gpkg", tiny_aoi["dsm"], tmp_path / "map.png")
+    fig = figures.split_map(
+        tmp_path / "s.gpkg", tmp_path / "s.tif", tiny_aoi["dsm"], tmp_path / "map.png"
+    )
     assert (tmp_path / "map.png").stat().st_size > 10_000 and (tmp_path / "map.pdf").exists()
     main = fig.axes[0]
     assert main.get_xlabel().startswith("easting (m") and main.get_ylabel() == "northing (m)"

@@ -30,8 +30,20 @@ def test_ridge_is_a_pixelwise_linear_map():
     m = build_model(ModelSettings(arch="ridge"))
     x = torch.randn(1, 64, 8, 8)
     y = m(x)
-    expected = torch.einsum("c,bchw->bhw", m.weight.view(-1), x) + m.bias
+    expected = torch.einsum("c,bchw->bhw", m.head.weight.view(-1), x) + m.head.bias
     torch.testing.assert_close(y[:, 0], expected)
+
+
+def test_multiscale_ridge_sees_box_means_and_checks_its_scales():
+    m = build_model(ModelSettings(arch="ridge", scales_px=(1, 3)))
+    x = torch.zeros(1, 64, 5, 5)
+    x[0, :, 2, 2] = 9.0  # one bright pixel; its 3x3 mean is 1 at its neighbours
+    f = m.features(x)
+    assert f.shape == (1, 128, 5, 5)
+    torch.testing.assert_close(f[0, 64:, 2, 2], torch.full((64,), 9.0))  # only valid pixel
+    for bad in ([2], [1, 1], []):
+        with pytest.raises(ConfigError, match="scales_px"):
+            from_mapping(ModelSettings, {"arch": "ridge", "scales_px": bad}, "models.r")
 
 
 def test_unknown_arch_and_encoder_are_config_errors():

@@ -6,13 +6,8 @@ import rasterio
 import torch
 from aefheight import aef
 from aefheight.models import ModelSettings, build_model, save_checkpoint
-from aefheight.predict import (
-    PRED_NODATA,
-    PredictSettings,
-    blend_weights,
-    predict_raster,
-    window_origins,
-)
+from aefheight.predict import PRED_NODATA, PredictSettings, blend_weights, predict_raster
+from aefheight.raster import window_origins, window_phase
 
 
 def test_blend_weights_positive_and_symmetric():
@@ -39,10 +34,10 @@ def _linear_checkpoint(path, seed=0):
     m = build_model(s)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 10)
-        m.bias.fill_(50.0)
-    save_checkpoint(path, m, s, 0.0, 1.0)
-    return m.weight.detach().numpy().reshape(-1), float(m.bias)
+        m.head.weight.copy_(torch.randn(m.head.weight.shape, generator=g) * 10)
+        m.head.bias.fill_(50.0)
+    save_checkpoint(path, m, s, 0.0, 1.0, patch_size=64)
+    return m.head.weight.detach().numpy().reshape(-1), float(m.head.bias.detach())
 
 
 @pytest.mark.parametrize(("window", "overlap"), [(64, 16), (128, 64), (256, 32)])
@@ -59,6 +54,8 @@ def test_streamed_prediction_equals_direct_map(tiny_aoi, tmp_path, window, overl
         assert (p.crs, p.transform, p.shape) == (e.crs, e.transform, e.shape)
         assert p.nodata == PRED_NODATA and p.dtypes[0] == "float32"
         assert p.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert (p.tags()["window"], p.tags()["overlap"]) == (str(window), str(overlap))
+        assert p.tags()["train_patch_size"] == "64"
         codes, pred = e.read(), p.read(1)
     valid = aef.valid_mask(codes)
     direct = np.tensordot(w, aef.dequantize(codes, nodata_value=0.0), axes=1) + b
@@ -75,3 +72,15 @@ def test_settings_reject_bad_window():
         from_mapping(PredictSettings, {"window": 100}, "prediction")
     with pytest.raises(ConfigError, match="overlap"):
         from_mapping(PredictSettings, {"window": 64, "overlap": 64}, "prediction")
+
+
+def test_window_defaults_to_the_training_patch():
+    assert PredictSettings().resolve(128) == (128, 32)
+    assert PredictSettings(window=256, overlap=64).resolve(128) == (256, 64)
+
+
+def test_window_phase_marks_seams_between_window_centres():
+    seam, centre = window_phase(256, 64, 16, 4)  # centres at 32, 80, 128, ...; seams at 56, ...
+    assert centre[30] and centre[79] and not centre[56]
+    assert seam[55] and seam[104] and not seam[32]
+    assert not (seam & centre).any()

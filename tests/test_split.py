@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import rasterio
 from aefheight.errors import TooFewPatches
-from aefheight.split import CODES, SplitSettings, assign, min_gap, write_split
+from aefheight.split import CODES, SplitSettings, label_pixels, loss_masks, write_split
+from scipy import ndimage
 from shapely.geometry import box
 
 
@@ -24,61 +25,84 @@ def grid_index(n_rows: int, n_cols: int, p: int = 64, stride: int | None = None)
     return gpd.GeoDataFrame(pd.DataFrame(recs), crs="EPSG:32630")
 
 
-def assert_no_leak(index, labels):
-    r, c, s = (index[k].to_numpy() for k in ("row", "col", "size"))
-    test = labels == "test"
-    gaps = min_gap(r, c, s, test)
-    used = np.isin(labels, ["train", "val"])
-    assert (gaps[used] >= 1).all()  # no train/val patch overlaps or touches a test patch
+def shape_of(index):
+    return int((index["row"] + index["size"]).max()), int((index["col"] + index["size"]).max())
 
 
 @pytest.mark.parametrize("method", ["contiguous", "blocks"])
 @pytest.mark.parametrize("stride", [64, 32])
-def test_buffer_guarantees_no_touching(method, stride):
+@pytest.mark.parametrize("buffer_px", [1, 20])
+def test_train_and_val_pixels_keep_the_buffer_from_the_test_area(method, stride, buffer_px):
     index = grid_index(8, 12, stride=stride)
-    labels = assign(index, SplitSettings(method=method, seed=1))
-    assert_no_leak(index, labels)
-    assert {"train", "val", "test", "buffer"} <= set(labels)
+    s = SplitSettings(method=method, seed=1, buffer_px=buffer_px)
+    labels, pix = label_pixels(index, shape_of(index), s)
+    test = pix == CODES["test"]
+    dist = ndimage.distance_transform_cdt(~test, metric="chessboard")
+    used = np.isin(pix, [CODES["train"], CODES["val"]])
+    assert dist[used].min() > buffer_px  # no train/val pixel within the buffer
+    assert (pix[dist <= buffer_px] != CODES["train"]).all()
+    # no train/val patch holds a test pixel (their inputs never see the test area)
+    for r, c, p, lab in index[["row", "col", "size"]].assign(lab=labels).itertuples(False):
+        if lab in ("train", "val"):
+            assert not test[r : r + p, c : c + p].any()
+    assert {"train", "val", "test"} <= set(labels)
 
 
-def test_contiguous_test_area_is_on_the_requested_side_with_about_the_fraction():
+def test_contiguous_test_area_has_the_configured_fraction_at_pixel_level():
+    index = grid_index(6, 10)  # 640 px wide: 30 % is 192 px, not a whole patch column
+    s = SplitSettings(fractions={"train": 0.6, "val": 0.1, "test": 0.3}, buffer_px=8)
+    _, pix = label_pixels(index, shape_of(index), s)
+    test_cols = np.flatnonzero((pix == CODES["test"]).any(axis=0))
+    assert test_cols.min() == 640 - 192 and test_cols.max() == 639
+    assert (pix == CODES["test"]).mean() == pytest.approx(0.3, abs=1 / 640)
+    # train + val lose at most one patch column plus the buffer
+    assert np.isin(pix, [CODES["train"], CODES["val"]]).mean() >= 0.7 - (64 + 8) / 640
+    _, west = label_pixels(index, shape_of(index), SplitSettings(test_side="min"))
+    assert np.flatnonzero((west == CODES["test"]).any(axis=0)).max() < 320
+    _, north = label_pixels(index, shape_of(index), SplitSettings(axis="y", test_side="max"))
+    assert np.flatnonzero((north == CODES["test"]).any(axis=1)).max() < 192
+
+
+def test_spatial_validation_is_the_band_next_to_the_test_area():
     index = grid_index(6, 10)
-    labels = assign(index, SplitSettings(fractions={"train": 0.6, "val": 0.1, "test": 0.3}))
+    labels, _ = label_pixels(index, shape_of(index), SplitSettings(val="spatial", buffer_px=8))
     cols = index["col"].to_numpy()
-    assert cols[labels == "test"].min() > cols[labels != "test"].max()
-    assert (labels == "test").mean() == pytest.approx(0.3, abs=0.05)
-    west = assign(index, SplitSettings(test_side="min"))
-    assert cols[west == "test"].max() < cols[west != "test"].min()
-    rows = index["row"].to_numpy()
-    north = assign(index, SplitSettings(axis="y", test_side="max"))
-    assert rows[north == "test"].max() < rows[north != "test"].min()
+    assert cols[labels == "val"].min() >= cols[labels == "train"].max()
+    rand, _ = label_pixels(index, shape_of(index), SplitSettings(val="random", buffer_px=8))
+    assert (rand == "val").sum() == (labels == "val").sum()
+    assert not np.array_equal(cols[rand == "val"], cols[labels == "val"])
 
 
-def test_min_gap_values():
-    r, c, s = np.array([0, 0, 0]), np.array([0, 64, 70]), np.array([64, 64, 64])
-    g = min_gap(r, c, s, np.array([True, False, False]))
-    assert g.tolist() == [-64, 0, 6]
+def test_too_few_patches_names_the_keys():
+    with pytest.raises(TooFewPatches, match=r"split\.buffer_px"):
+        label_pixels(grid_index(1, 2), (64, 128), SplitSettings())
 
 
-def test_too_few_patches_says_how_many():
-    with pytest.raises(TooFewPatches, match="2 patches give"):
-        assign(grid_index(1, 2), SplitSettings())
-
-
-def test_write_split_raster_matches_footprints(tiny_aoi, tmp_path):
+def test_write_split_raster_masks_and_areas(tiny_aoi, tmp_path):
     from aefheight.patches import TilingSettings, tile
 
     tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(32))
+    s = SplitSettings(buffer_px=8)
     idx = write_split(
         tmp_path / "index.parquet",
         tiny_aoi["embeddings"],
         tmp_path / "split.gpkg",
         tmp_path / "split.tif",
-        SplitSettings(),
+        tmp_path / "areas.csv",
+        s,
     )
     back = gpd.read_file(tmp_path / "split.gpkg", layer="patches")
     assert back["split"].tolist() == idx["split"].tolist()
     with rasterio.open(tmp_path / "split.tif") as ds:
         lab = ds.read(1)
-    for row in idx.itertuples():
-        assert (lab[row.row : row.row + 32, row.col : row.col + 32] == CODES[row.split]).all()
+        assert ds.tags()["val"] == "spatial"
+    train = idx[idx["split"] == "train"]
+    masks = loss_masks(tmp_path / "split.tif", train, "train")
+    for m, row in zip(masks, train.itertuples(), strict=True):
+        window = lab[row.row : row.row + 32, row.col : row.col + 32]
+        assert np.array_equal(m, window == CODES["train"])
+        assert m.any()
+    areas = pd.read_csv(tmp_path / "areas.csv").set_index("split")
+    assert areas["pixels"].sum() == (lab > 0).sum()
+    assert areas["pct"].sum() == pytest.approx(100.0)
+    assert areas.loc["test", "pct"] == pytest.approx(30.0, abs=100 * 32 / 256)

@@ -54,12 +54,9 @@ def test_no_band_carries_the_height(tiny_aoi):
     assert max(r) < 0.95
 
 
-def test_elevation_encoding_saturates_above_training_heights():
-    # Bands barely change between two heights far above the saturation range, but do change
-    # between two heights inside it: out-of-range heights are hard to extrapolate.
+def _elevation_features(s: SyntheticSettings):
     from aefheight.synthetic import features
 
-    s = SyntheticSettings(width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False)
     f = make_fields(s)
     f.landcover[:] = 0
     f.objects[:] = 0
@@ -68,6 +65,40 @@ def test_elevation_encoding_saturates_above_training_heights():
         f.terrain[:] = z
         return features(s, f, 10, 11)[0, 10, 7:9]
 
+    return elev_feats
+
+
+def test_elevation_encoding_saturates_above_training_heights():
+    # Bands barely change between two heights far above the saturation range, but do change
+    # between two heights inside it: out-of-range heights are hard to extrapolate.
+    s = SyntheticSettings(width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False)
+    elev_feats = _elevation_features(s)
     low = np.abs(elev_feats(40.0) - elev_feats(60.0)).sum()
     high = np.abs(elev_feats(300.0) - elev_feats(320.0)).sum()
     assert high < 0.01 * low
+
+
+def test_slope_left_at_the_saturation_height_is_as_documented():
+    # the docstring and config say: 7 % of the peak slope at saturation_m, ~1 % at 1.5x
+    s = SyntheticSettings(width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False)
+    elev_feats = _elevation_features(s)
+    sat, dz = s.saturation_m, 0.01
+
+    def slope(z):
+        return (elev_feats(z + dz) - elev_feats(z - dz)) / (2 * dz)
+
+    peak = np.array([slope(0.0)[0], slope(0.5 * sat)[1]])
+    np.testing.assert_allclose(slope(sat) / peak, 1 - np.tanh(2.0) ** 2, rtol=1e-2)
+    assert (slope(1.5 * sat) / peak <= 0.011).all()
+
+
+def test_nuisance_is_spatially_coherent_not_white():
+    # parcels carry one offset each: neighbouring pixels share it, so a box mean keeps it
+    from aefheight.synthetic import voronoi_parcels
+
+    ids, n = voronoi_parcels(np.random.default_rng(0), (300, 300), 30)
+    assert 50 < n and len(np.unique(ids)) > 50
+    same = (ids[:, 1:] == ids[:, :-1]).mean()
+    assert same > 0.9  # a pixel's right neighbour is in its parcel ~29 times out of 30
+    sizes = np.bincount(ids.ravel())
+    assert np.median(sizes[sizes > 0]) > 0.3 * 30 * 30

@@ -39,7 +39,40 @@ def test_one_row_per_model_and_split_in_paper_order():
 def test_seeds_are_aggregated_as_mean_and_sd():
     t = tables.metrics_table(_metrics(seeds=(0, 2)))
     assert (t["seeds"] == 2).all()
-    assert t.loc[0, "RMSE (m)"] == "11.00 ± 1.41"
+    assert t.loc[0, "RMSE (m)"] == "11.00 ± 1.41 (median 11.00; 10.00, 12.00)"
+
+
+def test_a_failed_seed_stays_visible():
+    m = _metrics(seeds=(0, 1, 2))
+    m.loc[(m["seed"] == 1) & (m["split"] == "test") & (m["model"] == "unet"), "r2"] = -8.13
+    head = tables.headline(m)
+    cell = head.set_index("model").loc["U-Net", "test R²"]
+    assert "-8.130" in cell and "median 0.900" in cell
+
+
+def test_paired_comparison_interval_and_verdicts():
+    from scipy import stats
+
+    a, b = pd.Series([0.80, 0.85, 0.83]), pd.Series([0.70, 0.74, 0.76])
+    d = tables.paired_difference(a, b)
+    diff = a - b
+    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / 3**0.5
+    assert d["mean_diff"] == diff.mean() and abs(d["ci_high"] - diff.mean() - half) < 1e-12
+    assert "is better than" in tables.verdict("unetplusplus", "unet", "r2", d)
+    assert "is worse than" in tables.verdict("unetplusplus", "unet", "rmse_m", d)
+    wide = tables.paired_difference(pd.Series([0.9, 0.1, 0.5]), pd.Series([0.5, 0.5, 0.5]))
+    assert "not resolved at 3 seeds" in tables.verdict("unet", "ridge", "r2", wide)
+    one = tables.paired_difference(pd.Series([0.9]), pd.Series([0.5]))
+    assert "not resolved at 1 seed " in tables.verdict("unet", "ridge", "r2", one)
+
+
+def test_comparisons_pair_nets_with_each_other_and_with_every_baseline():
+    m = pd.concat([_metrics(seeds=(0, 1)), _metrics(seeds=(0, 1)).assign(model="unetplusplus")])
+    m = m.drop_duplicates(["model", "seed", "split"])
+    c = tables.comparisons(m, ["unet", "unetplusplus"], ["ridge"])
+    pairs = set(zip(c["model"], c["versus"], strict=True))
+    assert pairs == {("unetplusplus", "unet"), ("unet", "ridge"), ("unetplusplus", "ridge")}
+    assert set(c["metric"]) == {"r2", "rmse_m"} and (c["n_seeds"] == 2).all()
 
 
 def test_markdown_escapes_pipes_and_latex_uses_booktabs():
@@ -54,21 +87,29 @@ def test_markdown_escapes_pipes_and_latex_uses_booktabs():
     assert "%" not in tex.replace(r"\%", "")
 
 
-def test_training_summary_counts_epochs():
+def test_training_summary_counts_epochs_steps_and_the_cap():
     h = pd.DataFrame(
         {
             "epoch": [1, 2, 3],
+            "steps": [4, 8, 12],
             "val_loss": [0.5, 0.2, 0.3],
             "val_rmse_m": [9.0, 5.0, 6.0],
             "seconds": [1.0, 1.0, 1.5],
+            "model": "unet",
+            "seed": 0,
+            "stopped": "max_epochs",
         }
     )
-    s = tables.training_summary({("unet", "0"): h})
+    s = tables.training_summary([h, h.assign(seed=1, stopped="early_stopping")], 3)
     assert s.iloc[0].to_dict() == {
         "model": "unet",
-        "seed": "0",
+        "seed": 0,
         "epochs_run": 3,
+        "max_epochs": 3,
         "best_epoch": 2,
+        "steps": 12,
+        "stopped": "cap hit",
         "best_val_rmse_m": 5.0,
         "train_seconds": 3.5,
     }
+    assert s.iloc[1]["stopped"] == "early stopping"

@@ -4,9 +4,11 @@ import subprocess
 import sys
 import time
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import torch
 from aefheight.models import ModelSettings, load_checkpoint
 from aefheight.patches import PatchStore, TilingSettings, tile
@@ -25,7 +27,8 @@ def store(tiny_aoi, tmp_path_factory):
         tiny_aoi["embeddings"],
         d / "split.gpkg",
         d / "split.tif",
-        SplitSettings(),
+        d / "areas.csv",
+        SplitSettings(method="blocks", block_patches=2, buffer_px=4),
     )
     return d
 
@@ -50,6 +53,7 @@ def test_training_reduces_loss_and_writes_outputs(store, tmp_path):
     hist = train_net(
         store,
         store / "split.gpkg",
+        store / "split.tif",
         ms,
         TrainSettings(max_epochs=4, patience=10, batch_size=4),
         0,
@@ -59,7 +63,10 @@ def test_training_reduces_loss_and_writes_outputs(store, tmp_path):
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "resume.pt").exists()
     _, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["best_epoch"] == int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
-    assert pd.read_csv(tmp_path / "history.csv").shape[0] == 4
+    assert ckpt["patch_size"] == 32 and ckpt["stopped"] == "max_epochs"
+    assert ckpt["steps"] == hist["steps"].iloc[-1] > 0
+    back = pd.read_csv(tmp_path / "history.csv")
+    assert back.shape[0] == 4 and set(back["stopped"]) == {"max_epochs"}
 
 
 def test_early_stopping_stops(store, tmp_path):
@@ -67,6 +74,7 @@ def test_early_stopping_stops(store, tmp_path):
     hist = train_net(
         store,
         store / "split.gpkg",
+        store / "split.tif",
         ms,
         TrainSettings(max_epochs=30, patience=1, batch_size=4, lr=0.5),
         0,
@@ -74,20 +82,88 @@ def test_early_stopping_stops(store, tmp_path):
     )
     assert len(hist) < 30
     assert not hist["best"].iloc[-1]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stopped"] == "early_stopping"
 
 
-def test_ridge_conv_holds_sklearns_fit_on_the_same_pixels(store, tmp_path):
-    from aefheight.train import sample_pixels, split_ids
+def test_buffer_pixels_never_enter_the_loss_or_the_target_scaling(store):
+    from aefheight.split import CODES
+    from aefheight.train import split_patches, target_stats
+
+    parts = split_patches(store / "split.gpkg", store / "split.tif")
+    ids, masks = parts["train"]
+    with rasterio.open(store / "split.tif") as ds:
+        lab = ds.read(1)
+    assert (lab == CODES["buffer"]).any()
+    gpkg = gpd.read_file(store / "split.gpkg", layer="patches").set_index("patch_id")
+    cut = 0
+    for k, m in zip(ids, masks, strict=True):
+        r, c, p = gpkg.loc[k, ["row", "col", "size"]]
+        assert not m[lab[r : r + p, c : c + p] == CODES["buffer"]].any()
+        cut += int((~m).sum())
+    assert cut > 0  # some train patch lost its buffer strip, not the whole patch
+    st = PatchStore(store)
+    assert target_stats(st, ids, masks) != target_stats(st, ids)
+
+
+def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_path):
+    ms = ModelSettings(arch="unet", decoder_channels=(32, 16, 8, 8, 4))
+    ts = TrainSettings(max_epochs=1, patience=5, batch_size=4)
+    args = (store, store / "split.gpkg", store / "split.tif", ms, ts)
+    runs = {k: tmp_path / k for k in ("a", "a2", "b")}
+    hists = {k: train_net(*args, 0 if k != "b" else 1, d) for k, d in runs.items()}
+    w = {k: torch.load(d / "checkpoint.pt", weights_only=True)["model"] for k, d in runs.items()}
+    key = next(k for k in w["a"] if k.endswith("weight"))
+    torch.testing.assert_close(w["a"][key], w["a2"][key], rtol=0, atol=0)  # same seed
+    assert not torch.equal(w["a"][key], w["b"][key])
+    pd.testing.assert_frame_equal(
+        hists["a"].drop(columns="seconds"), hists["a2"].drop(columns="seconds")
+    )
+    # same seed, same threads: identical metrics of the whole-AOI prediction
+    from aefheight.metrics import evaluate
+    from aefheight.predict import PredictSettings, predict_raster
+
+    emb = tiny_aoi["embeddings"]
+    metrics = {}
+    for k in ("a", "a2"):
+        predict_raster(emb, runs[k] / "checkpoint.pt", runs[k] / "p.tif", PredictSettings())
+        metrics[k] = evaluate(runs[k] / "p.tif", tiny_aoi["dsm"], store / "split.tif")
+    pd.testing.assert_frame_equal(metrics["a"].metrics, metrics["a2"].metrics)
+    # the initial weights differ by seed, and so do the epoch's order and augmentation draws
+    torch.manual_seed(0)
+    from aefheight.models import build_model
+
+    w0 = build_model(ms).state_dict()[key]
+    torch.manual_seed(1)
+    assert not torch.equal(w0, build_model(ms).state_dict()[key])
+    g0, g1 = (torch.Generator().manual_seed(s * 1_000_003 + 1) for s in (0, 1))
+    assert torch.randperm(40, generator=g0).tolist() != torch.randperm(40, generator=g1).tolist()
+
+
+@pytest.mark.parametrize("scales", [(1,), (1, 5, 15)])
+def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales):
+    from aefheight.train import sample_pixels, split_patches
     from sklearn.linear_model import Ridge
 
-    info = train_ridge(store, store / "split.gpkg", ModelSettings(arch="ridge"), 0, tmp_path)
+    ms = ModelSettings(arch="ridge", scales_px=scales)
+    info = train_ridge(store, store / "split.gpkg", store / "split.tif", ms, 0, tmp_path)
     model, _ = load_checkpoint(tmp_path / "checkpoint.pt")
-    x, y = sample_pixels(PatchStore(store), split_ids(store / "split.gpkg")["train"], 200_000, 0)
+    ids, masks = split_patches(store / "split.gpkg", store / "split.tif")["train"]
+    x, y = sample_pixels(PatchStore(store), ids, masks, 200_000, 0, model.features)
+    assert x.shape[1] == 64 * len(scales) == info["features"]
     ref = Ridge(alpha=1.0).fit(x, y)
     np.testing.assert_allclose(
-        model.weight.detach().numpy().ravel(), ref.coef_, rtol=1e-4, atol=1e-3
+        model.head.weight.detach().numpy().ravel(), ref.coef_, rtol=1e-4, atol=1e-3
     )
     assert info["pixels"] == len(y)
+
+
+def test_box_means_leave_nodata_out():
+    from aefheight.models import BoxRidge
+
+    x = torch.ones(1, 2, 9, 9)
+    x[:, :, :, :4] = 0.0  # nodata on the left
+    f = BoxRidge(2, (1, 5)).features(x)
+    torch.testing.assert_close(f[:, 2:, :, 4:], torch.ones(1, 2, 9, 5))  # means of valid only
 
 
 @pytest.mark.slow
@@ -111,6 +187,8 @@ def test_killed_training_resumes_to_identical_result(store, tmp_path):
             str(store),
             "--split",
             str(store / "split.gpkg"),
+            "--split-raster",
+            str(store / "split.tif"),
             "--seed",
             "7",
             "--out-dir",

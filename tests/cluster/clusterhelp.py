@@ -107,10 +107,13 @@ def finish_run(workdir: Path, started, deadline: float) -> Run:
 
 
 def study_config() -> dict:
-    """The tiny study of tests/workflow, with one training epoch (the runs here test the
-    orchestration; the SLURM plugin's polling already makes every step cost 15 to 40 s)."""
+    """The tiny study of tests/workflow with one seed, three models and one training epoch (the
+    runs here test the orchestration; the SLURM plugin's polling makes every step cost 15 to
+    40 s)."""
     cfg = tiny_config()
     cfg["training"]["max_epochs"] = 1
+    cfg["seeds"] = [0]
+    del cfg["models"]["ridge_ctx"]
     return cfg
 
 

@@ -171,7 +171,7 @@ def fan_out_config() -> dict:
         "north": aoi,
         "south": {**aoi, "synthetic": {**aoi["synthetic"], "seed": 6}},
     }
-    assert len(cfg["models"]) == 3
+    assert len(cfg["models"]) == 3  # study_config drops the multi-scale Ridge
     cfg["seeds"] = [0, 1, 2]
     return cfg
 

@@ -10,7 +10,8 @@ from snakehelp import snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
-MODELS = ("unet", "unetplusplus", "ridge")
+MODELS = ("unet", "unetplusplus", "ridge", "ridge_ctx")
+SEEDS = (0, 1)
 
 
 def test_every_output_exists_on_the_embedding_grid(tiny_run):
@@ -44,6 +45,9 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
         "shift.tex",
         "training.csv",
         "crossover.csv",
+        "comparisons.csv",
+        "seams.csv",
+        "findings.rst",
     ):
         assert (res / "tables" / table).stat().st_size > 0
     assert (res / "split" / "split.gpkg").exists()
@@ -52,8 +56,8 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
 
 def test_metrics_csv_is_complete(tiny_run):
     df = pd.read_csv(tiny_run / "results" / "tiny" / "metrics" / "metrics.csv")
-    assert sorted(zip(df["model"], df["split"], strict=True)) == sorted(
-        (m, s) for m in MODELS for s in ("train", "val", "test")
+    assert sorted(zip(df["model"], df["seed"], df["split"], strict=True)) == sorted(
+        (m, seed, s) for m in MODELS for seed in SEEDS for s in ("train", "val", "test")
     )
     cols = [
         "n",
@@ -75,14 +79,41 @@ def test_metrics_csv_is_complete(tiny_run):
     assert (df["diff_convention"] == "prediction - reference").all()
 
 
+def test_predictions_show_no_window_seams(tiny_run):
+    seams = pd.read_csv(tiny_run / "results" / "tiny" / "tables" / "seams.csv")
+    assert len(seams) == len(MODELS) * len(SEEDS)
+    assert (seams["window_px"] == seams["train_patch_px"]).all()
+    assert seams["seam_centre_ratio"].between(0.75, 1.33).all(), seams
+
+
+def test_findings_come_first_with_seeds_verdicts_and_realized_split(tiny_run):
+    res = tiny_run / "results" / "tiny"
+    comps = pd.read_csv(res / "tables" / "comparisons.csv")
+    assert ("unetplusplus", "unet") in set(zip(comps["model"], comps["versus"], strict=True))
+    assert {"ridge", "ridge_ctx"} <= set(comps["versus"]) and (comps["n_seeds"] == 2).all()
+    front = (tiny_run / "results" / "report_front.rst").read_text()
+    assert front.index("Findings: AOI tiny") < front.index("Settings of this run")
+    assert "U-Net++ vs U-Net" in front or "U-Net++ is" in front
+    assert "Realized split" in front and "Early stopping fired in" in front
+    training = pd.read_csv(res / "tables" / "training.csv")
+    assert set(training["stopped"]) <= {"early stopping", "cap hit"}
+    assert len(training) == 2 * len(SEEDS)
+
+
 def test_second_run_has_nothing_to_do(tiny_run):
     out = snakemake(tiny_run, "--cores", "2")
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
 def test_shift_analysis_sees_the_higher_test_area(tiny_run):
-    st = pd.read_csv(tiny_run / "results" / "tiny" / "shift" / "shift_stats.csv").iloc[0]
+    res = tiny_run / "results" / "tiny"
+    st = pd.read_csv(res / "shift" / "shift_stats.csv").iloc[0]
     assert st["mean_shift_m"] > 30 and 0 < st["ks_statistic"] <= 1
+    # the shift statistics count exactly the pixels the metrics count
+    q = pd.read_csv(res / "shift" / "height_quantiles.csv").set_index("split")["n"]
+    m = pd.read_csv(res / "metrics" / "metrics.csv")
+    for split in ("train", "val", "test"):
+        assert (m.loc[m["split"] == split, "n"] == q[split]).all()
     lc = pd.read_csv(tiny_run / "results" / "tiny" / "metrics" / "by_landcover" / "unet_seed0.csv")
     assert set(lc["class_name"]) == {"open", "forest", "urban"}
 
@@ -91,8 +122,10 @@ def test_report_is_produced(tiny_run):
     snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     assert len(html) > 50_000
+    assert "Findings: AOI tiny" in html
     for name in (
         "metrics.csv",
+        "comparisons.csv",
         "split_map.png",
         "pred_vs_ref_unetplusplus_seed0.png",
         "height_shift.png",

@@ -25,7 +25,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_prediction_killed_mid_write_leaves_no_partial_file_and_rerun_completes(tiny_aoi, tmp_path):
     s = ModelSettings(arch="unet", decoder_channels=(32, 16, 8, 8, 4))
-    save_checkpoint(tmp_path / "m.pt", build_model(s), s, 50.0, 10.0)
+    save_checkpoint(tmp_path / "m.pt", build_model(s), s, 50.0, 10.0, patch_size=64)
     out = tmp_path / "out" / "pred.tif"
     cmd = _cli(
         "predict",

@@ -79,6 +79,12 @@ class ModelSettings:
         return self.arch != RIDGE
 
 
+def _box_mean(t: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k box mean with zero padding, as two 1-D passes (O(k) per pixel, not O(k²))."""
+    t = F.avg_pool2d(t, (k, 1), stride=1, padding=(k // 2, 0))
+    return F.avg_pool2d(t, (1, k), stride=1, padding=(0, k // 2))
+
+
 class BoxRidge(nn.Module):
     """A linear model on masked box means of the bands at several scales.
 
@@ -100,9 +106,7 @@ class BoxRidge(nn.Module):
             if k == 1:
                 out.append(x)
                 continue
-            num = F.avg_pool2d(x * valid, k, stride=1, padding=k // 2)
-            den = F.avg_pool2d(valid, k, stride=1, padding=k // 2)
-            out.append(num / den.clamp_min(1e-6))
+            out.append(_box_mean(x * valid, k) / _box_mean(valid, k).clamp_min(1e-6))
         return torch.cat(out, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -277,7 +277,8 @@ def train_net(
         patch_size=int(store.embeddings.shape[-1]),
     )
     with atomic_path(out_dir / "history.csv") as tmp:
-        hist.assign(model=model_name or ms.arch, seed=seed, stopped=stopped).to_csv(tmp, index=False)
+        hist = hist.assign(model=model_name or ms.arch, seed=seed, stopped=stopped)
+        hist.to_csv(tmp, index=False)
     resume_path.unlink(missing_ok=True)
     log.info("done: %d epochs (%s), best epoch %d", len(hist), stopped, best_epoch)
     return hist
