@@ -46,6 +46,8 @@ class FixtureServer(ThreadingHTTPServer):
         self.log: list[Request] = []
         self.faults: dict[str, collections.deque[str]] = {}
         self.missing: set[str] = set()
+        self.every: tuple[int, str] | None = None  # (n, kind): every n-th request fails
+        self.count = 0
 
     @property
     def url(self) -> str:
@@ -59,8 +61,17 @@ class FixtureServer(ThreadingHTTPServer):
         with self.lock:
             self.faults.setdefault(path, collections.deque()).extend(kinds)
 
+    def fail_every(self, n: int, kind: str = "500") -> None:
+        """A steady fault rate over the whole run: every ``n``-th request (any path) fails."""
+        with self.lock:
+            self.every, self.count = (n, kind), 0
+
     def next_fault(self, path: str) -> str | None:
         with self.lock:
+            if self.every is not None:
+                self.count += 1
+                if self.count % self.every[0] == 0:
+                    return self.every[1]
             for key in (path, "*"):
                 q = self.faults.get(key)
                 if q:
@@ -82,6 +93,7 @@ class FixtureServer(ThreadingHTTPServer):
             self.log.clear()
             self.faults.clear()
             self.missing.clear()
+            self.every = None
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -127,7 +127,16 @@ def write_bottom_up_cog(path: Path, codes_north_up: np.ndarray, t: AefTile) -> N
     tmp = path.with_suffix(".tmp.tif")
     with rasterio.open(tmp, "w", **prof) as dst:
         dst.write(codes_north_up[:, ::-1, :])
-    rio_copy(tmp, path, driver="COG", compress="DEFLATE", blocksize=128, overviews="NONE")
+    # band-interleaved, as the real AEF COGs: a window read is a range request per band
+    rio_copy(
+        tmp,
+        path,
+        driver="COG",
+        compress="DEFLATE",
+        blocksize=128,
+        overviews="NONE",
+        interleave="BAND",
+    )
     tmp.unlink()
 
 

@@ -136,6 +136,40 @@ def test_500s_and_dropped_connections_are_survived(server, world, cache, tmp_pat
     assert not any(server.faults.values()), "every injected fault was hit"
 
 
+@pytest.mark.parametrize("kind", ["500", "drop"])
+def test_cli_download_finishes_against_a_server_failing_every_second_request(
+    server, world, cache, tmp_path, kind
+):
+    """The rule's entry point (`python -m aefheight download ...`) with the rule's threads."""
+    import json
+    import os
+    import subprocess
+
+    d = downloads(server.url)
+    index = cache / "aef" / "index" / "source_coop" / "aef_index.parquet"
+    steps.run_index("source_coop", d, index)
+    server.fail_every(2, kind)
+    out = tmp_path / "embeddings.tif"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("GDAL_NUM_THREADS", None)
+    cmd = [sys.executable, "-m", "aefheight", "download", "embeddings", "--aoi", "fix"]
+    cmd += ["--settings", json.dumps(aoi_section("source_coop")), "--downloads", json.dumps(d)]
+    cmd += ["--index", str(index), "--cache-dir", str(cache / "aef" / "blocks")]
+    cmd += ["--out", str(out), "--threads", "4"]  # the fetch_embeddings rule's threads
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp, _ = expected(world, out)
+    np.testing.assert_array_equal(read(out), exp)
+    statuses = [r.status for r in server.log]
+    failed = statuses.count(int(kind) if kind.isdigit() else kind)
+    assert failed >= len(statuses) // 2 - 1 and failed > 10  # the steady rate was applied
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert "remote reads" in summary and "requests retried by GDAL" in summary, summary
+    # each failed request was retried alone; none cost a whole window again (GDAL's threaded
+    # reads, GDAL_NUM_THREADS > 1, do not retry a request: then windows are retried whole)
+    assert "(0 retried whole)" in summary, summary
+
+
 def test_interrupted_download_resumes_from_cached_blocks(world, cache, tmp_path):
     out = tmp_path / "embeddings.tif"
     c = world.tile("c")

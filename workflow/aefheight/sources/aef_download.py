@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,10 +148,45 @@ def fill_block(
     dst[:, take] = tmp[:, take]
 
 
+class RemoteStats(logging.Handler):
+    """Counts remote window reads, their attempts and GDAL's own per-request retries.
+
+    Installed on rasterio's GDAL log while a download runs; GDAL reports each retried request
+    as a warning ("... Retrying again in ..."), which this counts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reads = self.attempts = self.gdal_retries = self.bytes = 0
+        self.counts_lock = threading.Lock()  # not Handler.lock: handle() holds that in emit()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Retrying" in record.getMessage():
+            with self.counts_lock:
+                self.gdal_retries += 1
+
+    def add(self, reads: int = 0, attempts: int = 0, nbytes: int = 0) -> None:
+        with self.counts_lock:
+            self.reads, self.attempts = self.reads + reads, self.attempts + attempts
+            self.bytes += nbytes
+
+    def summary(self) -> str:
+        return (
+            f"remote reads: {self.reads} windows in {self.attempts} attempts "
+            f"({self.attempts - self.reads} retried whole), {self.gdal_retries} requests "
+            f"retried by GDAL, {self.bytes / 1e6:.1f} MB of codes"
+        )
+
+
 def cog_block_reader(
-    aoi: AOI, tiles: Sequence[Tile], source: str, settings: DownloadSettings
+    aoi: AOI,
+    tiles: Sequence[Tile],
+    source: str,
+    settings: DownloadSettings,
+    stats: RemoteStats | None = None,
 ) -> Callable[[Block], np.ndarray]:
     """A function block -> int8 (64, h, w) codes read from the tiles' COGs."""
+    stats = stats or RemoteStats()
     boxes = [(t, box(*t.utm_bounds)) for t in tiles]
 
     def read_block(block: Block) -> np.ndarray:
@@ -162,6 +198,7 @@ def cog_block_reader(
             path, extra = gdal_source(tile, source, settings)
 
             def read(path: str = path, extra: dict[str, str] = extra, tile: Tile = tile):
+                stats.add(attempts=1)
                 try:
                     with gdal_env(settings, **extra), rasterio.open(path) as ds:
                         if ds.count != aef.BANDS or ds.dtypes[0] != "int8":
@@ -184,6 +221,7 @@ def cog_block_reader(
                 retry_on=(RasterioError, OSError),
                 never_retry=(MissingTile,),
             )
+            stats.add(reads=1, nbytes=got[0].nbytes if got is not None else 0)
             if got is not None:
                 fill_block(out, got[0], got[1], src_crs, block, aoi.grid.crs)
         return out
@@ -347,6 +385,18 @@ def fetch_embeddings(
         Provenance (source, year, tiles, grid, valid fraction) for the report.
     """
     section = section or f"aois.{name}"
+    stats = RemoteStats()
+    gdal_log = logging.getLogger("rasterio")
+    gdal_log.addHandler(stats)
+    try:
+        return _fetch(name, s, downloads, out, cache_root, index_path, threads, section, stats)
+    finally:
+        gdal_log.removeHandler(stats)
+        log.info(stats.summary())
+
+
+def _fetch(name, s, downloads, out, cache_root, index_path, threads, section, stats):
+    """:func:`fetch_embeddings` without its request accounting."""
     aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
     log.info("target grid: %s", aoi.describe())
     if s.source == "earthengine":
@@ -359,7 +409,7 @@ def fetch_embeddings(
         index = load_index(index_path)
         tiles = select_tiles(index, aoi, s.year, s.allow_partial_coverage)
         tile_keys = [t.key for t in tiles]
-        reader = cog_block_reader(aoi, tiles, s.source, downloads)
+        reader = cog_block_reader(aoi, tiles, s.source, downloads, stats)
         from .http import FileRecord, sidecar
 
         rec = FileRecord.read(sidecar(index_path))

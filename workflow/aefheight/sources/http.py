@@ -272,6 +272,10 @@ def gdal_options(settings: DownloadSettings, extensions: str = ".tif,.tiff,.vrt"
     window read for failures GDAL does not retry (a dropped connection mid-body).
     """
     opts = {
+        # GDAL's multi-threaded reads of a window (GDAL_NUM_THREADS > 1) fetch byte ranges in
+        # parallel without its per-request retry, so one 500 fails the whole window; the
+        # workflow parallelises over blocks itself, so each GDAL read stays single-threaded.
+        "GDAL_NUM_THREADS": "1",
         "GDAL_HTTP_MAX_RETRY": str(settings.max_retry),
         "GDAL_HTTP_RETRY_DELAY": f"{settings.retry_delay_s:g}",
         "GDAL_HTTP_RETRY_CODES": ",".join(str(c) for c in RETRY_CODES),
