@@ -162,7 +162,7 @@ def test_cli_download_finishes_against_a_server_failing_every_second_request(
     np.testing.assert_array_equal(read(out), exp)
     statuses = [r.status for r in server.log]
     failed = statuses.count(int(kind) if kind.isdigit() else kind)
-    assert failed >= len(statuses) // 2 - 1 and failed > 10  # the steady rate was applied
+    assert failed >= len(statuses) // 2 - 1 and failed >= 5  # the steady rate was applied
     summary = proc.stderr.strip().splitlines()[-1]
     assert "remote reads" in summary and "requests retried by GDAL" in summary, summary
     # each failed request was retried alone; none cost a whole window again (GDAL's threaded

@@ -192,8 +192,6 @@ def write_split(
     s: SplitSettings,
 ) -> gpd.GeoDataFrame:
     """Assign splits; write the patches' GeoPackage, the pixel label raster and the areas."""
-    from .metrics import write_csv
-
     index = gpd.read_parquet(index_path)
     with open_raster(grid_raster) as ds:
         grid = Grid.of(ds)
@@ -212,7 +210,8 @@ def write_split(
             )
     px_area = abs(grid.transform.a * grid.transform.e)
     areas = area_table(pix, px_area).assign(method=s.method, val=s.val, buffer_px=s.buffer_px)
-    write_csv(areas, areas_path)
+    with atomic_path(areas_path) as tmp:
+        areas.to_csv(tmp, index=False, float_format="%.6g")
     log.info("realized areas: %s", areas[["split", "area_km2", "pct"]].to_dict("records"))
     return index
 

@@ -173,7 +173,7 @@ rule report_front:
     log:
         "results/logs/report_front.log",
     conda:
-        "../../envs/tables.yaml"
+        "../../envs/report_front.yaml"
     threads: 1
     shell:
         "python -m aefheight front --findings {input.findings} --methods {input.methods}"
