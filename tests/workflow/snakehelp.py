@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ FAKE_CREDENTIALS = {
 
 def tiny_config() -> dict:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    for key, value in TINY_OVERRIDES.items():
+    for key, value in copy.deepcopy(TINY_OVERRIDES).items():  # callers may edit their copy
         cfg[key] = {**cfg[key], **value} if key not in ("aois", "models", "seeds") else value
     return cfg
 

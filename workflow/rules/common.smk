@@ -59,11 +59,17 @@ def local_cuda():
         return shutil.which("nvidia-smi") is not None
 
 
+def cluster_run():
+    """Whether jobs run on other machines (e.g. --profile slurm). Snakemake forces
+    use_threads for a remote executor, also in a dry run, whose executor is the local one."""
+    return not workflow.local_exec or workflow.execution_settings.use_threads
+
+
 def training_gpus():
     """GPUs a training asks for: 1, but 0 for training.device cpu or a local run without CUDA
     (so CPU trainings run side by side instead of queueing for the `gpu` slot)."""
     device = config["training"].get("device", "auto")
-    if device == "cpu" or (device == "auto" and workflow.local_exec and not local_cuda()):
+    if device == "cpu" or (device == "auto" and not cluster_run() and not local_cuda()):
         return 0
     return 1
 
