@@ -163,6 +163,8 @@ def training_summary(histories: list[pd.DataFrame], max_epochs: int) -> pd.DataF
                 "train_seconds": float(h["seconds"].sum()),
             }
         )
+    if not rows:  # a study of baselines only
+        return pd.DataFrame(columns=["model", "seed", "epochs_run", "max_epochs", "stopped"])
     return pd.DataFrame(rows).sort_values(["model", "seed"]).reset_index(drop=True)
 
 

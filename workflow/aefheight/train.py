@@ -138,10 +138,18 @@ def _evaluate(model, batches, device, amp) -> float:
     return se / max(n, 1.0)
 
 
-def _train_epoch(model, opt, ds, ts: TrainSettings, g, device, amp, desc: str) -> tuple[float, int]:
+def _train_epoch(
+    model, opt, ds, ts: TrainSettings, g, device, amp, desc: str, workers: int = 0
+) -> tuple[float, int]:
     """One pass over the train patches in the order drawn from ``g``; (mean loss, steps)."""
     order = torch.randperm(len(ds), generator=g).tolist()
-    loader = torch.utils.data.DataLoader(ds, sampler=order, batch_size=ts.batch_size)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        sampler=order,
+        batch_size=ts.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     total, count, steps = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", mininterval=10)
     for x, y, mask in bar:
@@ -220,7 +228,8 @@ def train_net(
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # order and augmentation
         loss, steps = _train_epoch(
-            model, opt, train_ds, ts, g, device, amp, f"{ms.arch} seed {seed} epoch {epoch}"
+            model, opt, train_ds, ts, g, device, amp, f"{ms.arch} seed {seed} epoch {epoch}",
+            workers=0 if device.type == "cpu" else max(0, threads - 1),  # GPU: CPUs load data
         )
         val = _evaluate(model, val_batches, device, amp)
         improved = val < best

@@ -74,6 +74,16 @@ def training_gpus():
     return 1
 
 
+def training_threads():
+    """Threads of a training: 4 on a cluster or with CUDA; on a local CPU-only run half the
+    cores (1 to 4), so that two trainings share the CPUs: on 2 cores two 1-thread trainings
+    make 1.4x the steps of one 2-thread training (benchmarks/README.md, item 5)."""
+    if cluster_run() or local_cuda():
+        return 4
+    cores = workflow._cores or 2
+    return max(1, min(4, int(cores) // 2))
+
+
 def one_of(names):
     """Regex alternation of exact names (so a wildcard cannot escape into a path)."""
     return "|".join(names) if names else NEVER

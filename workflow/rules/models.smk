@@ -19,7 +19,7 @@ rule train_net:
         model=one_of(NETS),
     conda:
         "../../envs/train_net.yaml"
-    threads: 4
+    threads: lambda w: training_threads()
     resources:
         # one GPU (common.smk, training_gpus): `--gpus=1` on SLURM (profiles/slurm), and a
         # slot of the local `gpu` resource (profiles/default: gpu=1), so GPU trainings on a
