@@ -47,7 +47,8 @@ class FixtureServer(ThreadingHTTPServer):
         self.faults: dict[str, collections.deque[str]] = {}
         self.missing: set[str] = set()
         self.every: tuple[int, str] | None = None  # (n, kind): every n-th request fails
-        self.count = 0
+        self.count = self.due = 0
+        self.failed_last: set[str] = set()  # requests whose last attempt was failed on purpose
 
     @property
     def url(self) -> str:
@@ -62,16 +63,28 @@ class FixtureServer(ThreadingHTTPServer):
             self.faults.setdefault(path, collections.deque()).extend(kinds)
 
     def fail_every(self, n: int, kind: str = "500") -> None:
-        """A steady fault rate over the whole run: every ``n``-th request (any path) fails."""
-        with self.lock:
-            self.every, self.count = (n, kind), 0
+        """A steady fault rate over the whole run: every ``n``-th request (any path) fails.
 
-    def next_fault(self, path: str) -> str | None:
+        A retry of a request that was just failed on purpose is let through, so that
+        concurrent clients whose retries interleave in step cannot be failed for ever (a
+        server failing at random would not single out one request either).
+        """
+        with self.lock:
+            self.every, self.count, self.due = (n, kind), 0, 0
+            self.failed_last.clear()
+
+    def next_fault(self, path: str, request: str = "") -> str | None:
+        """The fault for this request (``request`` identifies it: method, path and range)."""
         with self.lock:
             if self.every is not None:
                 self.count += 1
-                if self.count % self.every[0] == 0:
+                key = request or path
+                self.due += self.count % self.every[0] == 0
+                if self.due and key not in self.failed_last:  # a skipped fault goes to the next
+                    self.due -= 1
+                    self.failed_last.add(key)
                     return self.every[1]
+                self.failed_last.discard(key)
             for key in (path, "*"):
                 q = self.faults.get(key)
                 if q:
@@ -94,6 +107,7 @@ class FixtureServer(ThreadingHTTPServer):
             self.faults.clear()
             self.missing.clear()
             self.every = None
+            self.failed_last.clear()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -118,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         path = self.path.split("?", 1)[0]
         rng = self.headers.get("Range")
-        fault = self.server.next_fault(path)
+        fault = self.server.next_fault(path, f"{self.command} {path} {rng}")
         if fault == "drop":
             self.server.record(Request(self.command, self.path, rng, "drop", 0))
             self.close_connection = True

@@ -148,6 +148,7 @@ def test_cli_download_finishes_against_a_server_failing_every_second_request(
     d = downloads(server.url)
     index = cache / "aef" / "index" / "source_coop" / "aef_index.parquet"
     steps.run_index("source_coop", d, index)
+    server.clear()  # count the download's requests only
     server.fail_every(2, kind)
     out = tmp_path / "embeddings.tif"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -162,7 +163,8 @@ def test_cli_download_finishes_against_a_server_failing_every_second_request(
     np.testing.assert_array_equal(read(out), exp)
     statuses = [r.status for r in server.log]
     failed = statuses.count(int(kind) if kind.isdigit() else kind)
-    assert failed >= len(statuses) // 2 - 1 and failed >= 5  # the steady rate was applied
+    # the steady rate: one request in two (a fault due on a just-failed retry moves on)
+    assert failed >= len(statuses) / 2 - 2 and failed >= 5, statuses
     summary = proc.stderr.strip().splitlines()[-1]
     assert "remote reads" in summary and "requests retried by GDAL" in summary, summary
     # each failed request was retried alone; none cost a whole window again (GDAL's threaded
