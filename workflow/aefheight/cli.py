@@ -89,7 +89,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from .metrics import evaluate, write_csv
+    from .metrics import evaluate
+    from .raster import write_csv
 
     ev = evaluate(a.prediction, a.dsm, a.split, a.landcover, seed=a.seed)
     for df in (ev.metrics, ev.by_height, ev.by_class, ev.seams):
@@ -103,7 +104,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_shift(a: argparse.Namespace) -> None:
-    from .metrics import height_histograms, shift_statistics, write_csv
+    from .metrics import height_histograms, shift_statistics
+    from .raster import write_csv
 
     hist = height_histograms(a.dsm, a.split, a.embeddings)
     quantiles, stats = shift_statistics(hist)
@@ -117,7 +119,8 @@ def cmd_tables(a: argparse.Namespace) -> None:
 
     from . import tables
     from .findings import findings_rst
-    from .metrics import crossover_height, write_csv
+    from .metrics import crossover_height
+    from .raster import write_csv
 
     metrics = pd.read_csv(a.metrics)
     t = tables.metrics_table(metrics)
@@ -189,7 +192,7 @@ def cmd_front(a: argparse.Namespace) -> None:
 def cmd_collect(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .metrics import write_csv
+    from .raster import write_csv
 
     df = pd.concat([pd.read_csv(p).assign(aoi=a.aoi) for p in a.inputs], ignore_index=True)
     write_csv(df[["aoi", *[c for c in df.columns if c != "aoi"]]], a.out)

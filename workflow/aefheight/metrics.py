@@ -20,7 +20,7 @@ from scipy import stats as sps
 from . import aef
 from .errors import NoValidData
 from .patches import read_dsm_block
-from .raster import Grid, atomic_path, check_same_grid, open_raster, read_checked, window_phase
+from .raster import Grid, check_same_grid, open_raster, read_checked, window_phase
 from .split import CODES, SPLITS
 
 log = logging.getLogger(__name__)
@@ -428,9 +428,3 @@ def shift_statistics(hist: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "bin_m": float(widths.min()),
         }
     return quantiles, pd.DataFrame([stats])
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write a CSV atomically (fixed float format, so reruns are byte-identical)."""
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")

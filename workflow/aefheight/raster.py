@@ -211,3 +211,9 @@ def to_cog(src: str | os.PathLike, dst: str | os.PathLike, resampling: str = "av
             bigtiff="IF_SAFER",
             num_threads="ALL_CPUS",
         )
+
+
+def write_csv(df, path: str | os.PathLike) -> None:
+    """Write a pandas frame as CSV atomically (fixed float format: reruns are byte-identical)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")

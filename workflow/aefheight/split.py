@@ -29,7 +29,7 @@ import rasterio
 from scipy import ndimage
 
 from .errors import ConfigError, TooFewPatches
-from .raster import Grid, atomic_path, open_raster
+from .raster import Grid, atomic_path, open_raster, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,7 @@ def write_split(
             )
     px_area = abs(grid.transform.a * grid.transform.e)
     areas = area_table(pix, px_area).assign(method=s.method, val=s.val, buffer_px=s.buffer_px)
-    with atomic_path(areas_path) as tmp:
-        areas.to_csv(tmp, index=False, float_format="%.6g")
+    write_csv(areas, areas_path)
     log.info("realized areas: %s", areas[["split", "area_km2", "pct"]].to_dict("records"))
     return index
 
