@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+from aefheight.settings import make
 from aefheight import aef  # noqa: E402
 from aefheight.raster import Grid  # noqa: E402
 from aefheight.synthetic import SyntheticSettings, write_synthetic  # noqa: E402
@@ -73,7 +74,7 @@ def make_aoi(width: int, height: int, name: str | None = None) -> dict[str, Path
             return paths
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    base = SyntheticSettings(width=BASE_TILE, height=BASE_TILE, seed=7, holes=3)
+    base = make(SyntheticSettings, width=BASE_TILE, height=BASE_TILE, seed=7, holes=3)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         e0, d0 = Path(tmp) / "e.tif", Path(tmp) / "d.tif"
         write_synthetic(base, e0, d0)

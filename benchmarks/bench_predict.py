@@ -43,7 +43,7 @@ def make_checkpoint(arch: str, path: Path) -> Path:
 
     if not path.exists():
         torch.manual_seed(0)
-        ms = ModelSettings(arch=arch)
+        ms = make(ModelSettings, arch=arch)
         save_checkpoint(path, build_model(ms), ms, mean=60.0, std=25.0)
     return path
 
@@ -85,7 +85,7 @@ def part_overhead(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     paths = c.make_aoi(a.overhead_size, a.overhead_size, f"aoi_{a.overhead_size}")
     ckpt = make_checkpoint("unetplusplus", c.DATA / "unetplusplus_random.pt")
-    s = PredictSettings(window=256, overlap=64, batch_size=4)  # the study's config
+    s = make(PredictSettings, window=256, overlap=64, batch_size=4)  # the study's config
     batches = window_batches(paths["embeddings"], s)
     model, _ = load_checkpoint(ckpt)
     out = c.DATA / "overhead_pred.tif"

@@ -276,7 +276,7 @@ def main() -> None:
     if not (store_dir / "index.parquet").exists():
         c.evict(*paths.values())
         t0 = time.perf_counter()
-        tile(paths["embeddings"], paths["dsm"], store_dir, TilingSettings(a.patch))
+        tile(paths["embeddings"], paths["dsm"], store_dir, make(TilingSettings, a.patch))
         tiling_s = time.perf_counter() - t0
     n_store = len(PatchStore(store_dir))
     store_files = [store_dir / "embeddings.npy", store_dir / "dsm.npy"]

@@ -43,7 +43,7 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
     paths = c.make_aoi(w, h, f"aoi_{w}x{h}")
     store = paths["embeddings"].parent / f"store{a.patch}"
     if not (store / "index.parquet").exists():
-        tile(paths["embeddings"], paths["dsm"], store, TilingSettings(a.patch))
+        tile(paths["embeddings"], paths["dsm"], store, make(TilingSettings, a.patch))
     index = gpd.read_parquet(store / "index.parquet")
     if len(index) < n:
         sys.exit(f"only {len(index)} patches; need {n}")
@@ -129,8 +129,8 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
 
     torch.utils.data.DataLoader = TimedLoader
     train.augment, train._evaluate = timed_augment, timed_evaluate
-    ms = ModelSettings(arch="unetplusplus")
-    ts = train.TrainSettings(max_epochs=1, patience=1, batch_size=a.batch, device="cpu")
+    ms = make(ModelSettings, arch="unetplusplus")
+    ts = make(train.TrainSettings, max_epochs=1, patience=1, batch_size=a.batch, device="cpu")
     t0 = time.perf_counter()
     train.train_net(store, split, tif, ms, ts, seed=0, out_dir=out, threads=a.threads)
     t["train_net"] = time.perf_counter() - t0

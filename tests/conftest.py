@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aefheight.settings import make
 from aefheight.synthetic import SyntheticSettings, write_synthetic
 
-TINY = SyntheticSettings(width=256, height=192, seed=3, holes=2)
+TINY = make(SyntheticSettings, width=256, height=192, seed=3, holes=2)
 
 
 @pytest.fixture(scope="session")

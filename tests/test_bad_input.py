@@ -7,25 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-import rasterio
 from aefheight.patches import TilingSettings, tile
-
-
-def _write(path, data, crs="EPSG:32630", res=10.0, **kw):
-    prof = {
-        "driver": "GTiff",
-        "width": data.shape[-1],
-        "height": data.shape[-2],
-        "count": data.shape[0],
-        "dtype": data.dtype.name,
-        "transform": rasterio.transform.from_origin(500000, 5000000, res, res),
-        **kw,
-    }
-    if crs:
-        prof["crs"] = crs
-    with rasterio.open(path, "w", **prof) as dst:
-        dst.write(data)
-    return path
+from aefheight.settings import make
+from helpers import store_paths, write_tif
 
 
 def _digest(folder):
@@ -36,16 +20,21 @@ def _digest(folder):
 def tiled(tiny_aoi, tmp_path):
     """A patch store from good inputs: the 'earlier results' a bad rerun must not touch."""
     out = tmp_path / "patches"
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], out, TilingSettings(64))
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=64),
+        **store_paths(out),
+    )
     return out
 
 
 def _emb(tmp_path, **kw):
-    return _write(tmp_path / "emb.tif", np.zeros((64, 128, 128), np.int8), nodata=-128, **kw)
+    return write_tif(tmp_path / "emb.tif", np.zeros((64, 128, 128), np.int8), nodata=-128, **kw)
 
 
 def _dsm(tmp_path, value=10.0, **kw):
-    return _write(tmp_path / "dsm.tif", np.full((1, 128, 128), value, np.float32), **kw)
+    return write_tif(tmp_path / "dsm.tif", np.full((1, 128, 128), value, np.float32), **kw)
 
 
 def _truncated(tmp_path, tiny_aoi):
@@ -68,11 +57,11 @@ CASES = {
     "crs_missing": (lambda t, a: (_emb(t), _dsm(t, crs=None, nodata=-9999)), "has no CRS"),
     "resolution": (lambda t, a: (_emb(t), _dsm(t, res=5.0, nodata=-9999)), "grid differs"),
     "band_count": (
-        lambda t, a: (_write(t / "e.tif", np.zeros((3, 128, 128), np.int8)), _dsm(t)),
+        lambda t, a: (write_tif(t / "e.tif", np.zeros((3, 128, 128), np.int8)), _dsm(t)),
         "has 3 bands",
     ),
     "dtype": (
-        lambda t, a: (_write(t / "e.tif", np.zeros((64, 128, 128), np.float32)), _dsm(t)),
+        lambda t, a: (write_tif(t / "e.tif", np.zeros((64, 128, 128), np.float32)), _dsm(t)),
         "must stay AEF int8",
     ),
     "dsm_all_nodata": (
@@ -82,8 +71,8 @@ CASES = {
     "nan_undeclared": (lambda t, a: (_emb(t), _dsm(t, np.nan)), "declares no nodata"),
     "too_small": (
         lambda t, a: (
-            _write(t / "e.tif", np.zeros((64, 40, 40), np.int8)),
-            _write(t / "d.tif", np.zeros((1, 40, 40), np.float32)),
+            write_tif(t / "e.tif", np.zeros((64, 40, 40), np.int8)),
+            write_tif(t / "d.tif", np.zeros((1, 40, 40), np.float32)),
         ),
         "smaller than one",
     ),
@@ -92,10 +81,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_tile_rejects_bad_rasters_and_keeps_earlier_outputs(case, tiny_aoi, tiled, tmp_path):
-    make, message = CASES[case]
+    build, message = CASES[case]
     bad = tmp_path / "bad"
     bad.mkdir()
-    emb, dsm = make(bad, tiny_aoi)
+    emb, dsm = build(bad, tiny_aoi)
     before = _digest(tiled)
     proc = subprocess.run(
         [
@@ -109,8 +98,7 @@ def test_tile_rejects_bad_rasters_and_keeps_earlier_outputs(case, tiny_aoi, tile
             str(emb),
             "--dsm",
             str(dsm),
-            "--out-dir",
-            str(tiled),
+            *(f"--{k.replace('_', '-')}={v}" for k, v in store_paths(tiled).items()),
         ],
         capture_output=True,
         text=True,
@@ -125,7 +113,12 @@ def test_tile_rejects_bad_rasters_and_keeps_earlier_outputs(case, tiny_aoi, tile
 
 def test_too_few_patches_for_the_split_says_how_many(tiny_aoi, tmp_path):
     out = tmp_path / "p"
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], out, TilingSettings(128))
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=128),
+        **store_paths(out),
+    )
     shutil.copy(out / "index.parquet", tmp_path / "index.parquet")
     proc = subprocess.run(
         [

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 from aefheight.cli import main
+from helpers import store_paths
 
 
 def test_config_error_is_one_line_and_exit_2(tmp_path, capsys):
@@ -14,15 +15,15 @@ def test_config_error_is_one_line_and_exit_2(tmp_path, capsys):
             "x.tif",
             "--dsm",
             "y.tif",
-            "--out-dir",
-            str(tmp_path),
+            *(f"--{k.replace('_', '-')}={v}" for k, v in store_paths(tmp_path).items()),
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err == [
-        "aefheight tile: error: tiling.patch_size = 100 must be a positive multiple "
-        "of 32 (the encoder's output stride; U-Net++ needs it)"
+        "aefheight tile: error: config key tiling.patch_size = 100 is invalid: 100 is not a "
+        "multiple of 32 (Patch side in px; a multiple of 32 (the encoders' output stride; "
+        "U-Net++ needs it))"
     ]
 
 
@@ -34,8 +35,7 @@ def test_missing_raster_names_the_file(tmp_path, capsys):
             str(tmp_path / "nope.tif"),
             "--dsm",
             "y.tif",
-            "--out-dir",
-            str(tmp_path),
+            *(f"--{k.replace('_', '-')}={v}" for k, v in store_paths(tmp_path).items()),
         ]
     )
     assert rc == 2
@@ -52,12 +52,16 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
             "-m",
             "aefheight",
             "synthesize",
+            "--aoi",
+            "demo",
             "--settings",
             '{"width": 64, "height": 64}',
             "--embeddings",
             str(blocker / "e.tif"),
             "--dsm",
             str(blocker / "d.tif"),
+            "--landcover",
+            str(blocker / "l.tif"),
         ],
         capture_output=True,
         text=True,

@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 from aefheight import figures
 from aefheight.patches import TilingSettings, tile
+from aefheight.settings import make
 from aefheight.split import SplitSettings, write_split
+from helpers import store_paths
 
 
 def _labels(fig):
@@ -12,17 +14,26 @@ def _labels(fig):
 
 
 def test_split_map_has_units_and_all_splits(tiny_aoi, tmp_path):
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(32))
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=32),
+        **store_paths(tmp_path),
+    )
     write_split(
         tmp_path / "index.parquet",
         tiny_aoi["embeddings"],
         tmp_path / "s.gpkg",
         tmp_path / "s.tif",
         tmp_path / "areas.csv",
-        SplitSettings(buffer_px=4),
+        make(SplitSettings, buffer_px=4),
     )
     fig = figures.split_map(
-        tmp_path / "s.gpkg", tmp_path / "s.tif", tiny_aoi["dsm"], tmp_path / "map.png"
+        tmp_path / "s.gpkg",
+        tmp_path / "s.tif",
+        tiny_aoi["dsm"],
+        tmp_path / "map.png",
+        tmp_path / "map.pdf",
     )
     assert (tmp_path / "map.png").stat().st_size > 10_000 and (tmp_path / "map.pdf").exists()
     main = fig.axes[0]

@@ -132,8 +132,9 @@ def test_shift_statistics_match_scipy_up_to_the_bin():
     rows = []
     for name, x in (("train", train), ("test", test), ("val", train[:100])):
         k, n = np.unique(np.floor(x).astype(int), return_counts=True)
-        rows.append(pd.DataFrame({"split": name, "height_lo_m": k * 1.0,
-                                  "height_hi_m": k + 1.0, "n": n}))
+        rows.append(
+            pd.DataFrame({"split": name, "height_lo_m": k * 1.0, "height_hi_m": k + 1.0, "n": n})
+        )
     quant, st = shift_statistics(pd.concat(rows))
     s = st.iloc[0]
     assert s["ks_statistic"] == pytest.approx(stats.ks_2samp(train, test).statistic, abs=0.02)
@@ -157,15 +158,21 @@ def test_height_bins_and_landcover_strata(tmp_path):
     lab = np.full(ref.shape, CODES["test"], np.uint8)
     lc = np.zeros(ref.shape, np.uint8)
     lc[32:] = 1
-    for name, arr, nd in (("ref", ref, -9999.0), ("pred", pred, -9999.0), ("lab", lab, 0),
-                          ("lc", lc, 255)):
-        with rasterio.open(tmp_path / f"{name}.tif", "w",
-                           **g.profile(1, arr.dtype.name, nd)) as dst:
+    for name, arr, nd in (
+        ("ref", ref, -9999.0),
+        ("pred", pred, -9999.0),
+        ("lab", lab, 0),
+        ("lc", lc, 255),
+    ):
+        with rasterio.open(
+            tmp_path / f"{name}.tif", "w", **g.profile(1, arr.dtype.name, nd)
+        ) as dst:
             dst.write(arr, 1)
             if name == "lc":
                 dst.update_tags(classes="0:open,1:forest")
-    ev = evaluate(tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif",
-                  tmp_path / "lc.tif")
+    ev = evaluate(
+        tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif", tmp_path / "lc.tif"
+    )
     bh = ev.by_height[ev.by_height["split"] == "test"]
     assert bh["n"].sum() == 64 * 64
     assert (bh.loc[bh["height_hi_m"] <= 60, "bias_m"] == 3.0).all()

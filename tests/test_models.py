@@ -2,7 +2,7 @@ import pytest
 import torch
 from aefheight.errors import ConfigError
 from aefheight.models import ModelSettings, build_model, load_checkpoint, save_checkpoint
-from aefheight.settings import from_mapping
+from aefheight.settings import from_mapping, make
 
 
 @pytest.mark.parametrize("arch", ["unet", "unetplusplus"])
@@ -10,13 +10,13 @@ class TestNets:
     """The same checks for both decoders: they differ only in config."""
 
     def test_shape_64_in_1_out(self, arch):
-        m = build_model(ModelSettings(arch=arch)).eval()
+        m = build_model(make(ModelSettings, arch=arch)).eval()
         with torch.no_grad():
             y = m(torch.randn(2, 64, 64, 64))
         assert y.shape == (2, 1, 64, 64)
 
     def test_checkpoint_roundtrip(self, arch, tmp_path):
-        s = ModelSettings(arch=arch, decoder_channels=(64, 32, 16, 8, 4))
+        s = make(ModelSettings, arch=arch, decoder_channels=(64, 32, 16, 8, 4))
         m = build_model(s).eval()
         save_checkpoint(tmp_path / "c.pt", m, s, 12.0, 3.0, epochs_run=2)
         back, ckpt = load_checkpoint(tmp_path / "c.pt")
@@ -27,7 +27,7 @@ class TestNets:
 
 
 def test_ridge_is_a_pixelwise_linear_map():
-    m = build_model(ModelSettings(arch="ridge"))
+    m = build_model(make(ModelSettings, arch="ridge"))
     x = torch.randn(1, 64, 8, 8)
     y = m(x)
     expected = torch.einsum("c,bchw->bhw", m.head.weight.view(-1), x) + m.head.bias
@@ -35,7 +35,7 @@ def test_ridge_is_a_pixelwise_linear_map():
 
 
 def test_multiscale_ridge_sees_box_means_and_checks_its_scales():
-    m = build_model(ModelSettings(arch="ridge", scales_px=(1, 3)))
+    m = build_model(make(ModelSettings, arch="ridge", scales_px=(1, 3)))
     x = torch.zeros(1, 64, 5, 5)
     x[0, :, 2, 2] = 9.0  # one bright pixel; its 3x3 mean is 1 at its neighbours
     f = m.features(x)

@@ -2,13 +2,21 @@ import numpy as np
 import pytest
 import rasterio
 from aefheight import aef
+from aefheight.dataset import PatchDataset
 from aefheight.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
-from aefheight.patches import PatchDataset, PatchStore, TilingSettings, tile
+from aefheight.patches import PatchStore, TilingSettings, tile
+from aefheight.settings import make
+from helpers import store_files, store_paths, write_tif
 
 
 def test_patches_equal_the_raster_windows(tiny_aoi, tmp_path):
-    index = tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(64))
-    store = PatchStore(tmp_path)
+    index = tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=64),
+        **store_paths(tmp_path),
+    )
+    store = PatchStore(*store_files(tmp_path))
     assert len(store) == len(index) and store.embeddings.dtype == np.int8
     with rasterio.open(tiny_aoi["embeddings"]) as e, rasterio.open(tiny_aoi["dsm"]) as d:
         for k in (0, len(index) - 1):
@@ -25,14 +33,14 @@ def test_low_valid_patches_are_dropped(tiny_aoi, tmp_path):
     all_ = tile(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
-        tmp_path / "a",
-        TilingSettings(64, min_valid_fraction=0.01),
+        make(TilingSettings, patch_size=64, min_valid_fraction=0.01),
+        **store_paths(tmp_path / "a"),
     )
     strict = tile(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
-        tmp_path / "b",
-        TilingSettings(64, min_valid_fraction=0.999),
+        make(TilingSettings, patch_size=64, min_valid_fraction=0.999),
+        **store_paths(tmp_path / "b"),
     )
     assert len(strict) < len(all_) == 12
     assert (strict["valid_fraction"] >= 0.999).all()
@@ -40,8 +48,13 @@ def test_low_valid_patches_are_dropped(tiny_aoi, tmp_path):
 
 
 def test_dataset_dequantizes_and_masks(tiny_aoi, tmp_path):
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(64))
-    store = PatchStore(tmp_path)
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=64),
+        **store_paths(tmp_path),
+    )
+    store = PatchStore(*store_files(tmp_path))
     ds = PatchDataset(store, np.arange(len(store)), mean=50.0, std=10.0)
     x, y, m = ds[0]
     assert x.shape == (64, 64, 64) and y.shape == m.shape == (1, 64, 64)
@@ -55,8 +68,13 @@ def test_dataset_dequantizes_and_masks(tiny_aoi, tmp_path):
 def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_path):
     import pickle
 
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(64))
-    store = PatchStore(tmp_path)
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=64),
+        **store_paths(tmp_path),
+    )
+    store = PatchStore(*store_files(tmp_path))
     for k in range(len(store)):
         codes, z = store.read(k)
         assert codes.dtype == np.int8 and z.dtype == np.float32
@@ -73,40 +91,30 @@ def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_pa
         store.read(len(store))
 
 
-def _write(path, data, **kw):
-    prof = {
-        "driver": "GTiff",
-        "width": data.shape[-1],
-        "height": data.shape[-2],
-        "count": data.shape[0],
-        "dtype": data.dtype.name,
-        "crs": "EPSG:32630",
-        "transform": rasterio.transform.from_origin(500000, 5000000, 10, 10),
-        **kw,
-    }
-    with rasterio.open(path, "w", **prof) as dst:
-        dst.write(data)
-
-
 def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):
-    s = TilingSettings(64)
+    s = make(TilingSettings, patch_size=64)
     emb = np.zeros((64, 128, 128), np.int8)
-    _write(tmp_path / "e.tif", emb, nodata=-128)
-    _write(tmp_path / "d_nan.tif", np.full((1, 128, 128), np.nan, np.float32))
+    write_tif(tmp_path / "e.tif", emb, nodata=-128)
+    write_tif(tmp_path / "d_nan.tif", np.full((1, 128, 128), np.nan, np.float32))
     with pytest.raises(RasterError, match="declares no nodata"):
-        tile(tmp_path / "e.tif", tmp_path / "d_nan.tif", tmp_path / "o", s)
-    _write(tmp_path / "d_nd.tif", np.full((1, 128, 128), -9999, np.float32), nodata=-9999)
+        tile(tmp_path / "e.tif", tmp_path / "d_nan.tif", s, **store_paths(tmp_path / "o"))
+    write_tif(tmp_path / "d_nd.tif", np.full((1, 128, 128), -9999, np.float32), nodata=-9999)
     with pytest.raises(NoValidData, match="no pixel has both"):
-        tile(tmp_path / "e.tif", tmp_path / "d_nd.tif", tmp_path / "o", s)
-    _write(tmp_path / "e16.tif", emb.astype(np.int16))
+        tile(tmp_path / "e.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
+    write_tif(tmp_path / "e16.tif", emb.astype(np.int16))
     with pytest.raises(RasterError, match="must stay AEF int8"):
-        tile(tmp_path / "e16.tif", tmp_path / "d_nd.tif", tmp_path / "o", s)
-    _write(tmp_path / "e3.tif", emb[:3])
+        tile(tmp_path / "e16.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
+    write_tif(tmp_path / "e3.tif", emb[:3])
     with pytest.raises(RasterError, match="has 3 bands"):
-        tile(tmp_path / "e3.tif", tmp_path / "d_nd.tif", tmp_path / "o", s)
+        tile(tmp_path / "e3.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     with pytest.raises(GridMismatch):
-        tile(tiny_aoi["embeddings"], tmp_path / "d_nd.tif", tmp_path / "o", s)
+        tile(tiny_aoi["embeddings"], tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     with pytest.raises(TooFewPatches, match="smaller than one"):
-        tile(tmp_path / "e.tif", tmp_path / "d_nd.tif", tmp_path / "o", TilingSettings(256))
+        tile(
+            tmp_path / "e.tif",
+            tmp_path / "d_nd.tif",
+            make(TilingSettings, patch_size=256),
+            **store_paths(tmp_path / "o"),
+        )
     assert not (tmp_path / "o" / "index.parquet").exists()
     assert not list((tmp_path / "o").glob("*.npy"))

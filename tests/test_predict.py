@@ -8,6 +8,7 @@ from aefheight import aef
 from aefheight.models import ModelSettings, build_model, save_checkpoint
 from aefheight.predict import PRED_NODATA, PredictSettings, blend_weights, predict_raster
 from aefheight.raster import window_origins, window_phase
+from aefheight.settings import make
 
 
 def test_blend_weights_positive_and_symmetric():
@@ -30,7 +31,7 @@ def test_window_origins_cover_everything(length, window, stride):
 
 def _linear_checkpoint(path, seed=0):
     """A pixel-wise linear model: its blended sliding-window output must equal the direct map."""
-    s = ModelSettings(arch="ridge")
+    s = make(ModelSettings, arch="ridge")
     m = build_model(s)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -48,7 +49,7 @@ def test_streamed_prediction_equals_direct_map(tiny_aoi, tmp_path, window, overl
         tiny_aoi["embeddings"],
         tmp_path / "lin.pt",
         out,
-        PredictSettings(window=window, overlap=overlap, batch_size=3),
+        make(PredictSettings, window=window, overlap=overlap, batch_size=3),
     )
     with rasterio.open(tiny_aoi["embeddings"]) as e, rasterio.open(out) as p:
         assert (p.crs, p.transform, p.shape) == (e.crs, e.transform, e.shape)
@@ -75,8 +76,8 @@ def test_settings_reject_bad_window():
 
 
 def test_window_defaults_to_the_training_patch():
-    assert PredictSettings().resolve(128) == (128, 32)
-    assert PredictSettings(window=256, overlap=64).resolve(128) == (256, 64)
+    assert make(PredictSettings).resolve(128) == (128, 32)
+    assert make(PredictSettings, window=256, overlap=64).resolve(128) == (256, 64)
 
 
 def test_window_phase_marks_seams_between_window_centres():

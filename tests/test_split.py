@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 import rasterio
 from aefheight.errors import TooFewPatches
+from aefheight.settings import make
 from aefheight.split import CODES, SplitSettings, label_pixels, loss_masks, write_split
+from helpers import store_paths
 from scipy import ndimage
 from shapely.geometry import box
 
@@ -34,7 +36,7 @@ def shape_of(index):
 @pytest.mark.parametrize("buffer_px", [1, 20])
 def test_train_and_val_pixels_keep_the_buffer_from_the_test_area(method, stride, buffer_px):
     index = grid_index(8, 12, stride=stride)
-    s = SplitSettings(method=method, seed=1, buffer_px=buffer_px)
+    s = make(SplitSettings, method=method, seed=1, buffer_px=buffer_px)
     labels, pix = label_pixels(index, shape_of(index), s)
     test = pix == CODES["test"]
     dist = ndimage.distance_transform_cdt(~test, metric="chessboard")
@@ -50,39 +52,46 @@ def test_train_and_val_pixels_keep_the_buffer_from_the_test_area(method, stride,
 
 def test_contiguous_test_area_has_the_configured_fraction_at_pixel_level():
     index = grid_index(6, 10)  # 640 px wide: 30 % is 192 px, not a whole patch column
-    s = SplitSettings(fractions={"train": 0.6, "val": 0.1, "test": 0.3}, buffer_px=8)
+    s = make(SplitSettings, fractions={"train": 0.6, "val": 0.1, "test": 0.3}, buffer_px=8)
     _, pix = label_pixels(index, shape_of(index), s)
     test_cols = np.flatnonzero((pix == CODES["test"]).any(axis=0))
     assert test_cols.min() == 640 - 192 and test_cols.max() == 639
     assert (pix == CODES["test"]).mean() == pytest.approx(0.3, abs=1 / 640)
     # train + val lose at most one patch column plus the buffer
     assert np.isin(pix, [CODES["train"], CODES["val"]]).mean() >= 0.7 - (64 + 8) / 640
-    _, west = label_pixels(index, shape_of(index), SplitSettings(test_side="min"))
+    _, west = label_pixels(index, shape_of(index), make(SplitSettings, test_side="min"))
     assert np.flatnonzero((west == CODES["test"]).any(axis=0)).max() < 320
-    _, north = label_pixels(index, shape_of(index), SplitSettings(axis="y", test_side="max"))
+    _, north = label_pixels(index, shape_of(index), make(SplitSettings, axis="y", test_side="max"))
     assert np.flatnonzero((north == CODES["test"]).any(axis=1)).max() < 192
 
 
 def test_spatial_validation_is_the_band_next_to_the_test_area():
     index = grid_index(6, 10)
-    labels, _ = label_pixels(index, shape_of(index), SplitSettings(val="spatial", buffer_px=8))
+    labels, _ = label_pixels(
+        index, shape_of(index), make(SplitSettings, val="spatial", buffer_px=8)
+    )
     cols = index["col"].to_numpy()
     assert cols[labels == "val"].min() >= cols[labels == "train"].max()
-    rand, _ = label_pixels(index, shape_of(index), SplitSettings(val="random", buffer_px=8))
+    rand, _ = label_pixels(index, shape_of(index), make(SplitSettings, val="random", buffer_px=8))
     assert (rand == "val").sum() == (labels == "val").sum()
     assert not np.array_equal(cols[rand == "val"], cols[labels == "val"])
 
 
 def test_too_few_patches_names_the_keys():
     with pytest.raises(TooFewPatches, match=r"split\.buffer_px"):
-        label_pixels(grid_index(1, 2), (64, 128), SplitSettings())
+        label_pixels(grid_index(1, 2), (64, 128), make(SplitSettings))
 
 
 def test_write_split_raster_masks_and_areas(tiny_aoi, tmp_path):
     from aefheight.patches import TilingSettings, tile
 
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], tmp_path, TilingSettings(32))
-    s = SplitSettings(buffer_px=8)
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=32),
+        **store_paths(tmp_path),
+    )
+    s = make(SplitSettings, buffer_px=8)
     idx = write_split(
         tmp_path / "index.parquet",
         tiny_aoi["embeddings"],

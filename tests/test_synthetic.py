@@ -3,6 +3,7 @@ import hashlib
 import numpy as np
 import rasterio
 from aefheight import aef
+from aefheight.settings import make
 from aefheight.synthetic import SyntheticSettings, make_fields, write_synthetic
 
 
@@ -15,7 +16,7 @@ def test_same_seed_same_rasters_other_seed_differs(tmp_path, tiny_aoi, tiny_sett
     write_synthetic(tiny_settings, tmp_path / "e.tif", tmp_path / "d.tif")
     assert _digest(tmp_path / "e.tif") == _digest(tiny_aoi["embeddings"])
     assert _digest(tmp_path / "d.tif") == _digest(tiny_aoi["dsm"])
-    other = SyntheticSettings(width=256, height=192, seed=4, holes=2)
+    other = make(SyntheticSettings, width=256, height=192, seed=4, holes=2)
     write_synthetic(other, tmp_path / "e2.tif", tmp_path / "d2.tif")
     assert _digest(tmp_path / "e2.tif") != _digest(tiny_aoi["embeddings"])
 
@@ -37,7 +38,7 @@ def test_rasters_share_a_projected_10m_grid_and_aef_form(tiny_aoi):
 
 def test_east_side_sits_higher_by_about_the_shift():
     def east_minus_west(shift):
-        f = make_fields(SyntheticSettings(width=512, height=256, seed=1, shift_m=shift))
+        f = make_fields(make(SyntheticSettings, width=512, height=256, seed=1, shift_m=shift))
         return f.terrain[:, 512 * 7 // 10 :].mean() - f.terrain[:, : 512 * 3 // 10].mean()
 
     # same seed, same noise: the difference is the regional trend alone (logistic, ~0.95 x)
@@ -71,7 +72,9 @@ def _elevation_features(s: SyntheticSettings):
 def test_elevation_encoding_saturates_above_training_heights():
     # Bands barely change between two heights far above the saturation range, but do change
     # between two heights inside it: out-of-range heights are hard to extrapolate.
-    s = SyntheticSettings(width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False)
+    s = make(
+        SyntheticSettings, width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False
+    )
     elev_feats = _elevation_features(s)
     low = np.abs(elev_feats(40.0) - elev_feats(60.0)).sum()
     high = np.abs(elev_feats(300.0) - elev_feats(320.0)).sum()
@@ -80,7 +83,9 @@ def test_elevation_encoding_saturates_above_training_heights():
 
 def test_slope_left_at_the_saturation_height_is_as_documented():
     # the docstring and config say: 7 % of the peak slope at saturation_m, ~1 % at 1.5x
-    s = SyntheticSettings(width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False)
+    s = make(
+        SyntheticSettings, width=64, height=64, seed=0, noise=0.0, holes=0, embedding_gap=False
+    )
     elev_feats = _elevation_features(s)
     sat, dz = s.saturation_m, 0.01
 

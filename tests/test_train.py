@@ -12,23 +12,38 @@ import rasterio
 import torch
 from aefheight.models import ModelSettings, load_checkpoint
 from aefheight.patches import PatchStore, TilingSettings, tile
+from aefheight.settings import make
 from aefheight.split import SplitSettings, write_split
 from aefheight.train import TrainSettings, augment, masked_mse, train_net, train_ridge
+from helpers import store_files, store_paths
 
 SMALL = {"arch": "unet", "decoder_channels": [32, 16, 8, 8, 4]}
+
+
+def _train(store, ms, ts, seed, out):
+    """train_net on the module's patch store, its outputs named as the rule names them."""
+    return train_net(
+        *store_files(store), store / "split.gpkg", store / "split.tif", ms, ts, seed, "unet",
+        out / "checkpoint.pt", out / "history.csv", out / "resume.pt",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def store(tiny_aoi, tmp_path_factory):
     d = tmp_path_factory.mktemp("store")
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], d, TilingSettings(32))
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=32),
+        **store_paths(d),
+    )
     write_split(
         d / "index.parquet",
         tiny_aoi["embeddings"],
         d / "split.gpkg",
         d / "split.tif",
         d / "areas.csv",
-        SplitSettings(method="blocks", block_patches=2, buffer_px=4),
+        make(SplitSettings, method="blocks", block_patches=2, buffer_px=4),
     )
     return d
 
@@ -49,15 +64,9 @@ def test_masked_mse_ignores_invalid():
 
 
 def test_training_reduces_loss_and_writes_outputs(store, tmp_path):
-    ms = ModelSettings(arch="unet", decoder_channels=(32, 16, 8, 8, 4))
-    hist = train_net(
-        store,
-        store / "split.gpkg",
-        store / "split.tif",
-        ms,
-        TrainSettings(max_epochs=4, patience=10, batch_size=4),
-        0,
-        tmp_path,
+    ms = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
+    hist = _train(
+        store, ms, make(TrainSettings, max_epochs=4, patience=10, batch_size=4), 0, tmp_path
     )
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "resume.pt").exists()
@@ -70,15 +79,9 @@ def test_training_reduces_loss_and_writes_outputs(store, tmp_path):
 
 
 def test_early_stopping_stops(store, tmp_path):
-    ms = ModelSettings(arch="unet", decoder_channels=(32, 16, 8, 8, 4))
-    hist = train_net(
-        store,
-        store / "split.gpkg",
-        store / "split.tif",
-        ms,
-        TrainSettings(max_epochs=30, patience=1, batch_size=4, lr=0.5),
-        0,
-        tmp_path,
+    ms = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
+    hist = _train(
+        store, ms, make(TrainSettings, max_epochs=30, patience=1, batch_size=4, lr=0.5), 0, tmp_path
     )
     assert len(hist) < 30
     assert not hist["best"].iloc[-1]
@@ -101,16 +104,15 @@ def test_buffer_pixels_never_enter_the_loss_or_the_target_scaling(store):
         assert not m[lab[r : r + p, c : c + p] == CODES["buffer"]].any()
         cut += int((~m).sum())
     assert cut > 0  # some train patch lost its buffer strip, not the whole patch
-    st = PatchStore(store)
+    st = PatchStore(*store_files(store))
     assert target_stats(st, ids, masks) != target_stats(st, ids)
 
 
 def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_path):
-    ms = ModelSettings(arch="unet", decoder_channels=(32, 16, 8, 8, 4))
-    ts = TrainSettings(max_epochs=1, patience=5, batch_size=4)
-    args = (store, store / "split.gpkg", store / "split.tif", ms, ts)
+    ms = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
+    ts = make(TrainSettings, max_epochs=1, patience=5, batch_size=4)
     runs = {k: tmp_path / k for k in ("a", "a2", "b")}
-    hists = {k: train_net(*args, 0 if k != "b" else 1, d) for k, d in runs.items()}
+    hists = {k: _train(store, ms, ts, 0 if k != "b" else 1, d) for k, d in runs.items()}
     w = {k: torch.load(d / "checkpoint.pt", weights_only=True)["model"] for k, d in runs.items()}
     key = next(k for k in w["a"] if k.endswith("weight"))
     torch.testing.assert_close(w["a"][key], w["a2"][key], rtol=0, atol=0)  # same seed
@@ -125,7 +127,7 @@ def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_
     emb = tiny_aoi["embeddings"]
     metrics = {}
     for k in ("a", "a2"):
-        predict_raster(emb, runs[k] / "checkpoint.pt", runs[k] / "p.tif", PredictSettings())
+        predict_raster(emb, runs[k] / "checkpoint.pt", runs[k] / "p.tif", make(PredictSettings))
         metrics[k] = evaluate(runs[k] / "p.tif", tiny_aoi["dsm"], store / "split.tif")
     pd.testing.assert_frame_equal(metrics["a"].metrics, metrics["a2"].metrics)
     # the initial weights differ by seed, and so do the epoch's order and augmentation draws
@@ -144,11 +146,14 @@ def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales
     from aefheight.train import sample_pixels, split_patches
     from sklearn.linear_model import Ridge
 
-    ms = ModelSettings(arch="ridge", scales_px=scales)
-    info = train_ridge(store, store / "split.gpkg", store / "split.tif", ms, 0, tmp_path)
+    ms = make(ModelSettings, arch="ridge", scales_px=scales)
+    info = train_ridge(
+        *store_files(store), store / "split.gpkg", store / "split.tif", ms, 0, "ridge",
+        tmp_path / "checkpoint.pt", tmp_path / "history.csv",
+    )  # fmt: skip
     model, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     ids, masks = split_patches(store / "split.gpkg", store / "split.tif")["train"]
-    x, y = sample_pixels(PatchStore(store), ids, masks, 200_000, 0, model.features)
+    x, y = sample_pixels(PatchStore(*store_files(store)), ids, masks, 200_000, 0, model.features)
     assert x.shape[1] == 64 * len(scales) == info["features"]
     ref = Ridge(alpha=1.0).fit(x, y)
     np.testing.assert_allclose(
@@ -176,23 +181,29 @@ def test_killed_training_resumes_to_identical_result(store, tmp_path):
             sys.executable,
             "-m",
             "aefheight",
-            "train",
+            "train-net",
             "--model",
             "unet",
+            "--seed",
+            "7",
             "--model-settings",
             json.dumps(SMALL),
             "--settings",
             json.dumps({"max_epochs": 4, "patience": 10, "batch_size": 4}),
-            "--store",
-            str(store),
-            "--split",
+            "--store-embeddings",
+            str(store / "embeddings.npy"),
+            "--store-dsm",
+            str(store / "dsm.npy"),
+            "--split-gpkg",
             str(store / "split.gpkg"),
-            "--split-raster",
+            "--split-tif",
             str(store / "split.tif"),
-            "--seed",
-            "7",
-            "--out-dir",
-            str(out),
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--history",
+            str(out / "history.csv"),
+            "--resume",
+            str(out / "resume.pt"),
             "--threads",
             "1",
         ]

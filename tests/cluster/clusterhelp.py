@@ -1,13 +1,11 @@
 """Helpers of the cluster tests: the settings of the test runs and starting snakemake.
 
-(A module of its own, like tests/workflow/snakehelp.py, so test modules need not import from
-conftest.)
+(Snakemake itself is started by tests/helpers.py's command, as every other test does.)
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,12 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent / "workflow") not in sys.path:
-    sys.path.insert(0, str(HERE.parent / "workflow"))
-
-from snakehelp import REPO, tiny_config  # noqa: E402
+from helpers import snakemake_cmd, tiny_config
 
 # The test cluster's partitions, handed to the profile the way a user does (environment).
 SLURM_ENV = {
@@ -56,20 +49,6 @@ def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         if name.startswith("AEF_SLURM_") and name not in (extra or {}):
             del env[name]
     return env
-
-
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
-    return [
-        exe,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
 
 
 def start_run(workdir: Path, cfg: dict, *args: str, env: dict | None = None):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from aefheight.errors import ConfigError
-from aefheight.settings import from_mapping
+from aefheight.settings import from_mapping, make
 from aefheight.sources.aoi import blocks, target_grid, utm_crs_for, utm_zone_name
 from aefheight.sources.spec import AOISpec, DSMSettings, RealAOISettings
 
@@ -105,7 +105,7 @@ def test_blocks_tile_the_grid_exactly():
 
 def test_settings_name_bad_keys():
     with pytest.raises(ConfigError, match=r"aois.x.dsm.archives must list"):
-        RealAOISettings(dsm={"source": "rge_alti"}, aoi={"bbox": [0, 0, 1, 1]}).dsm_settings(
+        make(RealAOISettings, dsm={"source": "rge_alti"}, aoi={"bbox": [0, 0, 1, 1]}).dsm_settings(
             "aois.x"
         )
     with pytest.raises(ConfigError, match=r"unknown config key aois\.x\.dsm\.tiles"):

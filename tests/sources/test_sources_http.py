@@ -6,6 +6,7 @@ import json
 
 import pytest
 from aefheight.errors import DownloadError
+from aefheight.settings import make
 from aefheight.sources.http import (
     NotFound,
     download_file,
@@ -18,7 +19,7 @@ from aefheight.sources.http import (
 from aefheight.sources.spec import DownloadSettings
 from fixture_world import RGE_ID
 
-FAST = DownloadSettings(max_retry=4, retry_delay_s=0.01, timeout_s=5)
+FAST = make(DownloadSettings, max_retry=4, retry_delay_s=0.01, timeout_s=5)
 ARCHIVE = f"/rgealti/{RGE_ID}/{RGE_ID}.7z"
 
 
@@ -94,15 +95,15 @@ def test_with_retries_is_bounded():
         raise OSError("reset")
 
     with pytest.raises(DownloadError, match="reset"):
-        with_retries(boom, "thing", DownloadSettings(max_retry=2, retry_delay_s=0))
+        with_retries(boom, "thing", make(DownloadSettings, max_retry=2, retry_delay_s=0))
     assert len(calls) == 3
 
 
 def test_gdal_options_configure_retries_and_multiplexing():
-    opts = gdal_options(DownloadSettings(max_retry=3, retry_delay_s=0.5))
+    opts = gdal_options(make(DownloadSettings, max_retry=3, retry_delay_s=0.5))
     assert opts["GDAL_HTTP_MAX_RETRY"] == "3" and opts["GDAL_HTTP_RETRY_DELAY"] == "0.5"
     assert "500" in opts["GDAL_HTTP_RETRY_CODES"] and opts["GDAL_HTTP_MULTIPLEX"] == "YES"
-    assert gdal_options(DownloadSettings(multiplex=False))["GDAL_HTTP_MULTIPLEX"] == "NO"
+    assert gdal_options(make(DownloadSettings, multiplex=False))["GDAL_HTTP_MULTIPLEX"] == "NO"
 
 
 def test_parallel_downloads_of_one_file_do_not_collide(server, world, tmp_path):

@@ -7,12 +7,10 @@ rules; the rasters they write go through the unchanged tile and split rules.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import helpers
 import pytest
 import rasterio
 import yaml
@@ -21,29 +19,11 @@ from fixture_world import RGE_ID, aoi_section, downloads
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = helpers.REPO
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [
-            exe,
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            *args,
-        ],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return helpers.snakemake(workdir, *args, check=False, timeout=600)
 
 
 def config(url: str) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakehelp import FAKE_CREDENTIALS, snakemake, tiny_config
+from helpers import FAKE_CREDENTIALS, snakemake, tiny_config
 
 
 @pytest.fixture(scope="session")

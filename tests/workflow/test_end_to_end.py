@@ -6,7 +6,7 @@ import pytest
 import rasterio
 import yaml
 from aefheight import aef
-from snakehelp import snakemake, tiny_config
+from helpers import snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 

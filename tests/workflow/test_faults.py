@@ -11,7 +11,8 @@ import pytest
 import rasterio
 import yaml
 from aefheight.models import ModelSettings, build_model, save_checkpoint
-from snakehelp import FAKE_TOKEN, snakemake, tiny_config
+from aefheight.settings import make
+from helpers import FAKE_TOKEN, snakemake, tiny_config
 
 
 def _cli(*args: str) -> list[str]:
@@ -24,7 +25,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_prediction_killed_mid_write_leaves_no_partial_file_and_rerun_completes(tiny_aoi, tmp_path):
-    s = ModelSettings(arch="unet", decoder_channels=(32, 16, 8, 8, 4))
+    s = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
     save_checkpoint(tmp_path / "m.pt", build_model(s), s, 50.0, 10.0, patch_size=64)
     out = tmp_path / "out" / "pred.tif"
     cmd = _cli(

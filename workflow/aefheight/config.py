@@ -1,31 +1,90 @@
-"""Whole-config check with the steps' own settings classes, for Snakemake at DAG build time.
+"""The whole-config check Snakemake runs once before any job, and the config's key reference.
 
-The JSON schema catches unknown keys and wrong types; this adds what a schema cannot say
-(split fractions that do not add up, an architecture or encoder smp does not know, an overlap
-not smaller than the window), so a bad config stops before any job runs.
+:func:`check_config` fills the schema's defaults into the config (in place, so every rule sees
+them), checks it against ``workflow/schemas/config.schema.yaml``, then builds every section's
+settings class so the cross-field rules run for every section: synthetic and real AOIs,
+downloads, tiling, split, models, training and prediction.
+
+``python -m aefheight.config`` prints config/README.md's key tables from the schema (a test
+checks the file is current).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
-from .models import ModelSettings
-from .patches import TilingSettings
-from .predict import PredictSettings
-from .settings import from_mapping
-from .split import SplitSettings
-from .synthetic import SyntheticSettings
-from .train import TrainSettings
+from .settings import from_mapping, schema, validate_section
+
+RIDGE = "ridge"  # models.<name>.arch of the Ridge baselines; any other arch is a net
+
+
+def fill_defaults(config: dict[str, Any]) -> None:
+    """Check ``config`` against the schema and fill in its defaults, in place."""
+    filled = validate_section(config, "")
+    config.clear()
+    config.update(filled)
+
+
+def check_sections(config: dict[str, Any]) -> None:
+    """Run every section's cross-field rules (needs the steps' libraries: smp, PROJ)."""
+    from .models import ModelSettings
+    from .patches import TilingSettings
+    from .predict import PredictSettings
+    from .sources.spec import DownloadSettings, RealAOISettings
+    from .split import SplitSettings
+    from .synthetic import SyntheticSettings
+    from .train import TrainSettings
+
+    for name, aoi in config["aois"].items():
+        if aoi["source"] == "synthetic":
+            from_mapping(SyntheticSettings, aoi["synthetic"], f"aois.{name}.synthetic")
+        else:
+            from_mapping(RealAOISettings, aoi, f"aois.{name}")
+    from_mapping(DownloadSettings, config["downloads"], "downloads")
+    from_mapping(TilingSettings, config["tiling"], "tiling")
+    from_mapping(SplitSettings, config["split"], "split")
+    from_mapping(TrainSettings, config["training"], "training")
+    from_mapping(PredictSettings, config["prediction"], "prediction")
+    for name, model in config["models"].items():
+        from_mapping(ModelSettings, model, f"models.{name}")
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Raise :class:`~aefheight.errors.ConfigError` naming the first bad key."""
-    for name, aoi in config.get("aois", {}).items():
-        if aoi.get("source") == "synthetic":
-            from_mapping(SyntheticSettings, aoi.get("synthetic"), f"aois.{name}.synthetic")
-    from_mapping(TilingSettings, config.get("tiling"), "tiling")
-    from_mapping(SplitSettings, config.get("split"), "split")
-    from_mapping(TrainSettings, config.get("training"), "training")
-    from_mapping(PredictSettings, config.get("prediction"), "prediction")
-    for name, model in config.get("models", {}).items():
-        from_mapping(ModelSettings, model, f"models.{name}")
+    """Raise :class:`~aefheight.errors.ConfigError` naming the first bad key; fill defaults."""
+    fill_defaults(config)
+    check_sections(config)
+
+
+def _rows(node: dict[str, Any], key: str) -> list[tuple[str, str, str]]:
+    """(key, default, description) of ``node`` and every key below it."""
+    rows = []
+    if key and "description" in node:
+        default = json.dumps(node["default"]) if "default" in node else "—"
+        rows.append((key, default, " ".join(node["description"].split())))
+    for name, sub in node.get("properties", {}).items():
+        if "description" in sub:  # fractions' train/val/test have none: one row for the three
+            rows += _rows(sub, f"{key}.{name}" if key else name)
+    if isinstance(node.get("additionalProperties"), dict):
+        rows += _rows(node["additionalProperties"], f"{key}.<name>")
+    return rows
+
+
+def key_tables() -> str:
+    """config/README.md's key tables: the study's keys, then the real-AOI keys."""
+    study, real = [], []
+    real_only = ("aois.<name>.aoi", "aois.<name>.dsm", "aois.<name>.year", "downloads")
+    real_only += ("aois.<name>.allow_partial_coverage",)
+    for row in _rows(schema(), ""):
+        (real if row[0].startswith(real_only) else study).append(row)
+    out = []
+    for title, rows in (("Every key", study), ("Real AOIs and downloads", real)):
+        out += [f"### {title}", "", "| key | default | what it does |", "|---|---|---|"]
+        out += [f"| `{k}` | `{d}` | {text} |" for k, d, text in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(key_tables())

@@ -19,8 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .patches import read_dsm_block
-from .raster import atomic_path, open_raster
+from .raster import atomic_path, open_raster, read_dsm_block
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +52,25 @@ def model_color(name: str) -> str:
     return MODEL_COLORS.get(name, "#2ca02c")
 
 
-def save(fig: Figure, path: Path) -> None:
-    """Save a figure atomically as ``path`` (PNG) and a PDF sibling."""
-    for target in (path, path.with_suffix(".pdf")):
+def save(fig: Figure, out: Path, pdf: Path | None = None) -> None:
+    """Save a figure atomically as ``out`` (PNG) and, when given, as ``pdf``."""
+    for target, fmt in ((out, "png"), (pdf, "pdf")):
+        if target is None:
+            continue
         with atomic_path(target) as tmp:
             fig.savefig(
                 tmp,
                 dpi=150,
                 bbox_inches="tight",
-                format=target.suffix[1:],
-                metadata={"CreationDate": None} if target.suffix == ".pdf" else None,
+                format=fmt,
+                metadata={"CreationDate": None} if fmt == "pdf" else None,
             )
     plt.close(fig)
+
+
+def by_model(paths: list[Path]) -> dict[str, pd.DataFrame]:
+    """CSVs keyed by the model they carry (their ``model`` column), in the given order."""
+    return {str((df := pd.read_csv(p))["model"].iloc[0]): df for p in paths}
 
 
 def overview(path: Path, max_side: int = 1000) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -79,7 +85,9 @@ def overview(path: Path, max_side: int = 1000) -> tuple[np.ndarray, tuple[float,
     return z, (b.left, b.right, b.bottom, b.top)
 
 
-def split_map(split_gpkg: Path, split_tif: Path, dsm_path: Path, out: Path) -> Figure:
+def split_map(
+    split_gpkg: Path, split_tif: Path, dsm_path: Path, out: Path, pdf: Path | None = None
+) -> Figure:
     """Pixel split labels (buffer included) and patch outlines over the reference DSM."""
     from matplotlib.colors import ListedColormap
 
@@ -118,11 +126,13 @@ def split_map(split_gpkg: Path, split_tif: Path, dsm_path: Path, out: Path) -> F
     ax.set_ylabel("northing (m)")
     ax.ticklabel_format(style="plain", useOffset=False)
     ax.set_title("Spatial split (pixels; outlines: patches)")
-    save(fig, out)
+    save(fig, out, pdf)
     return fig
 
 
-def pred_vs_ref(samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: Path) -> Figure:
+def pred_vs_ref(
+    samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: Path, pdf: Path | None = None
+) -> Figure:
     """Hexbin of predicted vs reference height per split, 1:1 line, metrics in the corner."""
     splits = [s for s in ("train", "val", "test") if (samples["split"] == s).any()]
     fig, axes = plt.subplots(
@@ -162,11 +172,11 @@ def pred_vs_ref(samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: P
         ax.set_xlabel("reference height (m)")
         ax.set_aspect("equal")
     axes[0][0].set_ylabel("predicted height (m)")
-    save(fig, out)
+    save(fig, out, pdf)
     return fig
 
 
-def loss_curves(histories: dict[str, pd.DataFrame], out: Path) -> Figure:
+def loss_curves(histories: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None) -> Figure:
     """Training and validation loss per epoch for every net (standardized MSE, log scale)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for model, h in histories.items():
@@ -186,11 +196,13 @@ def loss_curves(histories: dict[str, pd.DataFrame], out: Path) -> Figure:
     ax.set_ylabel("MSE of standardized height")
     ax.set_title("Training curves (dot: best validation epoch, kept)")
     ax.legend(fontsize=8)
-    save(fig, out)
+    save(fig, out, pdf)
     return fig
 
 
-def residual_map(pred_path: Path, dsm_path: Path, model: str, out: Path) -> Figure:
+def residual_map(
+    pred_path: Path, dsm_path: Path, model: str, out: Path, pdf: Path | None = None
+) -> Figure:
     """Map of dh = prediction - reference on a diverging scale centred on 0."""
     pred, extent = overview(pred_path)
     ref, _ = overview(dsm_path)
@@ -205,11 +217,11 @@ def residual_map(pred_path: Path, dsm_path: Path, model: str, out: Path) -> Figu
     ax.set_title(
         f"{model_label(model)}: residuals (red = over-estimation)", color=model_color(model)
     )
-    save(fig, out)
+    save(fig, out, pdf)
     return fig
 
 
-def dh_histograms(samples: dict[str, pd.DataFrame], out: Path) -> Figure:
+def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None) -> Figure:
     """Distribution of dh per model (one panel each) and split (one colour each)."""
     models = list(samples)
     fig, axes = plt.subplots(
@@ -237,11 +249,13 @@ def dh_histograms(samples: dict[str, pd.DataFrame], out: Path) -> Figure:
         ax.set_xlabel("dh = prediction - reference (m)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("density (1/m)")
-    save(fig, out)
+    save(fig, out, pdf)
     return fig
 
 
-def height_shift(hist: pd.DataFrame, stats: pd.DataFrame, out: Path) -> Figure:
+def height_shift(
+    hist: pd.DataFrame, stats: pd.DataFrame, out: Path, pdf: Path | None = None
+) -> Figure:
     """Reference-height distribution per split on one axis, with the shift statistics."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for split in ("train", "val", "test"):
@@ -272,11 +286,13 @@ def height_shift(hist: pd.DataFrame, stats: pd.DataFrame, out: Path) -> Figure:
     ax.set_ylabel("density (1/m)")
     ax.set_title("Height distribution per split")
     ax.legend(loc="upper left")
-    save(fig, out)
+    save(fig, out, pdf)
     return fig
 
 
-def error_by_height(by_height: dict[str, pd.DataFrame], out: Path, min_n: int = 100) -> Figure:
+def error_by_height(
+    by_height: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None, min_n: int = 100
+) -> Figure:
     """Bias and RMSE per reference-height bin for every model (test solid, train dashed)."""
     fig, (ax_b, ax_r) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True)
     for m, t in by_height.items():
@@ -292,5 +308,5 @@ def error_by_height(by_height: dict[str, pd.DataFrame], out: Path, min_n: int = 
     ax_r.set_ylabel("RMSE (m)")
     ax_r.set_xlabel("reference height (m)")
     ax_b.legend(fontsize=7, ncol=2)
-    save(fig, out)
+    save(fig, out, pdf)
     return fig

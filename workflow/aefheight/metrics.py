@@ -19,8 +19,15 @@ from scipy import stats as sps
 
 from . import aef
 from .errors import NoValidData
-from .patches import read_dsm_block
-from .raster import Grid, check_same_grid, open_raster, read_checked, window_phase
+from .raster import (
+    Grid,
+    check_same_grid,
+    open_raster,
+    read_checked,
+    read_dsm_block,
+    window_phase,
+    write_csv,
+)
 from .split import CODES, SPLITS
 
 log = logging.getLogger(__name__)
@@ -428,3 +435,43 @@ def shift_statistics(hist: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "bin_m": float(widths.min()),
         }
     return quantiles, pd.DataFrame([stats])
+
+
+def write_evaluation(
+    prediction: Path,
+    dsm: Path,
+    split: Path,
+    landcover: Path | None,
+    model: str,
+    seed: int,
+    outputs: dict[str, Path],
+) -> Evaluation:
+    """The ``evaluate`` rule: evaluate one prediction and write its five tables.
+
+    ``outputs`` names the CSVs: ``metrics``, ``samples``, ``by_height``, ``by_class``,
+    ``seams``. Every table carries the ``model`` and ``seed`` it belongs to.
+    """
+    ev = evaluate(prediction, dsm, split, landcover, seed=seed)
+    tables = {
+        "metrics": ev.metrics,
+        "samples": ev.sample,
+        "by_height": ev.by_height,
+        "by_class": ev.by_class,
+        "seams": ev.seams,
+    }
+    for name, df in tables.items():
+        df.insert(0, "seed", seed)
+        df.insert(0, "model", model)
+        write_csv(df, outputs[name])
+    return ev
+
+
+def write_height_shift(
+    dsm: Path, split: Path, embeddings: Path, hist: Path, quantiles: Path, stats: Path
+) -> None:
+    """The ``height_shift`` rule: height histograms per split, quantiles, shift statistics."""
+    h = height_histograms(dsm, split, embeddings)
+    q, s = shift_statistics(h)
+    write_csv(h, hist)
+    write_csv(q, quantiles)
+    write_csv(s, stats)

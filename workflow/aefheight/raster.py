@@ -109,6 +109,15 @@ def read_checked(
         raise RasterError(f"{ds.name} is corrupt or truncated: {exc}") from exc
 
 
+def read_dsm_block(ds: rasterio.io.DatasetReader, window=None) -> np.ndarray:
+    """Read DSM band 1 as float32 with NaN for nodata (declared nodata only)."""
+    z = read_checked(ds, window, indexes=1).astype(np.float32, copy=False)
+    nd = ds.nodata
+    if nd is not None and not np.isnan(nd):
+        z[z == nd] = np.nan
+    return z
+
+
 def strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
     """(row_off, n_rows) pairs covering ``height`` in strips of ``rows`` rows."""
     for r in range(0, height, rows):

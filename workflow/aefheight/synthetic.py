@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import rasterio
@@ -50,28 +51,24 @@ LANDCOVER_CLASSES = {0: "open", 1: "forest", 2: "urban"}
 class SyntheticSettings:
     """Settings of the synthetic AOI (config ``aois.<name>.synthetic``)."""
 
-    width: int = 1536
-    height: int = 1024
-    seed: int = 42
-    crs: str = "EPSG:32630"
-    origin: tuple[float, float] = (500000.0, 5000000.0)  # upper-left x, y
-    pixel_size: float = 10.0
-    base_m: float = 20.0  # elevation of the low (west) side
-    relief_m: float = 30.0  # amplitude of multi-scale terrain
-    shift_m: float = 120.0  # how much higher the east side sits (the distribution shift)
-    saturation_m: float = 130.0  # elevation encoding keeps 7 % of its peak slope here
-    noise: float = 0.1  # per-band white noise before normalisation (the only per-pixel term)
-    parcel_px: int = 30  # mean parcel side: each parcel has its own coherent embedding offset
-    holes: int = 4  # DSM nodata holes
-    embedding_gap: bool = True  # a small nodata block in the embeddings, as AEF has
+    SECTION: ClassVar[str] = "aois.<name>.synthetic"
+    width: int
+    height: int
+    seed: int
+    crs: str
+    origin: tuple[float, float]  # upper-left x, y
+    pixel_size: float
+    base_m: float  # elevation of the low (west) side
+    relief_m: float  # amplitude of multi-scale terrain
+    shift_m: float  # how much higher the east side sits (the distribution shift)
+    saturation_m: float  # elevation encoding keeps 7 % of its peak slope here
+    noise: float  # per-band white noise before normalisation (the only per-pixel term)
+    parcel_px: int  # mean parcel side: each parcel has its own coherent embedding offset
+    holes: int  # DSM nodata holes
+    embedding_gap: bool  # a small nodata block in the embeddings, as AEF has
 
     def check(self, section: str) -> None:
-        if self.width < 64 or self.height < 64:
-            raise ConfigError(f"{section}.width/height must be >= 64 px")
-        if self.pixel_size <= 0:
-            raise ConfigError(f"{section}.pixel_size must be > 0")
-        if self.parcel_px < 2:
-            raise ConfigError(f"{section}.parcel_px must be >= 2")
+        """What the schema cannot know: whether PROJ reads the CRS."""
         try:
             CRS.from_user_input(self.crs)
         except Exception as exc:

@@ -14,19 +14,22 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from . import aef
+from .dataset import PatchDataset
 from .errors import ConfigError, NoValidData
 from .models import ModelSettings, build_model, save_checkpoint
-from .patches import PatchDataset, PatchStore
+from .patches import PatchStore
 from .raster import atomic_path
 from .split import loss_masks
 
@@ -37,24 +40,15 @@ log = logging.getLogger(__name__)
 class TrainSettings:
     """Settings of net training (config ``training``); the paper's values are the defaults."""
 
-    max_epochs: int = 100
-    patience: int = 10  # early stopping: epochs without val-loss improvement
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    augment: bool = True  # random flips and 90-degree rotations
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto = bf16 autocast where the device supports it | bf16 | fp32
-
-    def check(self, section: str) -> None:
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"{section}.precision must be auto, bf16 or fp32")
-        if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
-            raise ConfigError(f"{section}: max_epochs, patience and batch_size must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError(f"{section}: lr must be > 0 and weight_decay >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"{section}.device must be auto, cpu or cuda")
+    SECTION: ClassVar[str] = "training"
+    max_epochs: int
+    patience: int  # early stopping: epochs without val-loss improvement
+    batch_size: int
+    lr: float
+    weight_decay: float
+    augment: bool  # random flips and 90-degree rotations
+    device: str  # auto | cpu | cuda
+    precision: str  # auto = bf16 autocast where the device supports it | bf16 | fp32
 
 
 def pick_device(name: str) -> torch.device:
@@ -170,126 +164,227 @@ def _train_epoch(
     return total / max(count, 1), steps
 
 
-def train_net(
-    store_dir: Path,
-    split_path: Path,
-    split_raster: Path,
+@dataclass
+class _Data:
+    """What an epoch needs: the training set, cached validation batches, target scaling."""
+
+    store: PatchStore
+    train: PatchDataset
+    val_batches: list
+    mean: float
+    std: float
+    fingerprint: str
+
+
+@dataclass
+class _Run:
+    """Progress of a training: what resume state saves and restores."""
+
+    start: int = 1
+    best: float = float("inf")
+    best_state: dict | None = None
+    bad: int = 0
+    history: list = field(default_factory=list)
+
+
+def _load_data(
+    store: PatchStore,
+    split_gpkg: Path,
+    split_tif: Path,
     ms: ModelSettings,
     ts: TrainSettings,
     seed: int,
-    out_dir: Path,
-    threads: int = 1,
-    model_name: str = "",
-) -> pd.DataFrame:
-    """Train one net and write ``checkpoint.pt`` (best val loss) and ``history.csv``.
-
-    A ``resume.pt`` beside them is updated after every epoch; a rerun with the same inputs and
-    settings continues from it. It is removed once the final files are written.
-    """
-    torch.set_num_threads(max(1, threads))
-    torch.manual_seed(seed)  # weight initialisation
-    device = pick_device(ts.device)
-    amp = use_bf16(device, ts.precision)
-    store = PatchStore(store_dir)
-    parts = split_patches(split_path, split_raster)
+    amp: bool,
+) -> _Data:
+    """Train/val patches with their loss masks, target scaling and the run's fingerprint."""
+    parts = split_patches(split_gpkg, split_tif)
     (train_ids, train_masks), (val_ids, val_masks) = parts["train"], parts["val"]
     mean, std = target_stats(store, train_ids, train_masks)
     log.info(
         "target: mean %.2f m, std %.2f m over %d train patches; %d val patches; bf16 %s",
-        mean, std, len(train_ids), len(val_ids), amp,
+        mean,
+        std,
+        len(train_ids),
+        len(val_ids),
+        amp,
     )
-    train_ds = PatchDataset(store, train_ids, mean, std, train_masks)
     val_ds = PatchDataset(store, val_ids, mean, std, val_masks)
-    val_batches = list(torch.utils.data.DataLoader(val_ds, batch_size=ts.batch_size))  # cached
+    fp = _fingerprint(
+        asdict(ms),
+        asdict(ts),
+        seed,
+        len(store),
+        train_ids.tolist(),
+        val_ids.tolist(),
+        int(train_masks.sum()),
+        int(val_masks.sum()),
+    )
+    return _Data(
+        store,
+        PatchDataset(store, train_ids, mean, std, train_masks),
+        list(torch.utils.data.DataLoader(val_ds, batch_size=ts.batch_size)),  # cached
+        mean,
+        std,
+        fp,
+    )
 
+
+def _resume(path: Path, fp: str, model: nn.Module, opt: torch.optim.Optimizer, device) -> _Run:
+    """The saved progress of an interrupted run with the same inputs, else a fresh start."""
+    if not path.exists():
+        return _Run()
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("fingerprint") != fp:
+        log.warning("ignoring %s: it belongs to other inputs or settings", path)
+        return _Run()
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming after epoch %d from %s", state["epoch"], path)
+    return _Run(
+        state["epoch"] + 1, state["best"], state["best_state"], state["bad"], state["history"]
+    )
+
+
+def _save_resume(path: Path, fp: str, model: nn.Module, opt, epoch: int, run: _Run) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "fingerprint": fp,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "best": run.best,
+                "bad": run.bad,
+                "best_state": run.best_state,
+                "history": run.history,
+            },
+            tmp,
+        )
+
+
+def _record_epoch(
+    run: _Run,
+    model: nn.Module,
+    epoch: int,
+    loss: float,
+    steps: int,
+    val: float,
+    std: float,
+    seconds: float,
+) -> None:
+    """Keep the best weights, count epochs without improvement, append the history row."""
+    improved = val < run.best
+    if improved:
+        run.best, run.bad = val, 0
+        run.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+    else:
+        run.bad += 1
+    run.history.append(
+        {
+            "epoch": epoch,
+            "steps": steps + (run.history[-1]["steps"] if run.history else 0),
+            "train_loss": loss,
+            "val_loss": val,
+            "val_rmse_m": float(np.sqrt(val)) * std,
+            "best": improved,
+            "seconds": round(seconds, 2),
+        }
+    )
+    log.info(
+        "epoch %d: train %.4f val %.4f (val RMSE %.2f m)%s",
+        epoch,
+        loss,
+        val,
+        run.history[-1]["val_rmse_m"],
+        " *" if improved else "",
+    )
+
+
+def train_net(
+    store_embeddings: Path,
+    store_dsm: Path,
+    split_gpkg: Path,
+    split_tif: Path,
+    ms: ModelSettings,
+    ts: TrainSettings,
+    seed: int,
+    model_name: str,
+    checkpoint: Path,
+    history: Path,
+    resume: Path,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Train one net; write its checkpoint (best val loss) and its history (one row an epoch).
+
+    ``resume`` is updated after every epoch; a rerun with the same inputs and settings
+    continues from it. It is removed once the checkpoint and history are written.
+    """
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)  # weight initialisation (the cached val loader draws first)
+    device = pick_device(ts.device)
+    amp = use_bf16(device, ts.precision)
+    data = _load_data(
+        PatchStore(store_embeddings, store_dsm), split_gpkg, split_tif, ms, ts, seed, amp
+    )
     model = build_model(ms).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resume_path = out_dir / "resume.pt"
-    fp = _fingerprint(
-        asdict(ms), asdict(ts), seed, len(store), train_ids.tolist(), val_ids.tolist(),
-        int(train_masks.sum()), int(val_masks.sum()),
-    )
-    start, best, best_state, bad, history = 1, float("inf"), None, 0, []
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location=device, weights_only=True)
-        if state.get("fingerprint") == fp:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start, best, bad = state["epoch"] + 1, state["best"], state["bad"]
-            best_state, history = state["best_state"], state["history"]
-            log.info("resuming after epoch %d from %s", state["epoch"], resume_path)
-        else:
-            log.warning("ignoring %s: it belongs to other inputs or settings", resume_path)
-
-    for epoch in range(start, ts.max_epochs + 1):
-        if bad >= ts.patience:
+    run = _resume(resume, data.fingerprint, model, opt, device)
+    for epoch in range(run.start, ts.max_epochs + 1):
+        if run.bad >= ts.patience:
             break
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # order and augmentation
         loss, steps = _train_epoch(
-            model, opt, train_ds, ts, g, device, amp, f"{ms.arch} seed {seed} epoch {epoch}",
+            model,
+            opt,
+            data.train,
+            ts,
+            g,
+            device,
+            amp,
+            f"{ms.arch} seed {seed} epoch {epoch}",
             workers=0 if device.type == "cpu" else max(0, threads - 1),  # GPU: CPUs load data
         )
-        val = _evaluate(model, val_batches, device, amp)
-        improved = val < best
-        if improved:
-            best, bad = val, 0
-            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        else:
-            bad += 1
-        history.append(
-            {
-                "epoch": epoch,
-                "steps": steps + (history[-1]["steps"] if history else 0),
-                "train_loss": loss,
-                "val_loss": val,
-                "val_rmse_m": float(np.sqrt(val)) * std,
-                "best": improved,
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-        )
-        log.info(
-            "epoch %d: train %.4f val %.4f (val RMSE %.2f m)%s",
-            epoch, loss, val, history[-1]["val_rmse_m"], " *" if improved else "",
-        )
-        with atomic_path(resume_path) as tmp:
-            torch.save(
-                {
-                    "fingerprint": fp,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "epoch": epoch,
-                    "best": best,
-                    "bad": bad,
-                    "best_state": best_state,
-                    "history": history,
-                },
-                tmp,
-            )
+        val = _evaluate(model, data.val_batches, device, amp)
+        _record_epoch(run, model, epoch, loss, steps, val, data.std, time.perf_counter() - t0)
+        _save_resume(resume, data.fingerprint, model, opt, epoch, run)
+    stopped = "early_stopping" if run.bad >= ts.patience else "max_epochs"
+    hist = _finish(model, ms, data, run, seed, stopped, checkpoint)
+    with atomic_path(history) as tmp:
+        hist = hist.assign(model=model_name, seed=seed, stopped=stopped)
+        hist.to_csv(tmp, index=False)
+    resume.unlink(missing_ok=True)
+    log.info("done: %d epochs (%s)", len(hist), stopped)
+    return hist
 
-    hist = pd.DataFrame(history)
-    model.load_state_dict(best_state)
+
+def _finish(
+    model: nn.Module,
+    ms: ModelSettings,
+    data: _Data,
+    run: _Run,
+    seed: int,
+    stopped: str,
+    checkpoint: Path,
+) -> pd.DataFrame:
+    """Restore the best epoch's weights and save them; return the history."""
+    hist = pd.DataFrame(run.history)
+    model.load_state_dict(run.best_state)
     best_epoch = int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
-    stopped = "early_stopping" if bad >= ts.patience else "max_epochs"
     save_checkpoint(
-        out_dir / "checkpoint.pt",
+        checkpoint,
         model.cpu().to(memory_format=torch.contiguous_format),
         ms,
-        mean,
-        std,
+        data.mean,
+        data.std,
         epochs_run=len(hist),
         best_epoch=best_epoch,
         steps=int(hist["steps"].iloc[-1]),
         stopped=stopped,
         seed=seed,
-        patch_size=int(store.embeddings.shape[-1]),
+        patch_size=int(data.store.embeddings.shape[-1]),
     )
-    with atomic_path(out_dir / "history.csv") as tmp:
-        hist = hist.assign(model=model_name or ms.arch, seed=seed, stopped=stopped)
-        hist.to_csv(tmp, index=False)
-    resume_path.unlink(missing_ok=True)
-    log.info("done: %d epochs (%s), best epoch %d", len(hist), stopped, best_epoch)
+    log.info("best epoch %d", best_epoch)
     return hist
 
 
@@ -325,12 +420,15 @@ def sample_pixels(
 
 
 def train_ridge(
-    store_dir: Path,
-    split_path: Path,
-    split_raster: Path,
+    store_embeddings: Path,
+    store_dsm: Path,
+    split_gpkg: Path,
+    split_tif: Path,
     ms: ModelSettings,
     seed: int,
-    out_dir: Path,
+    model_name: str,
+    checkpoint: Path,
+    history: Path,
 ) -> dict[str, float]:
     """Fit a Ridge baseline on sampled train pixels (its box-mean features at ``scales_px``).
 
@@ -338,8 +436,8 @@ def train_ridge(
     """
     from sklearn.linear_model import Ridge
 
-    store = PatchStore(store_dir)
-    train_ids, train_masks = split_patches(split_path, split_raster)["train"]
+    store = PatchStore(store_embeddings, store_dsm)
+    train_ids, train_masks = split_patches(split_gpkg, split_tif)["train"]
     model = build_model(ms)
     x, y = sample_pixels(store, train_ids, train_masks, ms.max_pixels, seed, model.features)
     reg = Ridge(alpha=ms.alpha).fit(x, y)
@@ -348,7 +446,7 @@ def train_ridge(
         model.head.bias.fill_(float(reg.intercept_))
     info = {"pixels": len(y), "features": x.shape[1], "train_r2_sample": float(reg.score(x, y))}
     save_checkpoint(
-        out_dir / "checkpoint.pt",
+        checkpoint,
         model,
         ms,
         0.0,
@@ -357,10 +455,13 @@ def train_ridge(
         patch_size=int(store.embeddings.shape[-1]),
         **info,
     )
-    with atomic_path(out_dir / "history.csv") as tmp:
-        pd.DataFrame([info]).to_csv(tmp, index=False)
+    with atomic_path(history) as tmp:
+        pd.DataFrame([info]).assign(model=model_name, seed=seed).to_csv(tmp, index=False)
     log.info(
         "ridge (scales %s): %d pixels, %d features, in-sample R2 %.3f",
-        ms.scales_px, info["pixels"], info["features"], info["train_r2_sample"],
+        ms.scales_px,
+        info["pixels"],
+        info["features"],
+        info["train_r2_sample"],
     )
     return info

@@ -2,35 +2,35 @@
 import functools
 import json
 import os
+import shlex
 import shutil
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+# The package beside these rule files (also when this workflow is used as a module).
+PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
+sys.path.insert(0, PACKAGE_ROOT)
+from aefheight.config import RIDGE, check_sections, fill_defaults
+from aefheight.errors import ConfigError
 
-# What a schema cannot say (fractions adding up, known architectures...), checked by the
-# steps' own settings classes before any job runs. A bare Snakemake env without the package's
-# dependencies (e.g. a login node with --sdm conda) skips this: each job checks its section.
-# Only the main process checks: Snakemake inside a cluster job need not import torch again.
-sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
-check_config = None
-if workflow.is_main_process:
-    try:
-        from aefheight.config import check_config
-        from aefheight.errors import ConfigError
-    except ImportError:
-        check_config = None
-if check_config is not None:
-    try:
-        check_config(config)
-    except ConfigError as exc:
-        raise WorkflowError(f"invalid config: {exc}") from None
+# The schema (workflow/schemas/config.schema.yaml) checks every key and fills in its default,
+# in every Snakemake process (jobs read the filled sections). The cross-field rules of every
+# section need the steps' libraries (smp, PROJ): the main process runs them before any job; a
+# bare Snakemake env without them (e.g. a login node with --sdm conda) leaves them to the jobs.
+try:
+    fill_defaults(config)
+    if workflow.is_main_process:
+        try:
+            check_sections(config)
+        except ImportError:
+            pass
+except ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
 
 AOIS = list(config["aois"])
 MODELS = list(config["models"])
-NETS = [m for m, s in config["models"].items() if s["arch"] != "ridge"]
+NETS = [m for m, s in config["models"].items() if s["arch"] != RIDGE]
 RIDGES = [m for m in MODELS if m not in NETS]
 SEEDS = [str(s) for s in config["seeds"]]
 # synthesize makes the synthetic AOIs; the download rules (download.smk) fetch the others
@@ -41,7 +41,7 @@ NEVER = "(?!x)x"  # a regex matching nothing, for empty name lists
 # Rules run `python -m aefheight` from this checkout, so any env with the dependencies runs
 # it (the venv locally, a rule's conda env with --sdm conda); jobs inherit the variable.
 # (set here, not required from the user, so there is nothing for `envvars:` to assert)
-os.environ.update(PYTHONPATH=os.path.join(workflow.basedir, "workflow"))
+os.environ.update(PYTHONPATH=PACKAGE_ROOT)
 
 
 # The report's first page: every AOI's findings, then the methods (workflow/report/workflow.rst).
@@ -87,6 +87,12 @@ def training_threads():
 def one_of(names):
     """Regex alternation of exact names (so a wildcard cannot escape into a path)."""
     return "|".join(names) if names else NEVER
+
+
+def optional_flags(wildcards, input):
+    """Flags of the inputs only some AOIs have (unpacked by the functions below), e.g.
+    `--landcover results/demo/inputs/landcover.tif`; empty where the AOI has none."""
+    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in input.items())
 
 
 def section_json(*keys):

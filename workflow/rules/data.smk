@@ -20,6 +20,6 @@ rule synthesize:
     params:
         settings=lambda w: section_json("aois", w.aoi, "synthetic"),
     shell:
-        "python -m aefheight synthesize --settings {params.settings:q} --section aois.{wildcards.aoi}.synthetic"
+        "python -m aefheight synthesize --aoi {wildcards.aoi} --settings {params.settings:q}"
         " --embeddings {output.embeddings} --dsm {output.dsm} --landcover {output.landcover}"
         " > {log} 2>&1"

@@ -25,8 +25,9 @@ rule fetch_aef_index:
     params:
         downloads=lambda w: section_json("downloads"),
     shell:
-        "python -m aefheight download index --source {wildcards.index_source}"
-        " --downloads {params.downloads:q} --out {output.index} > {log} 2>&1"
+        "python -m aefheight fetch-aef-index --source {wildcards.index_source}"
+        " --downloads {params.downloads:q} --index {output.index} --checksum {output.checksum}"
+        " > {log} 2>&1"
 
 
 rule fetch_embeddings:
@@ -47,11 +48,11 @@ rule fetch_embeddings:
     params:
         settings=lambda w: section_json("aois", w.aoi),
         downloads=lambda w: section_json("downloads"),
-        index=lambda w, input: f"--index {input.index}" if "index" in input.keys() else "",
+        optional=optional_flags,
     shell:
-        "python -m aefheight download embeddings --aoi {wildcards.aoi}"
-        " --settings {params.settings:q} --downloads {params.downloads:q} {params.index}"
-        " --cache-dir resources/aef/blocks --out {output.embeddings}"
+        "python -m aefheight fetch-embeddings --aoi {wildcards.aoi}"
+        " --settings {params.settings:q} --downloads {params.downloads:q} {params.optional}"
+        " --cache-dir resources/aef/blocks --embeddings {output.embeddings}"
         " --provenance {output.provenance} --threads {threads} > {log} 2>&1"
 
 
@@ -77,7 +78,8 @@ rule fetch_dsm:
     params:
         settings=lambda w: section_json("aois", w.aoi),
         downloads=lambda w: section_json("downloads"),
+        optional=optional_flags,
     shell:
-        "python -m aefheight download dsm --aoi {wildcards.aoi} --settings {params.settings:q}"
-        " --downloads {params.downloads:q} --cache-dir resources/dsm --out {output.dsm}"
-        " --provenance {output.provenance} > {log} 2>&1"
+        "python -m aefheight fetch-dsm --aoi {wildcards.aoi} --settings {params.settings:q}"
+        " --downloads {params.downloads:q} {params.optional} --cache-dir resources/dsm"
+        " --dsm {output.dsm} --provenance {output.provenance} > {log} 2>&1"

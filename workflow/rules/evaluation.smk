@@ -8,7 +8,7 @@ rule evaluate:
         dsm="results/{aoi}/inputs/dsm.tif",
         split="results/{aoi}/split/split.tif",
     output:
-        csv="results/{aoi}/metrics/per_model/{model}_seed{seed}.csv",
+        metrics="results/{aoi}/metrics/per_model/{model}_seed{seed}.csv",
         samples="results/{aoi}/metrics/samples/{model}_seed{seed}.csv",
         by_height="results/{aoi}/metrics/by_height/{model}_seed{seed}.csv",
         by_class="results/{aoi}/metrics/by_landcover/{model}_seed{seed}.csv",
@@ -21,26 +21,24 @@ rule evaluate:
         "../../envs/evaluate.yaml"
     threads: 1
     params:
-        landcover=lambda w, input: (
-            f"--landcover {input.landcover}" if "landcover" in input.keys() else ""
-        ),
+        landcover=optional_flags,
     shell:
         "python -m aefheight evaluate --model {wildcards.model} --seed {wildcards.seed}"
         " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
-        " {params.landcover} --out-csv {output.csv} --out-samples {output.samples}"
-        " --out-by-height {output.by_height} --out-by-class {output.by_class}"
-        " --out-seams {output.seams} > {log} 2>&1"
+        " {params.landcover} --metrics {output.metrics} --samples {output.samples}"
+        " --by-height {output.by_height} --by-class {output.by_class}"
+        " --seams {output.seams} > {log} 2>&1"
 
 
 rule collect_metrics:
     input:
-        expand(
+        per_model=expand(
             "results/{{aoi}}/metrics/per_model/{model}_seed{seed}.csv",
             model=MODELS,
             seed=SEEDS,
         ),
     output:
-        report(
+        table=report(
             "results/{aoi}/metrics/metrics.csv",
             caption="../report/metrics.rst",
             category="Metrics",
@@ -54,7 +52,8 @@ rule collect_metrics:
         "../../envs/collect_metrics.yaml"
     threads: 1
     shell:
-        "python -m aefheight collect --aoi {wildcards.aoi} --out {output} {input} > {log} 2>&1"
+        "python -m aefheight collect-metrics --aoi {wildcards.aoi} --per-model {input.per_model}"
+        " --table {output.table} > {log} 2>&1"
 
 
 rule height_shift:
@@ -84,10 +83,9 @@ rule height_shift:
         "../../envs/height_shift.yaml"
     threads: 1
     shell:
-        "python -m aefheight shift --dsm {input.dsm} --split {input.split}"
-        " --embeddings {input.embeddings}"
-        " --out-hist {output.hist} --out-quantiles {output.quantiles}"
-        " --out-stats {output.stats} > {log} 2>&1"
+        "python -m aefheight height-shift --dsm {input.dsm} --split {input.split}"
+        " --embeddings {input.embeddings} --hist {output.hist} --quantiles {output.quantiles}"
+        " --stats {output.stats} > {log} 2>&1"
 
 
 rule tables:
@@ -126,7 +124,7 @@ rule tables:
             labels={"aoi": "{aoi}", "table": "epochs actually run"},
         ),
         training_md="results/{aoi}/tables/training.md",
-        seams=report(
+        seam_table=report(
             "results/{aoi}/tables/seams.csv",
             caption="../report/seams.rst",
             category="Predicted vs reference",
@@ -154,14 +152,14 @@ rule tables:
         max_epochs=config["training"]["max_epochs"],
     shell:
         "python -m aefheight tables --aoi {wildcards.aoi} --metrics {input.metrics}"
-        " --quantiles {input.quantiles} --shift-stats {input.stats} --areas {input.areas}"
+        " --quantiles {input.quantiles} --stats {input.stats} --areas {input.areas}"
         " --histories {input.histories} --by-height {input.by_height} --seams {input.seams}"
         " --nets {params.nets} --baselines {params.baselines} --max-epochs {params.max_epochs}"
-        " --out-md {output.md} --out-tex {output.tex} --out-comparisons {output.comparisons}"
-        " --out-training {output.training} --out-training-md {output.training_md}"
-        " --out-seams {output.seams} --out-crossover {output.crossover}"
-        " --out-shift-md {output.shift_md} --out-shift-tex {output.shift_tex}"
-        " --out-findings {output.findings} > {log} 2>&1"
+        " --md {output.md} --tex {output.tex} --comparisons {output.comparisons}"
+        " --training {output.training} --training-md {output.training_md}"
+        " --seam-table {output.seam_table} --crossover {output.crossover}"
+        " --shift-md {output.shift_md} --shift-tex {output.shift_tex}"
+        " --findings {output.findings} > {log} 2>&1"
 
 
 rule report_front:
@@ -169,15 +167,15 @@ rule report_front:
         findings=expand("results/{aoi}/tables/findings.rst", aoi=AOIS),
         methods=os.path.join(workflow.basedir, "workflow/report/workflow.rst"),
     output:
-        FRONT_PAGE,
+        front=FRONT_PAGE,
     log:
         "results/logs/report_front.log",
     conda:
         "../../envs/report_front.yaml"
     threads: 1
     shell:
-        "python -m aefheight front --findings {input.findings} --methods {input.methods}"
-        " --out {output} > {log} 2>&1"
+        "python -m aefheight report-front --findings {input.findings} --methods {input.methods}"
+        " --front {output.front} > {log} 2>&1"
 
 
 rule plot_pred_vs_ref:
@@ -200,8 +198,8 @@ rule plot_pred_vs_ref:
         "../../envs/plot_pred_vs_ref.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot pred-vs-ref --samples {input.samples} --metrics {input.metrics}"
-        " --model {wildcards.model} --out {output.png} > {log} 2>&1"
+        "python -m aefheight plot-pred-vs-ref --samples {input.samples} --metrics {input.metrics}"
+        " --model {wildcards.model} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule plot_residual_map:
@@ -224,13 +222,13 @@ rule plot_residual_map:
         "../../envs/plot_residual_map.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot residual-map --prediction {input.prediction} --dsm {input.dsm}"
-        " --model {wildcards.model} --out {output.png} > {log} 2>&1"
+        "python -m aefheight plot-residual-map --prediction {input.prediction} --dsm {input.dsm}"
+        " --model {wildcards.model} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule plot_dh_hist:
     input:
-        expand("results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=MODELS),
+        samples=expand("results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=MODELS),
     output:
         png=report(
             "results/{aoi}/figures/dh_hist_seed{seed}.png",
@@ -247,12 +245,15 @@ rule plot_dh_hist:
         "../../envs/plot_dh_hist.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot dh-hist --samples {input} --out {output.png} > {log} 2>&1"
+        "python -m aefheight plot-dh-hist --samples {input.samples} --png {output.png}"
+        " --pdf {output.pdf} > {log} 2>&1"
 
 
 rule plot_error_by_height:
     input:
-        expand("results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=MODELS),
+        by_height=expand(
+            "results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=MODELS
+        ),
     output:
         png=report(
             "results/{aoi}/figures/error_by_height_seed{seed}.png",
@@ -269,8 +270,8 @@ rule plot_error_by_height:
         "../../envs/plot_error_by_height.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot error-by-height --by-height {input} --out {output.png}"
-        " > {log} 2>&1"
+        "python -m aefheight plot-error-by-height --by-height {input.by_height} --png {output.png}"
+        " --pdf {output.pdf} > {log} 2>&1"
 
 
 rule plot_height_shift:
@@ -293,13 +294,13 @@ rule plot_height_shift:
         "../../envs/plot_height_shift.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot height-shift --hist {input.hist} --stats {input.stats}"
-        " --out {output.png} > {log} 2>&1"
+        "python -m aefheight plot-height-shift --hist {input.hist} --stats {input.stats}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule plot_loss_curves:
     input:
-        expand("results/{{aoi}}/models/{model}/seed{{seed}}/history.csv", model=NETS),
+        histories=expand("results/{{aoi}}/models/{model}/seed{{seed}}/history.csv", model=NETS),
     output:
         png=report(
             "results/{aoi}/figures/loss_curves_seed{seed}.png",
@@ -316,4 +317,5 @@ rule plot_loss_curves:
         "../../envs/plot_loss_curves.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot loss-curves --histories {input} --out {output.png} > {log} 2>&1"
+        "python -m aefheight plot-loss-curves --histories {input.histories} --png {output.png}"
+        " --pdf {output.pdf} > {log} 2>&1"

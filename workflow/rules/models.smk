@@ -3,11 +3,10 @@
 
 rule train_net:
     input:
-        index="results/{aoi}/patches/index.parquet",
-        embeddings="results/{aoi}/patches/embeddings.npy",
-        dsm="results/{aoi}/patches/dsm.npy",
-        split="results/{aoi}/split/split.gpkg",
-        split_raster="results/{aoi}/split/split.tif",
+        store_embeddings="results/{aoi}/patches/embeddings.npy",
+        store_dsm="results/{aoi}/patches/dsm.npy",
+        split_gpkg="results/{aoi}/split/split.gpkg",
+        split_tif="results/{aoi}/split/split.tif",
     output:
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
         history="results/{aoi}/models/{model}/seed{seed}/history.csv",
@@ -28,22 +27,23 @@ rule train_net:
     params:
         model=lambda w: section_json("models", w.model),
         settings=lambda w: section_json("training"),
-        store=lambda w, input: os.path.dirname(input.index),
-        out_dir=lambda w, output: os.path.dirname(output.checkpoint),
+        # saved after every epoch so that a rerun resumes; removed once the outputs exist
+        resume="results/{aoi}/models/{model}/seed{seed}/resume.pt",
     shell:
-        "python -m aefheight train --model {wildcards.model} --model-settings {params.model:q}"
-        " --settings {params.settings:q} --store {params.store} --split {input.split}"
-        " --split-raster {input.split_raster}"
-        " --seed {wildcards.seed} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m aefheight train-net --model {wildcards.model} --seed {wildcards.seed}"
+        " --model-settings {params.model:q} --settings {params.settings:q}"
+        " --store-embeddings {input.store_embeddings} --store-dsm {input.store_dsm}"
+        " --split-gpkg {input.split_gpkg} --split-tif {input.split_tif}"
+        " --checkpoint {output.checkpoint} --history {output.history} --resume {params.resume}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule train_ridge:
     input:
-        index="results/{aoi}/patches/index.parquet",
-        embeddings="results/{aoi}/patches/embeddings.npy",
-        dsm="results/{aoi}/patches/dsm.npy",
-        split="results/{aoi}/split/split.gpkg",
-        split_raster="results/{aoi}/split/split.tif",
+        store_embeddings="results/{aoi}/patches/embeddings.npy",
+        store_dsm="results/{aoi}/patches/dsm.npy",
+        split_gpkg="results/{aoi}/split/split.gpkg",
+        split_tif="results/{aoi}/split/split.tif",
     output:
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
         history="results/{aoi}/models/{model}/seed{seed}/history.csv",
@@ -58,13 +58,12 @@ rule train_ridge:
     threads: 1
     params:
         model=lambda w: section_json("models", w.model),
-        store=lambda w, input: os.path.dirname(input.index),
-        out_dir=lambda w, output: os.path.dirname(output.checkpoint),
     shell:
-        "python -m aefheight train --model {wildcards.model} --model-settings {params.model:q}"
-        " --store {params.store} --split {input.split} --split-raster {input.split_raster}"
-        " --seed {wildcards.seed}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m aefheight train-ridge --model {wildcards.model} --seed {wildcards.seed}"
+        " --model-settings {params.model:q}"
+        " --store-embeddings {input.store_embeddings} --store-dsm {input.store_dsm}"
+        " --split-gpkg {input.split_gpkg} --split-tif {input.split_tif}"
+        " --checkpoint {output.checkpoint} --history {output.history} > {log} 2>&1"
 
 
 rule predict:
@@ -72,7 +71,7 @@ rule predict:
         embeddings="results/{aoi}/inputs/embeddings.tif",
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
     output:
-        "results/{aoi}/predictions/{model}_seed{seed}.tif",
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
     log:
         "results/{aoi}/logs/predict/{model}_seed{seed}.log",
     benchmark:
@@ -85,4 +84,5 @@ rule predict:
     shell:
         "python -m aefheight predict --settings {params.settings:q} --model {wildcards.model}"
         " --seed {wildcards.seed} --embeddings {input.embeddings}"
-        " --checkpoint {input.checkpoint} --out {output} --threads {threads} > {log} 2>&1"
+        " --checkpoint {input.checkpoint} --prediction {output.prediction} --threads {threads}"
+        " > {log} 2>&1"

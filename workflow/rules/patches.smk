@@ -7,8 +7,8 @@ rule tile:
         dsm="results/{aoi}/inputs/dsm.tif",
     output:
         index="results/{aoi}/patches/index.parquet",
-        embeddings="results/{aoi}/patches/embeddings.npy",
-        dsm="results/{aoi}/patches/dsm.npy",
+        store_embeddings="results/{aoi}/patches/embeddings.npy",
+        store_dsm="results/{aoi}/patches/dsm.npy",
     log:
         "results/{aoi}/logs/tile.log",
     benchmark:
@@ -18,10 +18,10 @@ rule tile:
     threads: 1
     params:
         settings=lambda w: section_json("tiling"),
-        out_dir=lambda w, output: os.path.dirname(output.index),
     shell:
         "python -m aefheight tile --settings {params.settings:q} --embeddings {input.embeddings}"
-        " --dsm {input.dsm} --out-dir {params.out_dir} > {log} 2>&1"
+        " --dsm {input.dsm} --index {output.index} --store-embeddings {output.store_embeddings}"
+        " --store-dsm {output.store_dsm} > {log} 2>&1"
 
 
 rule split:
@@ -54,8 +54,8 @@ rule split:
 
 rule split_map:
     input:
-        split="results/{aoi}/split/split.gpkg",
-        split_raster="results/{aoi}/split/split.tif",
+        gpkg="results/{aoi}/split/split.gpkg",
+        raster="results/{aoi}/split/split.tif",
         dsm="results/{aoi}/inputs/dsm.tif",
     output:
         png=report(
@@ -73,6 +73,5 @@ rule split_map:
         "../../envs/split_map.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot split-map --split {input.split} --split-raster {input.split_raster}"
-        " --dsm {input.dsm}"
-        " --out {output.png} > {log} 2>&1"
+        "python -m aefheight split-map --gpkg {input.gpkg} --raster {input.raster}"
+        " --dsm {input.dsm} --png {output.png} --pdf {output.pdf} > {log} 2>&1"

@@ -11,20 +11,14 @@ Credentials never appear here: they come from the environment only (see :mod:`.h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..settings import from_mapping
 
-EMBEDDING_SOURCES = ("source_coop", "gcs", "earthengine")
-DSM_SOURCES = ("copernicus_glo30", "rge_alti", "local")
-
-# Public endpoints (checked against the providers' documentation, see README "Real data"):
-SOURCE_COOP_URL = "https://data.source.coop/tge-labs/aef/v1/annual"
-GCS_URL = "https://storage.googleapis.com/alphaearth_foundations/satellite_embedding/v1/annual"
-COPERNICUS_GLO30_URL = "https://copernicus-dem-30m.s3.amazonaws.com"
-RGE_ALTI_URL = "https://data.geopf.fr/telechargement/download/RGEALTI"
+# The public endpoints are the schema's defaults of the downloads section (checked against the
+# providers' documentation, see README "Real data").
 
 
 @dataclass(frozen=True)
@@ -36,25 +30,16 @@ class DownloadSettings:
     GDAL's range requests alike; the delay doubles after each failure.
     """
 
-    source_coop_url: str = SOURCE_COOP_URL
-    gcs_url: str = GCS_URL
-    copernicus_glo30_url: str = COPERNICUS_GLO30_URL
-    rge_alti_url: str = RGE_ALTI_URL
-    max_retry: int = 6
-    retry_delay_s: float = 1.0
-    timeout_s: float = 60.0
-    block_px: int = 1024  # embedding blocks fetched (and cached for resume) at once
-    multiplex: bool = True  # HTTP/2 multiplexing of GDAL's range requests
-
-    def check(self, section: str) -> None:
-        for key in ("source_coop_url", "gcs_url", "copernicus_glo30_url", "rge_alti_url"):
-            url = getattr(self, key)
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"{section}.{key} must be an http(s) URL, got {url!r}")
-        if self.max_retry < 0 or self.retry_delay_s < 0 or self.timeout_s <= 0:
-            raise ConfigError(f"{section}: max_retry, retry_delay_s must be >= 0, timeout_s > 0")
-        if self.block_px < 16:
-            raise ConfigError(f"{section}.block_px must be >= 16")
+    SECTION: ClassVar[str] = "downloads"
+    source_coop_url: str
+    gcs_url: str
+    copernicus_glo30_url: str
+    rge_alti_url: str
+    max_retry: int
+    retry_delay_s: float
+    timeout_s: float
+    block_px: int  # embedding blocks fetched (and cached for resume) at once
+    multiplex: bool  # HTTP/2 multiplexing of GDAL's range requests
 
     def base_url(self, source: str) -> str:
         """The base URL of a source, without a trailing slash."""
@@ -71,25 +56,23 @@ class AOISpec:
     names one.
     """
 
-    path: str | None = None
-    layer: str | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    crs: str = "EPSG:4326"
-    target_crs: str | None = None
-    resolution: float = 10.0
-    mask_outside: bool = True  # pixels outside the polygon become nodata in both rasters
+    SECTION: ClassVar[str] = "aois.<name>.aoi"
+    path: str | None
+    layer: str | None
+    bbox: tuple[float, float, float, float] | None
+    crs: str
+    target_crs: str | None
+    resolution: float
+    mask_outside: bool  # pixels outside the polygon become nodata in both rasters
 
     def check(self, section: str) -> None:
+        """Cross-field rules: one of path or bbox; a bbox with xmin < xmax, ymin < ymax."""
         if (self.path is None) == (self.bbox is None):
             raise ConfigError(f"{section}: give exactly one of path (a polygon file) or bbox")
         if self.bbox is not None:
-            if len(self.bbox) != 4:
-                raise ConfigError(f"{section}.bbox must be [xmin, ymin, xmax, ymax]")
             x0, y0, x1, y1 = self.bbox
             if not (x1 > x0 and y1 > y0):
                 raise ConfigError(f"{section}.bbox must have xmin < xmax and ymin < ymax")
-        if self.resolution <= 0:
-            raise ConfigError(f"{section}.resolution must be > 0")
 
 
 @dataclass(frozen=True)
@@ -105,21 +88,17 @@ class DSMSettings:
     ``nodata`` leaves its pixels as nodata (an AOI reaching the sea or a border).
     """
 
-    source: str = "copernicus_glo30"
-    archives: tuple[str, ...] = ()
-    path: str | None = None
-    crs: str | None = None
-    nodata: float | None = None
-    vertical_datum: str | None = None
-    missing_tiles: str = "error"
+    SECTION: ClassVar[str] = "aois.<name>.dsm"
+    source: str
+    archives: tuple[str, ...]
+    path: str | None
+    crs: str | None
+    nodata: float | None
+    vertical_datum: str | None
+    missing_tiles: str
 
     def check(self, section: str) -> None:
-        if self.source not in DSM_SOURCES:
-            raise ConfigError(
-                f"{section}.source {self.source!r} is not one of {', '.join(DSM_SOURCES)}"
-            )
-        if self.missing_tiles not in ("error", "nodata"):
-            raise ConfigError(f"{section}.missing_tiles must be 'error' or 'nodata'")
+        """Cross-field rules: rge_alti needs its archives, local its path."""
         if self.source == "rge_alti" and not self.archives:
             raise ConfigError(
                 f"{section}.archives must list the RGE ALTI archives covering the AOI "
@@ -133,21 +112,19 @@ class DSMSettings:
 class RealAOISettings:
     """A downloaded AOI (config ``aois.<name>`` with a real ``source``)."""
 
-    source: str = "source_coop"
-    year: int = 2020
-    aoi: dict[str, Any] = field(default_factory=dict)
-    dsm: dict[str, Any] = field(default_factory=dict)
-    allow_partial_coverage: bool = False  # else an AOI partly outside AEF coverage stops
-    synthetic: dict[str, Any] | None = None  # ignored here (the synthetic AOI's section)
+    SECTION: ClassVar[str] = "aois.<name>"
+    source: str
+    year: int
+    aoi: dict[str, Any]
+    dsm: dict[str, Any]
+    allow_partial_coverage: bool  # else an AOI partly outside AEF coverage stops
 
     def check(self, section: str) -> None:
-        if self.source not in EMBEDDING_SOURCES:
-            raise ConfigError(
-                f"{section}.source {self.source!r} is not a download source "
-                f"({', '.join(EMBEDDING_SOURCES)})"
-            )
-        if not self.aoi:
-            raise ConfigError(f"{section}.aoi is required (a polygon path or a bbox)")
+        """Cross-field rules: a download source, and valid aoi and dsm sub-sections."""
+        if self.source == "synthetic":
+            raise ConfigError(f"{section}.source is synthetic: nothing to download")
+        self.aoi_spec(section)
+        self.dsm_settings(section)
 
     def aoi_spec(self, section: str) -> AOISpec:
         return from_mapping(AOISpec, self.aoi, f"{section}.aoi")

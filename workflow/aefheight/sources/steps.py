@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..raster import atomic_path
 from ..settings import from_mapping
 from .spec import DownloadSettings, RealAOISettings
@@ -27,11 +28,34 @@ def _write_json(path: str | os.PathLike | None, data: dict[str, Any]) -> None:
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def run_index(source: str, downloads: dict[str, Any], out: str | os.PathLike) -> None:
-    """Fetch a source's AEF index into ``out`` with its ``.sha256`` record."""
-    from .aef_index import fetch_index
+def run_index(
+    source: str,
+    downloads: dict[str, Any],
+    out: str | os.PathLike,
+    checksum: str | os.PathLike | None = None,
+) -> None:
+    """Fetch a source's AEF index into ``out`` with its checksum record ``<out>.sha256``.
 
+    ``checksum``, when given (the rule's declared output), must be that record's path: every
+    cached download keeps its checksum beside it (:func:`.http.sidecar`).
+    """
+    from .aef_index import fetch_index
+    from .http import sidecar
+
+    if checksum is not None and Path(checksum) != Path(sidecar(out)):
+        raise ConfigError(f"--checksum must be {sidecar(out)} (the index's checksum record)")
     fetch_index(source, from_mapping(DownloadSettings, downloads, "downloads"), out)
+
+
+def _aoi_settings(
+    name: str, section: dict[str, Any], aoi_file: str | os.PathLike | None
+) -> RealAOISettings:
+    """The AOI's settings; ``aoi_file`` (the rule's input) must be the file the config names."""
+    s = from_mapping(RealAOISettings, section, f"aois.{name}")
+    named = s.aoi.get("path")
+    if aoi_file is not None and (named is None or Path(named) != Path(aoi_file)):
+        raise ConfigError(f"--aoi-file {aoi_file} is not aois.{name}.aoi.path ({named})")
+    return s
 
 
 def run_embeddings(
@@ -43,14 +67,14 @@ def run_embeddings(
     index: str | os.PathLike | None = None,
     threads: int = 1,
     provenance: str | os.PathLike | None = None,
+    aoi_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Download the embeddings of AOI ``name`` (config ``aois.<name>``) into ``out``."""
     from .aef_download import fetch_embeddings
 
-    section = f"aois.{name}"
-    s = from_mapping(RealAOISettings, aoi_section, section)
+    s = _aoi_settings(name, aoi_section, aoi_file)
     d = from_mapping(DownloadSettings, downloads, "downloads")
-    info = fetch_embeddings(name, s, d, out, cache, index, threads, section)
+    info = fetch_embeddings(name, s, d, out, cache, index, threads, f"aois.{name}")
     _write_json(provenance, info)
     return info
 
@@ -62,17 +86,25 @@ def run_dsm(
     out: str | os.PathLike,
     cache: str | os.PathLike,
     provenance: str | os.PathLike | None = None,
+    aoi_file: str | os.PathLike | None = None,
+    local_dsm: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Fetch the reference DSM of AOI ``name`` and co-register it onto the embedding grid."""
+    """Fetch the reference DSM of AOI ``name`` and co-register it onto the embedding grid.
+
+    ``aoi_file`` and ``local_dsm`` are the rule's inputs (so editing them reruns the step);
+    each must be the file the config names.
+    """
     from . import dsm as dsm_mod
     from .aoi import target_grid
     from .coregister import coregister
 
     section = f"aois.{name}"
-    s = from_mapping(RealAOISettings, aoi_section, section)
+    s = _aoi_settings(name, aoi_section, aoi_file)
     d = from_mapping(DownloadSettings, downloads, "downloads")
-    aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
     dsm = s.dsm_settings(section)
+    if local_dsm is not None and (dsm.path is None or Path(dsm.path) != Path(local_dsm)):
+        raise ConfigError(f"--local-dsm {local_dsm} is not {section}.dsm.path ({dsm.path})")
+    aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
     log.info("target grid: %s; DSM source %s", aoi.describe(), dsm.source)
     dsm_mod.clean_extractions(cache)
     src = dsm_mod.prepare(aoi, dsm, d, cache, f"{section}.dsm")

@@ -1,4 +1,5 @@
-"""Helpers for tests that run the real `snakemake` on a tiny config in a temporary folder."""
+"""Helpers every test module shares (on pytest's ``pythonpath``): running the real snakemake on
+a tiny config, tiny GeoTIFFs written by code, and the patch store's file names."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import rasterio
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # The demo config shrunk so the whole DAG runs in about a minute on 2 cores.
 TINY_OVERRIDES = {
@@ -55,35 +58,81 @@ def tiny_config() -> dict:
     return cfg
 
 
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """The command running this environment's snakemake on the repo's Snakefile in ``workdir``
+    with ``workdir/config.yaml``."""
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    return [
+        exe,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+
+
 def snakemake(
-    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
 ) -> subprocess.CompletedProcess:
     """Run the real snakemake of this environment on the repo's Snakefile in ``workdir``."""
-    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
     env = {
         **os.environ,
         **(env or {}),
         "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
     }
     proc = subprocess.run(
-        [
-            exe,
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            *args,
-        ],
+        snakemake_cmd(workdir, *args),
         cwd=workdir,
         env=env,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def write_tif(
+    path: Path, data: np.ndarray, crs: str | None = "EPSG:32630", res: float = 10.0, **profile
+) -> Path:
+    """A tiny GeoTIFF of ``data`` (bands, rows, cols) on a 10 m UTM grid; ``profile`` adds or
+    overrides creation options (nodata, dtype...); ``crs=None`` writes none."""
+    prof = {
+        "driver": "GTiff",
+        "width": data.shape[-1],
+        "height": data.shape[-2],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "transform": rasterio.transform.from_origin(500000, 5000000, res, res),
+        **profile,
+    }
+    if crs:
+        prof["crs"] = crs
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+    return path
+
+
+def store_paths(folder: Path) -> dict[str, Path]:
+    """The tile step's outputs in ``folder``, named as the rule names them."""
+    return {
+        "index": folder / "index.parquet",
+        "store_embeddings": folder / "embeddings.npy",
+        "store_dsm": folder / "dsm.npy",
+    }
+
+
+def store_files(folder: Path) -> tuple[Path, Path]:
+    """The patch store's two files in ``folder`` (for PatchStore)."""
+    p = store_paths(folder)
+    return p["store_embeddings"], p["store_dsm"]

@@ -1,0 +1,121 @@
+"""The steps behind the study's tables and the report's first page (rules tables, report_front).
+
+Use :func:`write_tables` on one AOI's tidy CSVs (metrics, shift, split areas, histories,
+errors by height, seam checks): it writes the paper tables (Markdown, LaTeX), the paired
+comparisons, the training and seam tables, the crossover heights and the AOI's findings.
+:func:`write_front` puts every AOI's findings before the methods text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import tables
+from .findings import findings_rst, front_page
+from .metrics import crossover_height
+from .raster import write_csv
+
+
+def crossover_table(by_height: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per prediction and split (test, all): the height where the bias changes sign."""
+    rows = []
+    for bh in by_height:
+        for split in ("test", "all"):
+            sub = bh if split == "all" else bh[bh["split"] == split]
+            g = sub.assign(s1=sub["n"] * sub["bias_m"])
+            g = g.groupby(["height_lo_m", "height_hi_m"], as_index=False)[["n", "s1"]].sum()
+            g["bias_m"] = g["s1"] / g["n"]
+            rows.append(
+                {
+                    "model": bh["model"].iloc[0],
+                    "seed": bh["seed"].iloc[0],
+                    "split": split,
+                    "crossover_height_m": crossover_height(g),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _shift_markdown(
+    head: pd.DataFrame,
+    comps: pd.DataFrame,
+    quant: pd.DataFrame,
+    stats: pd.DataFrame,
+    cross: pd.DataFrame,
+) -> str:
+    """The distribution-shift page: headline, verdicts, heights per split, crossover."""
+    return (
+        tables.to_markdown(head, "Headline: " + tables.NOTE)
+        + "\n"
+        + "\n".join(f"* {v}" for v in comps["verdict"])
+        + "\n\n"
+        + tables.to_markdown(tables.plain_table(quant, 1))
+        + "\n"
+        + tables.to_markdown(tables.plain_table(stats, 3))
+        + "\n"
+        + tables.to_markdown(
+            tables.plain_table(cross, 1),
+            "crossover: reference height where the bias turns from over- to under-estimation",
+        )
+    )
+
+
+def write_tables(
+    *,
+    aoi: str,
+    nets: list[str],
+    baselines: list[str],
+    max_epochs: int,
+    inputs: dict[str, Path | list[Path]],
+    outputs: dict[str, Path],
+) -> None:
+    """The ``tables`` rule: every table of one AOI and its findings.
+
+    Args:
+        aoi: the AOI's name (in the findings' title).
+        nets: model names of the nets; baselines: of the Ridge baselines.
+        max_epochs: the training cap (the training table says when it was hit).
+        inputs: ``metrics``, ``quantiles``, ``stats``, ``areas`` (one CSV each) and
+            ``histories``, ``by_height``, ``seams`` (lists of CSVs).
+        outputs: ``md``, ``tex``, ``comparisons``, ``training``, ``training_md``,
+            ``seam_table``, ``crossover``, ``shift_md``, ``shift_tex``, ``findings``.
+    """
+    metrics = pd.read_csv(inputs["metrics"])
+    t = tables.metrics_table(metrics)
+    tables.write_text(tables.to_markdown(t, tables.NOTE), outputs["md"])
+    caption = "Accuracy per model and split. " + tables.NOTE
+    tables.write_text(tables.to_latex(t, caption, "tab:metrics"), outputs["tex"])
+    head = tables.headline(metrics)
+    comps = tables.comparisons(metrics, nets, baselines)
+    write_csv(comps, outputs["comparisons"])
+    train = tables.training_summary([pd.read_csv(p) for p in inputs["histories"]], max_epochs)
+    write_csv(train, outputs["training"])
+    tables.write_text(tables.to_markdown(tables.plain_table(train, 2)), outputs["training_md"])
+    seams = pd.concat([pd.read_csv(p) for p in inputs["seams"]], ignore_index=True)
+    write_csv(seams, outputs["seam_table"])
+    quant, stats = pd.read_csv(inputs["quantiles"]), pd.read_csv(inputs["stats"])
+    cross = crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
+    write_csv(cross, outputs["crossover"])
+    tables.write_text(_shift_markdown(head, comps, quant, stats, cross), outputs["shift_md"])
+    tables.write_text(
+        tables.to_latex(tables.plain_table(quant, 1), "Reference height per split.", "tab:heights")
+        + tables.to_latex(tables.plain_table(stats, 3), "Train vs test height shift.", "tab:shift"),
+        outputs["shift_tex"],
+    )
+    areas = pd.read_csv(inputs["areas"])
+    findings = findings_rst(aoi, head, comps, train, areas, seams, stats)
+    tables.write_text(findings, outputs["findings"])
+
+
+def write_front(findings: list[Path], methods: Path, out: Path) -> None:
+    """The ``report_front`` rule: every AOI's findings, then the methods text."""
+    fragments = [Path(p).read_text(encoding="utf-8") for p in findings]
+    tables.write_text(front_page(fragments, Path(methods).read_text(encoding="utf-8")), out)
+
+
+def collect_metrics(per_model: list[Path], aoi: str, out: Path) -> None:
+    """The ``collect_metrics`` rule: one AOI's per-model metrics in one CSV, AOI first."""
+    df = pd.concat([pd.read_csv(p).assign(aoi=aoi) for p in per_model], ignore_index=True)
+    write_csv(df[["aoi", *[c for c in df.columns if c != "aoi"]]], out)
