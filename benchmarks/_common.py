@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from aefheight.settings import make
 from aefheight import aef  # noqa: E402
 from aefheight.raster import Grid  # noqa: E402
+from aefheight.settings import make as settings_of  # noqa: E402
 from aefheight.synthetic import SyntheticSettings, write_synthetic  # noqa: E402
 
 DATA = Path(os.environ.get("AEF_BENCH_DATA", ROOT / "benchmarks" / "data"))
@@ -74,7 +74,7 @@ def make_aoi(width: int, height: int, name: str | None = None) -> dict[str, Path
             return paths
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    base = make(SyntheticSettings, width=BASE_TILE, height=BASE_TILE, seed=7, holes=3)
+    base = settings_of(SyntheticSettings, width=BASE_TILE, height=BASE_TILE, seed=7, holes=3)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         e0, d0 = Path(tmp) / "e.tif", Path(tmp) / "d.tif"
         write_synthetic(base, e0, d0)
@@ -165,3 +165,17 @@ def table(rows: Iterable[dict], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def store_files(store_dir: Path) -> tuple[Path, Path]:
+    """The patch store's two files in ``store_dir`` (named as the tile rule names them)."""
+    return store_dir / "embeddings.npy", store_dir / "dsm.npy"
+
+
+def tile_store(paths: dict[str, Path], store_dir: Path, patch: int):
+    """The tile step into ``store_dir``: index.parquet, embeddings.npy, dsm.npy."""
+    from aefheight.patches import TilingSettings, tile
+
+    emb, dsm = store_files(store_dir)
+    s = settings_of(TilingSettings, patch_size=patch)
+    return tile(paths["embeddings"], paths["dsm"], s, store_dir / "index.parquet", emb, dsm)

@@ -1,6 +1,6 @@
 """Item 6: AEF download throughput against the local fixture server, with and without faults.
 
-Runs the fetch_embeddings rule's entry point (``python -m aefheight download embeddings``, the
+Runs the fetch_embeddings rule's entry point (``python -m aefheight fetch-embeddings``, the
 rule's 4 threads) against the test suite's fixture server on 127.0.0.1 (the Source Cooperative
 layout, band-interleaved COGs), first with no fault, then with every 2nd request answered
 HTTP 500, alternating the two ``--repeats`` times. Prints MB/s of int8 codes written (median)
@@ -38,10 +38,11 @@ def run_once(srv, index: Path, work: Path, every: int | None) -> tuple[float, fl
     if every:
         srv.fail_every(every, "500")
     out = work / "embeddings.tif"
-    cmd = [sys.executable, "-m", "aefheight", "download", "embeddings", "--aoi", "fix"]
+    cmd = [sys.executable, "-m", "aefheight", "fetch-embeddings", "--aoi", "fix"]
     cmd += ["--settings", json.dumps(aoi_section("source_coop"))]
     cmd += ["--downloads", json.dumps(downloads(srv.url, retry_delay_s=0.01))]
-    cmd += ["--index", str(index), "--cache-dir", str(work / "blocks"), "--out", str(out)]
+    cmd += ["--index", str(index), "--cache-dir", str(work / "blocks"), "--embeddings", str(out)]
+    cmd += ["--provenance", str(work / "embeddings.json")]
     cmd += ["--threads", "4"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
     t0 = time.perf_counter()

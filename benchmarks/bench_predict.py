@@ -43,7 +43,7 @@ def make_checkpoint(arch: str, path: Path) -> Path:
 
     if not path.exists():
         torch.manual_seed(0)
-        ms = make(ModelSettings, arch=arch)
+        ms = c.settings_of(ModelSettings, arch=arch)
         save_checkpoint(path, build_model(ms), ms, mean=60.0, std=25.0)
     return path
 
@@ -85,7 +85,7 @@ def part_overhead(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     paths = c.make_aoi(a.overhead_size, a.overhead_size, f"aoi_{a.overhead_size}")
     ckpt = make_checkpoint("unetplusplus", c.DATA / "unetplusplus_random.pt")
-    s = make(PredictSettings, window=256, overlap=64, batch_size=4)  # the study's config
+    s = c.settings_of(PredictSettings, window=256, overlap=64, batch_size=4)  # the study's config
     batches = window_batches(paths["embeddings"], s)
     model, _ = load_checkpoint(ckpt)
     out = c.DATA / "overhead_pred.tif"
@@ -224,10 +224,10 @@ def part_memory(a: argparse.Namespace) -> list[dict]:
         for name in ("streamed (ours)", "canvas (MONAI style)"):
             out = c.DATA / f"mem_pred_{size}.tif"
             if name.startswith("streamed"):
-                cmd = [sys.executable, "-m", "aefheight", "predict"]
+                cmd = [sys.executable, "-m", "aefheight", "predict"]  # the rule's command
                 cmd += ["--settings", json.dumps(settings), "--model", "ridge", "--seed", "0"]
                 cmd += ["--embeddings", str(paths["embeddings"]), "--checkpoint", str(ckpt)]
-                cmd += ["--out", str(out), "--threads", "1"]
+                cmd += ["--prediction", str(out), "--threads", "1"]
             else:
                 cmd = [sys.executable, __file__, "--canvas-worker", str(paths["embeddings"])]
                 cmd += [str(ckpt), str(out), "--window", str(a.window), "--overlap", str(a.overlap)]

@@ -132,14 +132,15 @@ def _passes(make, items: list, budget: float, files: list[Path], ceiling=None) -
 
 def worker(name: str, a: argparse.Namespace) -> list[dict]:
     import rasterio
-    from aefheight.patches import PatchDataset, PatchStore
+    from aefheight.dataset import PatchDataset
+    from aefheight.patches import PatchStore
     from rasterio.windows import Window
 
     p = a.patch
-    n_store = len(PatchStore(a.store))
+    n_store = len(PatchStore(*c.store_files(a.store)))
     rng = np.random.default_rng(a.seed)
     order = rng.permutation(n_store).tolist()
-    store_files = [a.store / "embeddings.npy", a.store / "dsm.npy"]
+    store_files = list(c.store_files(a.store))
     e_bytes, z_bytes = 64 * p * p, 4 * p * p
     if name == "memcpy":
 
@@ -154,7 +155,7 @@ def worker(name: str, a: argparse.Namespace) -> list[dict]:
 
         return _passes(make, order + order, a.budget, [])
     if name == "disk":  # the same bytes in one sequential pass, reused buffers: the best case
-        store = PatchStore(a.store)
+        store = PatchStore(*c.store_files(a.store))
 
         def make():
             chunk = bytearray(e_bytes)
@@ -174,7 +175,7 @@ def worker(name: str, a: argparse.Namespace) -> list[dict]:
         pos = {k: i for i, k in enumerate(order)}
 
         def make():
-            store = PatchStore(a.store)
+            store = PatchStore(*c.store_files(a.store))
             if name == "ours+dequant":  # PatchDataset: prefetch a batch, then item by item
                 ds = PatchDataset(store, np.arange(n_store), mean=0.0, std=1.0)
 
@@ -268,7 +269,7 @@ def main() -> None:
         setup_torchgeo()
         return
 
-    from aefheight.patches import PatchStore, TilingSettings, tile
+    from aefheight.patches import PatchStore
 
     paths = c.make_aoi(a.size, a.size, f"aoi_{a.size}")
     store_dir = paths["embeddings"].parent / f"store{a.patch}"
@@ -276,10 +277,10 @@ def main() -> None:
     if not (store_dir / "index.parquet").exists():
         c.evict(*paths.values())
         t0 = time.perf_counter()
-        tile(paths["embeddings"], paths["dsm"], store_dir, make(TilingSettings, a.patch))
+        c.tile_store(paths, store_dir, a.patch)
         tiling_s = time.perf_counter() - t0
-    n_store = len(PatchStore(store_dir))
-    store_files = [store_dir / "embeddings.npy", store_dir / "dsm.npy"]
+    n_store = len(PatchStore(*c.store_files(store_dir)))
+    store_files = list(c.store_files(store_dir))
     tif_files = [paths["embeddings"], paths["dsm"]]
     me = [sys.executable, __file__, "--patch", str(a.patch), "--n", str(a.n)]
     me += ["--budget", str(a.budget), "--seed", str(a.seed), "--store", str(store_dir)]

@@ -31,7 +31,6 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
     """A patch store (the tile step), a split with ``steps`` x batch train patches, its raster."""
     import geopandas as gpd
     import rasterio
-    from aefheight.patches import TilingSettings, tile
     from aefheight.raster import Grid
     from aefheight.split import CODES
 
@@ -43,7 +42,7 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
     paths = c.make_aoi(w, h, f"aoi_{w}x{h}")
     store = paths["embeddings"].parent / f"store{a.patch}"
     if not (store / "index.parquet").exists():
-        tile(paths["embeddings"], paths["dsm"], store, make(TilingSettings, a.patch))
+        c.tile_store(paths, store, a.patch)
     index = gpd.read_parquet(store / "index.parquet")
     if len(index) < n:
         sys.exit(f"only {len(index)} patches; need {n}")
@@ -69,7 +68,7 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
 def old_reader() -> None:
     """The reader before this benchmark: no batch prefetch, int16-indexed LUT."""
     from aefheight import aef
-    from aefheight.patches import PatchDataset
+    from aefheight.dataset import PatchDataset
 
     def dequantize(codes, nodata_value=np.nan):
         lut = aef._LUT
@@ -129,10 +128,15 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
 
     torch.utils.data.DataLoader = TimedLoader
     train.augment, train._evaluate = timed_augment, timed_evaluate
-    ms = make(ModelSettings, arch="unetplusplus")
-    ts = make(train.TrainSettings, max_epochs=1, patience=1, batch_size=a.batch, device="cpu")
+    ms = c.settings_of(ModelSettings, arch="unetplusplus")
+    ts = c.settings_of(
+        train.TrainSettings, max_epochs=1, patience=1, batch_size=a.batch, device="cpu"
+    )
     t0 = time.perf_counter()
-    train.train_net(store, split, tif, ms, ts, seed=0, out_dir=out, threads=a.threads)
+    train.train_net(
+        *c.store_files(store), split, tif, ms, ts, 0, "unetplusplus",
+        out / "checkpoint.pt", out / "history.csv", out / "resume.pt", threads=a.threads,
+    )  # fmt: skip
     t["train_net"] = time.perf_counter() - t0
     return t
 

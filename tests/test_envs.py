@@ -46,7 +46,16 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "seaborn": ("seaborn-base", "seaborn"),
     "geopandas": ("geopandas", "geopandas-base"),
 }
-NO_TORCH_RULES = re.compile(r"^(tile|fetch_\w+|download_\w+)$")  # download and tiling
+TORCH_RULES = {"train_net", "train_ridge", "predict"}  # no other env carries torch
+# conda-forge name -> PyPI name in pyproject.toml, where they differ
+PYPI_NAMES = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
+# Packages an env may carry without importing them: the engines its imports load by name
+# (GeoPackage/Parquet I/O, pandas' Markdown/LaTeX writers) and smp's encoder libraries.
+ENGINES = {
+    "geopandas": {"pandas", "pyogrio", "pyarrow", "shapely"},
+    "pandas": {"pyarrow", "tabulate", "jinja2"},
+    "segmentation-models-pytorch": {"timm", "torchvision"},
+}
 PIN = re.compile(r"^[A-Za-z0-9_.\-]+\s*(==?|>=|~=)\s*[0-9]")
 
 
@@ -99,17 +108,12 @@ def env_path(rule: str) -> Path | None:
     return ((REPO / "workflow" / "rules") / rel).resolve()
 
 
-def commands(rule: str) -> list[tuple[str, str, str | None]]:
-    """The `aefheight` commands of a rule's shell: [(subcommand, CLI function, kind)], kind
-    being the subcommand's positional `kind` (`plot split-map`, `download dsm`) if it has one."""
+def commands(rule: str) -> list[tuple[str, str]]:
+    """The `aefheight` commands of a rule's shell: [(subcommand, CLI function)]."""
     shell = directive(rule_blocks()[rule], "shell") or ""
-    out = []
-    for sub, word in re.findall(
-        r"python -m aefheight ([a-z][a-z0-9_-]*)(?: ([a-z][a-z0-9-]*))?", shell
-    ):
-        func, takes_kind = cli_functions()[sub]
-        out.append((sub, func, word if takes_kind and word else None))
-    return out
+    return [
+        (s, cli_functions()[s]) for s in re.findall(r"python -m aefheight ([a-z][a-z0-9-]*)", shell)
+    ]
 
 
 def command_rules() -> list[str]:
@@ -123,9 +127,8 @@ def command_rules() -> list[str]:
 
 
 @cache
-def cli_functions() -> dict[str, tuple[str, bool]]:
-    """Subcommand -> (name of the function in aefheight/cli.py that runs it, whether the
-    subcommand takes a positional `kind`)."""
+def cli_functions() -> dict[str, str]:
+    """Subcommand -> name of the function in aefheight/cli.py that runs it."""
     sys.path.insert(0, str(PKG_ROOT))
     try:
         from aefheight.cli import build_parser
@@ -133,13 +136,7 @@ def cli_functions() -> dict[str, tuple[str, bool]]:
         sys.path.remove(str(PKG_ROOT))
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return {
-        name: (
-            p.get_default("func").__name__,
-            any(a.dest == "kind" and not a.option_strings for a in p._actions),
-        )
-        for name, p in sub.choices.items()
-    }
+    return {name: p.get_default("func").__name__ for name, p in sub.choices.items()}
 
 
 # --- the envs ------------------------------------------------------------------------------
@@ -148,6 +145,27 @@ def cli_functions() -> dict[str, tuple[str, bool]]:
 @cache
 def env(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
+
+
+def env_pins(path: Path) -> dict[str, str]:
+    """Package -> pinned version of an env (build strings dropped)."""
+    return {
+        m.group(1).lower(): m.group(2)
+        for dep in env(path)["dependencies"]
+        if (m := re.match(r"([A-Za-z0-9_.\-]+)=([0-9][^=]*)", dep))
+    }
+
+
+@cache
+def pyproject_pins() -> dict[str, str]:
+    """Package -> version of every `==` pin in pyproject.toml (dependencies and extras)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    deps = [*project["dependencies"], *(d for extra in extras for d in extra)]
+    pins = (re.match(r"([A-Za-z0-9_.\-]+)==([0-9.]+)", d) for d in deps)
+    return {m.group(1).lower(): m.group(2) for m in pins if m}
 
 
 def env_packages(path: Path) -> set[str]:
@@ -229,42 +247,8 @@ def _module_level_imports(mod: Module):
         stack.extend(ast.iter_child_nodes(node))
 
 
-def _kind_verdict(test: ast.expr, kind: str | None) -> bool | None:
-    """Whether `if a.kind == "x":` (or !=, in, not in) holds for the given kind; None if the
-    test is about something else."""
-    if kind is None or not isinstance(test, ast.Compare) or len(test.ops) != 1:
-        return None
-    left, op, right = test.left, test.ops[0], test.comparators[0]
-    if not (isinstance(left, ast.Attribute) and left.attr == "kind"):
-        return None
-    try:
-        value = ast.literal_eval(right)
-    except ValueError:
-        return None
-    if isinstance(op, ast.Eq | ast.NotEq) and isinstance(value, str):
-        return (kind == value) == isinstance(op, ast.Eq)
-    if isinstance(op, ast.In | ast.NotIn) and isinstance(value, tuple | list | set):
-        return (kind in value) == isinstance(op, ast.In)
-    return None
-
-
-def _live_nodes(stmts: list[ast.stmt], kind: str | None):
-    """The nodes of statements that run for this `kind` (branches on `a.kind` pruned)."""
-    for st in stmts:
-        if isinstance(st, ast.If):
-            verdict = _kind_verdict(st.test, kind)
-            if verdict is not None:
-                branch = st.body if verdict else st.orelse
-                yield from _live_nodes(branch, kind)
-                if branch and isinstance(branch[-1], ast.Return | ast.Raise):
-                    return
-                continue
-        yield from ast.walk(st)
-
-
-def reachable_imports(entry_module: str, entry_function: str, kind: str | None = None) -> set[str]:
-    """Third-party modules imported when `entry_function` of `entry_module` runs (with the
-    CLI's positional `kind`, when it has one, deciding `if a.kind == ...` branches)."""
+def reachable_imports(entry_module: str, entry_function: str) -> set[str]:
+    """Third-party modules imported when `entry_function` of `entry_module` runs."""
     mods = modules()
     third: set[str] = set()
     seen: set[tuple[str, str | None]] = set()
@@ -319,8 +303,7 @@ def reachable_imports(entry_module: str, entry_function: str, kind: str | None =
             continue
         targets = mod.defs.values() if what == "*" else [mod.defs.get(what)]
         for target in filter(None, targets):
-            entry = (name, what) == (entry_module, entry_function)
-            nodes = list(_live_nodes(target.body, kind if entry else None))
+            nodes = [n for st in target.body for n in ast.walk(st)]
             nodes += [n for d in target.decorator_list for n in ast.walk(d)]
             if isinstance(target, ast.ClassDef):
                 nodes += [n for b in target.bases for n in ast.walk(b)]
@@ -359,8 +342,8 @@ def providers(module: str) -> tuple[str, ...]:
 
 def rule_imports(rule: str) -> set[str]:
     out: set[str] = set()
-    for _, func, kind in commands(rule):
-        out |= reachable_imports(f"{PKG}.cli", func, kind)
+    for _, func in commands(rule):
+        out |= reachable_imports(f"{PKG}.cli", func)
     return out
 
 
@@ -411,14 +394,16 @@ def test_env_provides_every_module_the_rule_imports(rule):
 def test_the_import_check_sees_lazy_and_module_level_imports():
     """A self-check of the analysis on code whose imports are known."""
     top = lambda mods: {m.split(".")[0] for m in mods}  # noqa: E731
-    train = top(reachable_imports(f"{PKG}.cli", "cmd_train"))
+    train = top(reachable_imports(f"{PKG}.cli", "train_ridge"))
     # module level (torch), lazy in a reachable function (sklearn, smp)
     assert {"torch", "segmentation_models_pytorch", "sklearn"} <= train
-    synth = top(reachable_imports(f"{PKG}.cli", "cmd_synthesize"))
+    assert "sklearn" not in top(reachable_imports(f"{PKG}.cli", "train_net"))
+    synth = top(reachable_imports(f"{PKG}.cli", "synthesize"))
     assert {"numpy", "rasterio", "scipy"} <= synth
     assert not synth & {"torch", "sklearn", "matplotlib", "geopandas"}
-    # `plot split-map` reaches the split map's code, not every figure's
-    assert "matplotlib" in top(reachable_imports(f"{PKG}.cli", "cmd_plot", "split-map"))
+    # the split map reaches matplotlib; the tiling reaches no torch (dataset.py is apart)
+    assert "matplotlib" in top(reachable_imports(f"{PKG}.cli", "split_map"))
+    assert "torch" not in top(reachable_imports(f"{PKG}.cli", "tile"))
 
 
 def test_training_env_pins_a_cuda_pytorch():
@@ -428,9 +413,28 @@ def test_training_env_pins_a_cuda_pytorch():
     assert "CONDA_OVERRIDE_CUDA" in (ENVS / "train_net.yaml").read_text()
 
 
-@pytest.mark.parametrize("rule", [r for r in command_rules() if NO_TORCH_RULES.match(r)])
-def test_download_and_tiling_envs_carry_no_torch(rule):
+@pytest.mark.parametrize("path", sorted(ENVS.glob("*.yaml")), ids=lambda p: p.name)
+def test_env_pins_exactly_the_venvs_versions(path):
+    """One source of versions: pyproject.toml. An env pins each package as the venv does."""
+    pins = pyproject_pins()
+    for name, version in env_pins(path).items():
+        if name == "python":
+            continue
+        pypi = PYPI_NAMES.get(name, name)
+        assert pypi in pins, f"{path.name}: {name} is not pinned in pyproject.toml"
+        assert version == pins[pypi], f"{path.name}: {name}={version}, pyproject {pins[pypi]}"
+
+
+@pytest.mark.parametrize("rule", command_rules())
+def test_env_carries_only_what_the_rule_imports(rule):
+    wanted = {p for m in rule_imports(rule) for p in providers(m)} | {"python"}
+    wanted |= {e for p in list(wanted) for e in ENGINES.get(p, ())}
+    extra = env_packages(env_path(rule)) - wanted
+    assert not extra, f"envs/{rule}.yaml carries {sorted(extra)}, which its code never imports"
+
+
+@pytest.mark.parametrize("rule", [r for r in command_rules() if r not in TORCH_RULES])
+def test_no_torch_outside_training_and_prediction(rule):
     needs = {m for m in rule_imports(rule) if m.split(".")[0] == "torch"}
-    if needs:
-        pytest.xfail(f"the code of rule {rule} imports torch ({sorted(needs)}), so its env must")
+    assert not needs, f"the code of rule {rule} imports torch ({sorted(needs)})"
     assert "pytorch" not in env_packages(env_path(rule))

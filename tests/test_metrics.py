@@ -111,7 +111,7 @@ def test_le90_is_the_90th_percentile_of_abs_dh_not_p95_minus_p5():
 
 def test_crossover_height_finds_the_sign_change_despite_noise():
     import pandas as pd
-    from aefheight.metrics import crossover_height
+    from aefheight.tables import crossover_height
 
     lo = np.arange(0, 300, 10.0)
     bias = np.where(lo + 5 < 100, 5.0, -5.0)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import rasterio
 from aefheight.errors import GridMismatch, RasterError
-from aefheight.raster import Grid, atomic_path, check_same_grid, open_raster, to_cog
+from aefheight.files import atomic_path
+from aefheight.raster import Grid, check_same_grid, open_raster, to_cog
 from affine import Affine
 from rasterio.crs import CRS
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "workflow")]
+sys.path[:0] = [str(HERE)]
 
 import slurmctl  # noqa: E402
 from clusterhelp import (  # noqa: E402
-    REPO,
     RUN_TIMEOUT,
     SLURM_ARGS,
     SLURM_ENV,
@@ -35,6 +34,7 @@ from clusterhelp import (  # noqa: E402
     start_run,
     study_config,
 )
+from helpers import REPO  # noqa: E402
 
 SKIPPED: list[str] = []  # reasons the SLURM tests were skipped, for the closing banner
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusterhelp import REPO, SLURM_ENV, snakemake_cmd, study_config
+from clusterhelp import SLURM_ENV, study_config
 from clusterhelp import run_env as _env
+from helpers import REPO, snakemake_cmd
 from snakemake.profiles import ProfileConfigFileParser
 
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"

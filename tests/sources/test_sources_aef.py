@@ -140,7 +140,7 @@ def test_500s_and_dropped_connections_are_survived(server, world, cache, tmp_pat
 def test_cli_download_finishes_against_a_server_failing_every_second_request(
     server, world, cache, tmp_path, kind
 ):
-    """The rule's entry point (`python -m aefheight download ...`) with the rule's threads."""
+    """The rule's entry point (`python -m aefheight fetch-embeddings`) with its threads."""
     import json
     import os
     import subprocess
@@ -153,10 +153,11 @@ def test_cli_download_finishes_against_a_server_failing_every_second_request(
     out = tmp_path / "embeddings.tif"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("GDAL_NUM_THREADS", None)
-    cmd = [sys.executable, "-m", "aefheight", "download", "embeddings", "--aoi", "fix"]
+    cmd = [sys.executable, "-m", "aefheight", "fetch-embeddings", "--aoi", "fix"]
     cmd += ["--settings", json.dumps(aoi_section("source_coop")), "--downloads", json.dumps(d)]
     cmd += ["--index", str(index), "--cache-dir", str(cache / "aef" / "blocks")]
-    cmd += ["--out", str(out), "--threads", "4"]  # the fetch_embeddings rule's threads
+    cmd += ["--embeddings", str(out), "--provenance", str(tmp_path / "embeddings.json")]
+    cmd += ["--threads", "4"]  # the fetch_embeddings rule's threads
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp, _ = expected(world, out)

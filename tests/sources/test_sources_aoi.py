@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from aefheight.errors import ConfigError
-from aefheight.settings import from_mapping, make
+from aefheight.settings import from_mapping
 from aefheight.sources.aoi import blocks, target_grid, utm_crs_for, utm_zone_name
 from aefheight.sources.spec import AOISpec, DSMSettings, RealAOISettings
 
@@ -104,9 +104,16 @@ def test_blocks_tile_the_grid_exactly():
 
 
 def test_settings_name_bad_keys():
+    real = {"source": "source_coop", "year": 2020, "aoi": {"bbox": [0, 0, 1, 1]}}
     with pytest.raises(ConfigError, match=r"aois.x.dsm.archives must list"):
-        make(RealAOISettings, dsm={"source": "rge_alti"}, aoi={"bbox": [0, 0, 1, 1]}).dsm_settings(
-            "aois.x"
+        from_mapping(RealAOISettings, {**real, "dsm": {"source": "rge_alti"}}, "aois.x")
+    with pytest.raises(ConfigError, match=r"unknown config key aois\.x\.dsm\.tiles"):
+        from_mapping(DSMSettings, {"tiles": 3}, "aois.x.dsm")
+    with pytest.raises(ConfigError, match=r"aois\.x\.synthetic does not apply here"):
+        from_mapping(
+            RealAOISettings,
+            {**real, "source": "synthetic", "dsm": {"source": "copernicus_glo30"}},
+            "aois.x",
         )
     with pytest.raises(ConfigError, match=r"unknown config key aois\.x\.dsm\.tiles"):
         from_mapping(DSMSettings, {"tiles": 3}, "aois.x.dsm")

@@ -36,8 +36,12 @@ def test_prediction_killed_mid_write_leaves_no_partial_file_and_rerun_completes(
         str(tiny_aoi["embeddings"]),
         "--checkpoint",
         str(tmp_path / "m.pt"),
-        "--out",
+        "--prediction",
         str(out),
+        "--model",
+        "unet",
+        "--seed",
+        "0",
     )
     proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -75,12 +79,16 @@ def test_full_disk_is_one_clear_error_and_keeps_complete_files(tmp_path):
         proc = subprocess.run(
             _cli(
                 "synthesize",
+                "--aoi",
+                "demo",
                 "--settings",
                 '{"width": 256, "height": 192}',
                 "--embeddings",
                 str(disk / "e.tif"),
                 "--dsm",
                 str(disk / "d.tif"),
+                "--landcover",
+                str(disk / "l.tif"),
             ),
             env=_env(),
             capture_output=True,
@@ -94,7 +102,7 @@ def test_full_disk_is_one_clear_error_and_keeps_complete_files(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("aefheight synthesize: error:") and "disk nearly full" in last
     assert "Traceback" not in proc.stderr
-    assert names == ["d.tif"]  # the complete DSM stays; no partial embeddings file
+    assert names == ["d.tif", "l.tif"]  # the complete DSM and land cover stay; no partial embeddings
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rasterio.errors import RasterioIOError
-
 from .errors import AefHeightError
 from .settings import from_mapping, parse_json
 
@@ -362,7 +360,8 @@ def _error_line(args: A, exc: BaseException) -> str | None:
     """The one line a user error ends with; None for a bug (the traceback is kept)."""
     if isinstance(exc, AefHeightError):
         return str(exc)
-    if isinstance(exc, RasterioIOError):  # GDAL failed to read or write a raster mid-way
+    rio = sys.modules.get("rasterio.errors")  # not imported: no raster was touched
+    if rio is not None and isinstance(exc, rio.RasterioIOError):  # GDAL failed mid-way
         return f"raster I/O failed: {exc}{_low_disk(args)}"
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         return f"cannot write {exc.filename or 'output'}: {exc.strerror}"

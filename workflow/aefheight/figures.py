@@ -12,14 +12,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 
-import geopandas as gpd
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .raster import atomic_path, open_raster, read_dsm_block
+from .files import atomic_path
+from .names import CODES, SPLITS, model_label
+from .raster import open_raster, read_dsm_block
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ MODEL_COLORS = {
     "ridge": "#7f7f7f",
     "ridge_ctx": "#bcbd22",
 }
-MODEL_LABELS = {
-    "unet": "U-Net",
-    "unetplusplus": "U-Net++",
-    "ridge": "Ridge",
-    "ridge_ctx": "Ridge (multi-scale box means)",
-}
-
-
-def model_label(name: str) -> str:
-    return MODEL_LABELS.get(name, name)
 
 
 def model_color(name: str) -> str:
@@ -89,9 +80,8 @@ def split_map(
     split_gpkg: Path, split_tif: Path, dsm_path: Path, out: Path, pdf: Path | None = None
 ) -> Figure:
     """Pixel split labels (buffer included) and patch outlines over the reference DSM."""
+    import geopandas as gpd  # only the split map reads vector data
     from matplotlib.colors import ListedColormap
-
-    from .split import CODES
 
     df = gpd.read_file(split_gpkg, layer="patches")
     z, extent = overview(dsm_path)
@@ -134,7 +124,7 @@ def pred_vs_ref(
     samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: Path, pdf: Path | None = None
 ) -> Figure:
     """Hexbin of predicted vs reference height per split, 1:1 line, metrics in the corner."""
-    splits = [s for s in ("train", "val", "test") if (samples["split"] == s).any()]
+    splits = [s for s in SPLITS if (samples["split"] == s).any()]
     fig, axes = plt.subplots(
         1,
         max(1, len(splits)),
@@ -232,7 +222,7 @@ def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None 
     bins = np.linspace(-lim, lim, 81)
     for ax, m in zip(axes[0], models, strict=True):
         s = samples[m]
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             d = (s["prediction"] - s["reference"])[s["split"] == split]
             if len(d):
                 ax.hist(
@@ -258,7 +248,7 @@ def height_shift(
 ) -> Figure:
     """Reference-height distribution per split on one axis, with the shift statistics."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         h = hist[hist["split"] == split]
         if len(h):
             ax.stairs(

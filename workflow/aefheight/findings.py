@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .names import CODES
+
 
 def rst_table(df: pd.DataFrame, title: str = "") -> str:
     """A reStructuredText ``csv-table`` of a small frame of strings and numbers."""
@@ -26,7 +28,7 @@ def _split_sentence(areas: pd.DataFrame) -> str:
     a = areas.set_index("split")
     parts = [
         f"{k} {a.loc[k, 'area_km2']:.1f} km² ({a.loc[k, 'pct']:.1f} %)"
-        for k in ("train", "val", "test", "buffer", "unused")
+        for k in CODES
         if k in a.index
     ]
     return (

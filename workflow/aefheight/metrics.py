@@ -19,6 +19,8 @@ from scipy import stats as sps
 
 from . import aef
 from .errors import NoValidData
+from .files import write_csv
+from .names import CODES, SPLITS
 from .raster import (
     Grid,
     check_same_grid,
@@ -26,9 +28,7 @@ from .raster import (
     read_checked,
     read_dsm_block,
     window_phase,
-    write_csv,
 )
-from .split import CODES, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -160,25 +160,6 @@ class BinnedErrors:
             for k, v in sorted(self.sums.items())
         ]
         return pd.DataFrame(rows, columns=["key", "n", "bias_m", "rmse_m"])
-
-
-def crossover_height(by_height: pd.DataFrame, min_n: int = 100) -> float:
-    """Reference height where a model turns from over- (dh > 0) to under-estimation.
-
-    The bin edge that best separates the two: it maximises the summed dh (n x bias) of the bins
-    below minus that of the bins above, so a few noisy sign flips do not move it. NaN when the
-    bias is not positive below and negative above any edge (e.g. it never changes sign).
-    """
-    b = by_height[by_height["n"] >= min_n].sort_values("height_lo_m")
-    if len(b) < 2:
-        return float("nan")
-    total = (b["n"] * b["bias_m"]).to_numpy()
-    below = np.cumsum(total)[:-1]  # summed dh of bins 0..k
-    above = total.sum() - below
-    k = int(np.argmax(below - above))
-    if below[k] <= 0 or above[k] >= 0:
-        return float("nan")
-    return float(b["height_hi_m"].iloc[k])
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch import nn
 from . import aef
 from .config import RIDGE
 from .errors import ConfigError, RasterError
-from .raster import atomic_path
+from .files import atomic_path
 
 
 def smp_archs() -> dict[str, Any]:
@@ -103,6 +103,15 @@ class BoxRidge(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is cuda but no CUDA device is visible")
+    return torch.device(name)
 
 
 def build_model(s: ModelSettings, in_channels: int = aef.BANDS) -> nn.Module:

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from . import aef
 from .errors import NoValidData, RasterError, TooFewPatches
-from .raster import Grid, atomic_path, check_same_grid, open_raster, read_checked, read_dsm_block
+from .files import atomic_path
+from .raster import Grid, check_same_grid, open_raster, read_checked, read_dsm_block
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from . import aef
 from .errors import ConfigError
-from .models import load_checkpoint
-from .raster import Grid, open_raster, read_checked, scratch_path, to_cog, window_origins
+from .files import scratch_path
+from .models import load_checkpoint, pick_device
+from .raster import Grid, open_raster, read_checked, to_cog, window_origins
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ def predict_raster(
     meta: dict[str, str] | None = None,
 ) -> None:
     """Predict heights over the whole embedding raster into a float32 COG (nodata -9999)."""
-    from .train import pick_device
-
     torch.set_num_threads(max(1, threads))
     device = pick_device(s.device)
     model, ckpt = load_checkpoint(checkpoint_path, device=str(device))

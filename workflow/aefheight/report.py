@@ -13,29 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import tables
+from .files import write_csv
 from .findings import findings_rst, front_page
-from .metrics import crossover_height
-from .raster import write_csv
-
-
-def crossover_table(by_height: list[pd.DataFrame]) -> pd.DataFrame:
-    """Per prediction and split (test, all): the height where the bias changes sign."""
-    rows = []
-    for bh in by_height:
-        for split in ("test", "all"):
-            sub = bh if split == "all" else bh[bh["split"] == split]
-            g = sub.assign(s1=sub["n"] * sub["bias_m"])
-            g = g.groupby(["height_lo_m", "height_hi_m"], as_index=False)[["n", "s1"]].sum()
-            g["bias_m"] = g["s1"] / g["n"]
-            rows.append(
-                {
-                    "model": bh["model"].iloc[0],
-                    "seed": bh["seed"].iloc[0],
-                    "split": split,
-                    "crossover_height_m": crossover_height(g),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def _shift_markdown(
@@ -96,7 +75,7 @@ def write_tables(
     seams = pd.concat([pd.read_csv(p) for p in inputs["seams"]], ignore_index=True)
     write_csv(seams, outputs["seam_table"])
     quant, stats = pd.read_csv(inputs["quantiles"]), pd.read_csv(inputs["stats"])
-    cross = crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
+    cross = tables.crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
     write_csv(cross, outputs["crossover"])
     tables.write_text(_shift_markdown(head, comps, quant, stats, cross), outputs["shift_md"])
     tables.write_text(

@@ -77,7 +77,7 @@ def _first_sentence(text: str) -> str:
     return re.split(r"(?<=\.)\s", " ".join(text.split()), maxsplit=1)[0].rstrip(".")
 
 
-def _message(err: jsonschema.ValidationError, section: str) -> str:
+def _message(err: jsonschema.ValidationError, section: str, where: str) -> str:
     """One line naming the key, what is wrong and what the key is for."""
     key = section
     for p in err.absolute_path:
@@ -91,30 +91,40 @@ def _message(err: jsonschema.ValidationError, section: str) -> str:
         return f"config key {key}.{missing.group(1) if missing else '?'} is required"
     path = ".".join(str(p) for p in err.absolute_path if not isinstance(p, int))
     try:
-        about = subschema(".".join(p for p in (section, path) if p)).get("description", "")
+        about = subschema(".".join(p for p in (where, path) if p)).get("description", "")
     except ConfigError:
         about = ""
     hint = f" ({_first_sentence(about)})" if about else ""
     if err.validator == "type":
         expected = err.validator_value
-        return f"config key {key} has the wrong type: got {err.instance!r}, expected {expected}{hint}"
+        return (
+            f"config key {key} has the wrong type: got {err.instance!r}, expected {expected}{hint}"
+        )
     detail = "" if err.validator == "not" else f": {err.message}"
     return f"config key {key} = {err.instance!r} is invalid{detail}{hint}"
 
 
-def validate_section(mapping: dict[str, Any] | None, section: str) -> dict[str, Any]:
+def validate_section(
+    mapping: dict[str, Any] | None, where: str, section: str | None = None
+) -> dict[str, Any]:
     """A copy of a config section, checked against the schema, with defaults filled in.
+
+    Args:
+        mapping: the section (None: empty).
+        where: its path in the schema (``training``, ``models.<name>``; "" = the whole config).
+        section: its path in the user's config, named in messages (``models.unet``).
 
     Raises:
         ConfigError: one line naming the first bad key (unknown, missing, wrong type/range).
     """
+    section = where if section is None else section
     data = copy.deepcopy(mapping) if mapping is not None else {}
     errors = sorted(
-        _Validator(subschema(section)).iter_errors(data),
+        _Validator(subschema(where)).iter_errors(data),
         key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
     )
     if errors:
-        raise ConfigError(_message(errors[0], section))
+        raise ConfigError(_message(errors[0], section, where))
     return data
 
 
@@ -127,8 +137,9 @@ def from_mapping(cls: type[T], mapping: dict[str, Any] | None, section: str | No
         section: the section's path named in messages (e.g. ``aois.demo.synthetic``);
             ``cls.SECTION`` if not given.
     """
-    section = section or cls.SECTION  # type: ignore[attr-defined]
-    data = validate_section(mapping, section)
+    where: str = cls.SECTION  # type: ignore[attr-defined]  # the schema's path, e.g. models.<name>
+    section = section or where
+    data = validate_section(mapping, where, section)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key in data:

@@ -30,14 +30,12 @@ import rasterio
 from scipy import ndimage
 
 from .errors import ConfigError, TooFewPatches
-from .raster import Grid, atomic_path, open_raster, write_csv
+from .files import atomic_path, write_csv
+from .names import CODES, SPLITS
+from .raster import Grid, open_raster
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-# values of split.tif; 0 = no patch; unused = in a kept patch but in no split (e.g. the part of a
-# test patch outside the test area)
-CODES = {"train": 1, "val": 2, "test": 3, "buffer": 4, "unused": 5}
 MIN_KEPT_FRACTION = 0.25  # a train/val patch needs this share of its pixels outside the buffer
 
 

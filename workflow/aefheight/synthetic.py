@@ -38,7 +38,8 @@ from scipy import ndimage
 
 from . import aef
 from .errors import ConfigError
-from .raster import Grid, atomic_path, strips
+from .files import atomic_path
+from .raster import Grid, strips
 
 log = logging.getLogger(__name__)
 

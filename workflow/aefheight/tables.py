@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .figures import model_label
-from .raster import atomic_path
+from .files import atomic_path
+from .names import SPLITS, model_label
 
 # metrics.csv column -> (header, decimals); the paper's columns first, then the DEM ones
 COLUMNS = {
@@ -37,7 +37,7 @@ NOTE = (
     "dh = prediction - reference; LE90 = 90th percentile of |dh| (not P95-P5 of signed dh); "
     "NMAD = 1.4826 median(|dh - median dh|)"
 )
-SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+SPLIT_ORDER = {name: i for i, name in enumerate(SPLITS)}
 
 
 def _cell(values: pd.Series, decimals: int) -> str:
@@ -238,4 +238,43 @@ def headline(metrics: pd.DataFrame) -> pd.DataFrame:
                 "test median dh (m)": _cell(te["median_diff_m"], 2),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def crossover_height(by_height: pd.DataFrame, min_n: int = 100) -> float:
+    """Reference height where a model turns from over- (dh > 0) to under-estimation.
+
+    The bin edge that best separates the two: it maximises the summed dh (n x bias) of the bins
+    below minus that of the bins above, so a few noisy sign flips do not move it. NaN when the
+    bias is not positive below and negative above any edge (e.g. it never changes sign).
+    """
+    b = by_height[by_height["n"] >= min_n].sort_values("height_lo_m")
+    if len(b) < 2:
+        return float("nan")
+    total = (b["n"] * b["bias_m"]).to_numpy()
+    below = np.cumsum(total)[:-1]  # summed dh of bins 0..k
+    above = total.sum() - below
+    k = int(np.argmax(below - above))
+    if below[k] <= 0 or above[k] >= 0:
+        return float("nan")
+    return float(b["height_hi_m"].iloc[k])
+
+
+def crossover_table(by_height: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per prediction and split (test, all): the height where the bias changes sign."""
+    rows = []
+    for bh in by_height:
+        for split in ("test", "all"):
+            sub = bh if split == "all" else bh[bh["split"] == split]
+            g = sub.assign(s1=sub["n"] * sub["bias_m"])
+            g = g.groupby(["height_lo_m", "height_hi_m"], as_index=False)[["n", "s1"]].sum()
+            g["bias_m"] = g["s1"] / g["n"]
+            rows.append(
+                {
+                    "model": bh["model"].iloc[0],
+                    "seed": bh["seed"].iloc[0],
+                    "split": split,
+                    "crossover_height_m": crossover_height(g),
+                }
+            )
     return pd.DataFrame(rows)

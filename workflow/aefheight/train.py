@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from . import aef
 from .dataset import PatchDataset
-from .errors import ConfigError, NoValidData
-from .models import ModelSettings, build_model, save_checkpoint
+from .errors import NoValidData
+from .files import atomic_path
+from .models import ModelSettings, build_model, pick_device, save_checkpoint
 from .patches import PatchStore
-from .raster import atomic_path
 from .split import loss_masks
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ class TrainSettings:
     augment: bool  # random flips and 90-degree rotations
     device: str  # auto | cpu | cuda
     precision: str  # auto = bf16 autocast where the device supports it | bf16 | fp32
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` takes CUDA when present, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is cuda but no CUDA device is visible")
-    return torch.device(name)
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:

@@ -55,7 +55,7 @@ from ..errors import (
     RasterError,
     YearNotAvailable,
 )
-from ..raster import atomic_path
+from ..files import atomic_path
 from .aef_index import Tile, load_index, select_tiles
 from .aoi import AOI, Block, block_polygon, blocks, reproject_geometry, target_grid
 from .http import gdal_env, with_retries

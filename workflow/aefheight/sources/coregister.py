@@ -29,7 +29,8 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
 from ..errors import NoValidData, RasterError
-from ..raster import atomic_path, open_raster, strips
+from ..files import atomic_path
+from ..raster import open_raster, strips
 from .aoi import AOI
 from .dsm import DSMSource
 

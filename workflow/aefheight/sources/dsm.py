@@ -36,7 +36,8 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from ..errors import ConfigError, MissingTile, NoValidData, RasterError
-from ..raster import atomic_path, open_raster
+from ..files import atomic_path
+from ..raster import open_raster
 from .aoi import AOI
 from .http import NotFound, download_file
 from .spec import DownloadSettings, DSMSettings

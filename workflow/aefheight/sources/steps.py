@@ -1,4 +1,4 @@
-"""The three download steps the CLI runs (``aefheight download index|embeddings|dsm``).
+"""The three download steps the CLI runs (`aefheight fetch-aef-index|fetch-embeddings|fetch-dsm`).
 
 Each takes the config sections as plain mappings (checked against the settings dataclasses,
 so a bad key is named), does its work, and writes a small provenance JSON beside its raster
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..raster import atomic_path
+from ..files import atomic_path
 from ..settings import from_mapping
 from .spec import DownloadSettings, RealAOISettings
 

@@ -1,0 +1,23 @@
+"""Names every step shares, defined once: the splits, their codes in split.tif, model labels.
+
+No third-party import, so any step's env can use them.
+"""
+
+from __future__ import annotations
+
+SPLITS = ("train", "val", "test")
+# values of split.tif; 0 = no patch; unused = in a kept patch but in no split (e.g. the part of a
+# test patch outside the test area)
+CODES = {"train": 1, "val": 2, "test": 3, "buffer": 4, "unused": 5}
+
+MODEL_LABELS = {
+    "unet": "U-Net",
+    "unetplusplus": "U-Net++",
+    "ridge": "Ridge",
+    "ridge_ctx": "Ridge (multi-scale box means)",
+}
+
+
+def model_label(name: str) -> str:
+    """The display name of a model (the config name where none is set)."""
+    return MODEL_LABELS.get(name, name)
