@@ -102,7 +102,10 @@ def test_full_disk_is_one_clear_error_and_keeps_complete_files(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("aefheight synthesize: error:") and "disk nearly full" in last
     assert "Traceback" not in proc.stderr
-    assert names == ["d.tif", "l.tif"]  # the complete DSM and land cover stay; no partial embeddings
+    assert names == [
+        "d.tif",
+        "l.tif",
+    ]  # the complete DSM and land cover stay; no partial embeddings
 
 
 @pytest.mark.parametrize(
