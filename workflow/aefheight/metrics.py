@@ -9,12 +9,14 @@ rho needs ranks, so it is computed on the uniform random pixel sample (its size 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rasterio
 from scipy import stats as sps
 
 from . import aef
@@ -215,70 +217,43 @@ class SeamCheck:
         )
 
 
-def evaluate(
-    pred_path: Path,
-    dsm_path: Path,
-    split_path: Path,
-    landcover_path: Path | None = None,
-    max_samples: int = 200_000,
-    seed: int = 0,
-    height_bin: float = HEIGHT_BIN,
-) -> Evaluation:
-    """Metrics per split (train, val, test), stratified errors and a random pixel sample."""
-    stats = {k: DiffStats() for k in SPLITS}
-    by_h = {k: BinnedErrors() for k in SPLITS}
-    by_c = {k: BinnedErrors() for k in SPLITS}
-    samples = []
-    rng = np.random.default_rng(seed)
-    with (
-        open_raster(pred_path) as pr,
-        open_raster(dsm_path) as dm,
-        open_raster(split_path) as sp,
-    ):
-        lc = open_raster(landcover_path) if landcover_path else None
-        grid = Grid.of(pr)
-        check_same_grid(grid, Grid.of(dm), pr.name, dm.name)
-        check_same_grid(grid, Grid.of(sp), pr.name, sp.name)
-        if lc is not None:
-            check_same_grid(grid, Grid.of(lc), pr.name, lc.name)
-        keep = min(1.0, max_samples / (grid.width * grid.height))
-        seams = SeamCheck(pr.tags(), grid.height, grid.width)
-        for _, win in pr.block_windows(1):
-            pred = read_checked(pr, win, indexes=1)
-            ref = read_dsm_block(dm, win)
-            lab = read_checked(sp, win, indexes=1)
-            cls = read_checked(lc, win, indexes=1) if lc is not None else None
-            ok = (pred != pr.nodata) & np.isfinite(pred) & np.isfinite(ref)
-            pick = rng.random(ref.shape) < keep
-            seams.update(win, ok, np.abs(pred.astype(np.float64) - ref))
-            for name in SPLITS:
-                area = lab == CODES[name]
-                stats[name].n_total += int(area.sum())
-                m = ok & area
-                r, p = ref[m], pred[m]
-                stats[name].update(r, p)
-                d = p.astype(np.float64) - r
-                by_h[name].update(np.floor(r / height_bin).astype(np.int64), d)
-                if cls is not None:
-                    by_c[name].update(cls[m].astype(np.int64), d)
-                s = m & pick
-                if s.any():
-                    samples.append(
-                        pd.DataFrame({"split": name, "reference": ref[s], "prediction": pred[s]})
-                    )
-        if lc is not None:
-            names = dict(kv.split(":", 1) for kv in lc.tags().get("classes", "").split(",") if kv)
-            lc.close()
-    if all(st.n == 0 for st in stats.values()):
-        raise NoValidData(f"no pixel where both {pred_path} and {dsm_path} are valid")
-    sample = (
-        pd.concat(samples, ignore_index=True)
-        if samples
-        else pd.DataFrame(columns=["split", "reference", "prediction"])
+@dataclass
+class _Tally:
+    """What :func:`evaluate` accumulates window by window, per split."""
+
+    stats: dict[str, DiffStats] = field(default_factory=lambda: {k: DiffStats() for k in SPLITS})
+    by_h: dict[str, BinnedErrors] = field(
+        default_factory=lambda: {k: BinnedErrors() for k in SPLITS}
     )
+    by_c: dict[str, BinnedErrors] = field(
+        default_factory=lambda: {k: BinnedErrors() for k in SPLITS}
+    )
+    samples: list[pd.DataFrame] = field(default_factory=list)
+
+    def update(self, ref, pred, ok, lab, cls, pick, height_bin: float) -> None:
+        """Add one window: reference, prediction, validity, split labels, classes, sample."""
+        for name in SPLITS:
+            area = lab == CODES[name]
+            self.stats[name].n_total += int(area.sum())
+            m = ok & area
+            r, p = ref[m], pred[m]
+            self.stats[name].update(r, p)
+            d = p.astype(np.float64) - r
+            self.by_h[name].update(np.floor(r / height_bin).astype(np.int64), d)
+            if cls is not None:
+                self.by_c[name].update(cls[m].astype(np.int64), d)
+            s = m & pick
+            if s.any():
+                self.samples.append(
+                    pd.DataFrame({"split": name, "reference": ref[s], "prediction": pred[s]})
+                )
+
+
+def _metrics_table(tally: _Tally, sample: pd.DataFrame) -> pd.DataFrame:
+    """One row per split: the accuracy metrics and the Spearman rank correlation (sample)."""
     rows = []
     for k in SPLITS:
-        row = {"split": k, **stats[k].result()}
+        row = {"split": k, **tally.stats[k].result()}
         sub = sample[sample["split"] == k]
         row["spearman_rho"] = (
             float(sps.spearmanr(sub["reference"], sub["prediction"])[0])
@@ -289,30 +264,83 @@ def evaluate(
         rows.append(row)
     metrics = pd.DataFrame(rows)[["split", *METRIC_COLUMNS]]
     metrics["diff_convention"] = DIFF_CONVENTION
-    hs = []
+    return metrics
+
+
+def _binned_tables(
+    tally: _Tally, height_bin: float, names: dict[str, str] | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Errors per reference-height bin and per land-cover class (empty without classes)."""
+    hs, cs = [], []
     for k in SPLITS:
-        t = by_h[k].table()
+        t = tally.by_h[k].table()
         t.insert(0, "split", k)
         t.insert(1, "height_lo_m", t.pop("key") * height_bin)
         t.insert(2, "height_hi_m", t["height_lo_m"] + height_bin)
         hs.append(t)
-    cs = []
     for k in SPLITS:
-        t = by_c[k].table().rename(columns={"key": "class"})
+        t = tally.by_c[k].table().rename(columns={"key": "class"})
         t.insert(0, "split", k)
-        t.insert(
-            2,
-            "class_name",
-            [names.get(str(c), str(c)) for c in t["class"]] if lc is not None else [],
-        )
+        labels = [names.get(str(c), str(c)) for c in t["class"]] if names is not None else []
+        t.insert(2, "class_name", labels)
         cs.append(t)
-    return Evaluation(
-        metrics,
-        sample,
-        pd.concat(hs, ignore_index=True),
-        pd.concat(cs, ignore_index=True),
-        seams.table(),
+    return pd.concat(hs, ignore_index=True), pd.concat(cs, ignore_index=True)
+
+
+def _class_names(lc: rasterio.io.DatasetReader) -> dict[str, str]:
+    """Land-cover code -> name, from the raster's ``classes`` tag (``1:forest,2:urban``)."""
+    return dict(kv.split(":", 1) for kv in lc.tags().get("classes", "").split(",") if kv)
+
+
+def evaluate(
+    pred_path: Path,
+    dsm_path: Path,
+    split_path: Path,
+    landcover_path: Path | None = None,
+    max_samples: int = 200_000,
+    seed: int = 0,
+    height_bin: float = HEIGHT_BIN,
+) -> Evaluation:
+    """Metrics per split (train, val, test), stratified errors and a random pixel sample.
+
+    Streams the rasters block by block (memory flat in the AOI size); pixels of the split's
+    buffer and unused labels enter no metric.
+    """
+    tally = _Tally()
+    rng = np.random.default_rng(seed)
+    names = None
+    with (
+        open_raster(pred_path) as pr,
+        open_raster(dsm_path) as dm,
+        open_raster(split_path) as sp,
+        contextlib.ExitStack() as stack,
+    ):
+        lc = stack.enter_context(open_raster(landcover_path)) if landcover_path else None
+        grid = Grid.of(pr)
+        for other in (dm, sp, *([lc] if lc is not None else [])):
+            check_same_grid(grid, Grid.of(other), pr.name, other.name)
+        keep = min(1.0, max_samples / (grid.width * grid.height))
+        seams = SeamCheck(pr.tags(), grid.height, grid.width)
+        for _, win in pr.block_windows(1):
+            pred = read_checked(pr, win, indexes=1)
+            ref = read_dsm_block(dm, win)
+            lab = read_checked(sp, win, indexes=1)
+            cls = read_checked(lc, win, indexes=1) if lc is not None else None
+            ok = (pred != pr.nodata) & np.isfinite(pred) & np.isfinite(ref)
+            pick = rng.random(ref.shape) < keep
+            seams.update(win, ok, np.abs(pred.astype(np.float64) - ref))
+            tally.update(ref, pred, ok, lab, cls, pick, height_bin)
+        if lc is not None:
+            names = _class_names(lc)
+    if all(st.n == 0 for st in tally.stats.values()):
+        raise NoValidData(f"no pixel where both {pred_path} and {dsm_path} are valid")
+    sample = (
+        pd.concat(tally.samples, ignore_index=True)
+        if tally.samples
+        else pd.DataFrame(columns=["split", "reference", "prediction"])
     )
+    by_height, by_class = _binned_tables(tally, height_bin, names)
+    return Evaluation(_metrics_table(tally, sample), sample, by_height, by_class, seams.table())
 
 
 def height_histograms(

@@ -63,19 +63,11 @@ def blend_weights(size: int) -> np.ndarray:
     return np.outer(w, w).astype(np.float32)
 
 
-def predict_raster(
-    embeddings_path: Path,
-    checkpoint_path: Path,
-    out_path: Path,
-    s: PredictSettings,
-    threads: int = 1,
-    meta: dict[str, str] | None = None,
-) -> None:
-    """Predict heights over the whole embedding raster into a float32 COG (nodata -9999)."""
-    torch.set_num_threads(max(1, threads))
-    device = pick_device(s.device)
+def _model_and_windows(
+    checkpoint_path: Path, s: PredictSettings, device: torch.device
+) -> tuple[torch.nn.Module, float, float, int, int, int]:
+    """The model, its target scaling, its training patch size and the (window, overlap)."""
     model, ckpt = load_checkpoint(checkpoint_path, device=str(device))
-    mean, std = ckpt["target_mean"], ckpt["target_std"]
     patch = int(ckpt["patch_size"])
     win, overlap = s.resolve(patch)
     if win != patch:
@@ -86,61 +78,102 @@ def predict_raster(
             win,
             patch,
         )
-    stride = win - overlap
+    return model, ckpt["target_mean"], ckpt["target_std"], patch, win, overlap
+
+
+class _Rows:
+    """Weighted sums of the window predictions over ``win`` rows, written out as they finish."""
+
+    def __init__(self, win: int, width: int) -> None:
+        self.acc = np.zeros((win, width), np.float32)  # weighted sum of predictions
+        self.wsum = np.zeros((win, width), np.float32)  # sum of weights of valid pixels
+        self.base, self.width = 0, width  # AOI row of acc[0]
+
+    def add(self, r0: int, c0: int, pred: np.ndarray, weight: np.ndarray) -> None:
+        h, w = pred.shape
+        self.acc[r0 - self.base : r0 - self.base + h, c0 : c0 + w] += pred * weight
+        self.wsum[r0 - self.base : r0 - self.base + h, c0 : c0 + w] += weight
+
+    def flush(self, dst: rasterio.io.DatasetWriter, upto: int) -> None:
+        """Write the rows above ``upto`` (no later window reaches them) and shift the buffer."""
+        n, width = upto - self.base, self.width
+        if n <= 0:
+            return
+        out = np.full((n, width), PRED_NODATA, np.float32)
+        ok = self.wsum[:n] > 0
+        out[ok] = self.acc[:n][ok] / self.wsum[:n][ok]
+        dst.write(out, 1, window=Window(0, self.base, width, n))
+        self.acc = np.concatenate([self.acc[n:], np.zeros((n, width), np.float32)])
+        self.wsum = np.concatenate([self.wsum[n:], np.zeros((n, width), np.float32)])
+        self.base = upto
+
+
+def _predict_windows(
+    model: torch.nn.Module,
+    src: rasterio.io.DatasetReader,
+    r0: int,
+    cols: list[int],
+    win: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Standardized predictions and validity of the windows at row ``r0``, columns ``cols``."""
+    codes = np.stack(
+        [
+            read_checked(
+                src,
+                Window(c0, r0, win, win),
+                fill_value=aef.NODATA,
+                boundless=r0 + win > src.height or c0 + win > src.width,
+            )
+            for c0 in cols
+        ]
+    )
+    valid = aef.valid_mask(codes, axis=1)
+    x = torch.from_numpy(aef.dequantize(codes, nodata_value=0.0)).to(device)
+    with torch.no_grad():
+        return model(x)[:, 0].float().cpu().numpy(), valid
+
+
+def predict_raster(
+    embeddings_path: Path,
+    checkpoint_path: Path,
+    out_path: Path,
+    s: PredictSettings,
+    threads: int = 1,
+    meta: dict[str, str] | None = None,
+) -> None:
+    """Predict heights over the whole embedding raster into a float32 COG (nodata -9999).
+
+    Windows of the training patch size (by default) overlap by ``overlap`` px and are blended
+    with :func:`blend_weights`; rows are written as soon as no later window reaches them, so
+    memory stays one window row deep at any AOI size.
+    """
+    torch.set_num_threads(max(1, threads))
+    device = pick_device(s.device)
+    model, mean, std, patch, win, overlap = _model_and_windows(checkpoint_path, s, device)
     weights = blend_weights(win)
     with open_raster(embeddings_path) as src:
         grid = Grid.of(src)
         height, width = grid.height, grid.width
-        rows = window_origins(height, win, stride)
-        cols = window_origins(width, win, stride)
-        acc = np.zeros((win, width), np.float32)  # weighted sum of predictions
-        wsum = np.zeros((win, width), np.float32)  # sum of weights of valid pixels
-        base = 0  # AOI row of acc[0]
+        rows = window_origins(height, win, win - overlap)
+        cols = window_origins(width, win, win - overlap)
+        buf = _Rows(win, width)
         profile = grid.profile(1, "float32", PRED_NODATA)
         # a plain tiled GeoTIFF first (written in strips), then copied into a COG
         with scratch_path(out_path, ".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-
-            def flush(upto: int) -> None:
-                nonlocal base, acc, wsum
-                n = upto - base
-                if n <= 0:
-                    return
-                out = np.full((n, width), PRED_NODATA, np.float32)
-                ok = wsum[:n] > 0
-                out[ok] = acc[:n][ok] / wsum[:n][ok]
-                dst.write(out, 1, window=Window(0, base, width, n))
-                acc = np.concatenate([acc[n:], np.zeros((n, width), np.float32)])
-                wsum = np.concatenate([wsum[n:], np.zeros((n, width), np.float32)])
-                base = upto
-
             bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window", mininterval=10)
             for r0 in rows:
-                flush(r0)
+                buf.flush(dst, r0)
                 for i in range(0, len(cols), s.batch_size):
                     batch_cols = cols[i : i + s.batch_size]
-                    codes = np.stack(
-                        [
-                            read_checked(
-                                src,
-                                Window(c0, r0, win, win),
-                                fill_value=aef.NODATA,
-                                boundless=r0 + win > height or c0 + win > width,
-                            )
-                            for c0 in batch_cols
-                        ]
-                    )
-                    valid = aef.valid_mask(codes, axis=1)
-                    x = torch.from_numpy(aef.dequantize(codes, nodata_value=0.0)).to(device)
-                    with torch.no_grad():
-                        pred = model(x)[:, 0].float().cpu().numpy() * std + mean
+                    pred, valid = _predict_windows(model, src, r0, batch_cols, win, device)
+                    pred = pred * std + mean
+                    h = min(win, height - r0)
                     for k, c0 in enumerate(batch_cols):
-                        h = min(win, height - r0)
                         w = min(win, width - c0)
-                        wk = weights[:h, :w] * valid[k, :h, :w]
-                        acc[r0 - base : r0 - base + h, c0 : c0 + w] += pred[k, :h, :w] * wk
-                        wsum[r0 - base : r0 - base + h, c0 : c0 + w] += wk
+                        buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
                     bar.update(len(batch_cols))
-            flush(height)
+            buf.flush(dst, height)
             bar.close()
             dst.update_tags(
                 units="m",

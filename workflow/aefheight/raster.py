@@ -16,6 +16,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
 from .errors import GridMismatch, RasterError
@@ -45,8 +46,7 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
-        t = self.transform
-        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+        return array_bounds(self.height, self.width, self.transform)
 
     def profile(self, count: int, dtype: str, nodata: float | int) -> dict:
         """A tiled, compressed GeoTIFF profile on this grid."""

@@ -92,48 +92,27 @@ def _md(value: object) -> str:
 
 
 def to_markdown(df: pd.DataFrame, note: str = "") -> str:
-    head = "| " + " | ".join(map(_md, df.columns)) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(map(_md, r)) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body]) + (f"\n\n{note}\n" if note else "\n")
+    """A pipe table (pandas' ``to_markdown``, tabulate), literal pipes escaped; then a note."""
+    cells = df.rename(columns=_md).map(_md)
+    return cells.to_markdown(index=False) + "\n" + (f"\n{note}\n" if note else "")
 
 
-_TEX = str.maketrans(
-    {
-        "&": r"\&",
-        "%": r"\%",
-        "_": r"\_",
-        "#": r"\#",
-        "±": r"$\pm$",
-        "²": r"$^2$",
-        "ρ": r"$\rho$",
-        "|": r"$|$",
-    }
-)
+# What LaTeX's text mode lacks, after pandas has escaped the special characters
+_MATH = str.maketrans({"±": r"$\pm$", "²": r"$^2$", "ρ": r"$\rho$", "|": r"$|$"})
 
 
 def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    """A booktabs table (needs ``\\usepackage{booktabs}``)."""
-    cols = "l" * 2 + "r" * (len(df.columns) - 2)
-    lines = [
-        r"\begin{table}[htbp]",
-        r"\centering",
-        r"\small",
-        rf"\begin{{tabular}}{{{cols}}}",
-        r"\toprule",
-        " & ".join(str(c).translate(_TEX) for c in df.columns) + r" \\",
-        r"\midrule",
-    ]
-    lines += [
-        " & ".join(str(v).translate(_TEX) for v in r) + r" \\" for r in df.itertuples(index=False)
-    ]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(rf"\caption{{{caption.translate(_TEX)}}}")
-    if label:
-        lines.append(rf"\label{{{label}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+    """A booktabs table (pandas' ``Styler.to_latex``; needs ``\\usepackage{booktabs}``)."""
+    styler = df.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    tex = styler.to_latex(
+        column_format="l" * 2 + "r" * (len(df.columns) - 2),
+        position="htbp",
+        position_float="centering",
+        hrules=True,
+        caption=caption.replace("%", r"\%") or None,
+        label=label or None,
+    )
+    return tex.translate(_MATH)
 
 
 def write_text(text: str, path: Path) -> None:

@@ -395,38 +395,53 @@ def fetch_embeddings(
         log.info(stats.summary())
 
 
-def _fetch(name, s, downloads, out, cache_root, index_path, threads, section, stats):
-    """:func:`fetch_embeddings` without its request accounting."""
-    aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
-    log.info("target grid: %s", aoi.describe())
+def _block_source(
+    aoi: AOI,
+    s: RealAOISettings,
+    downloads: DownloadSettings,
+    index_path: str | os.PathLike | None,
+    stats: RemoteStats,
+) -> tuple[list[str], Callable[[Block], np.ndarray], str | None]:
+    """The tile keys, the block reader and the index checksum for the configured source."""
     if s.source == "earthengine":
-        tile_keys = [f"ee:{EE_COLLECTION}:{s.year}"]
-        reader = ee_block_reader(aoi, s.year)
-        index_sha = None
-    else:
-        if index_path is None:
-            raise ConfigError(f"source {s.source} needs the AEF index (--index)")
-        index = load_index(index_path)
-        tiles = select_tiles(index, aoi, s.year, s.allow_partial_coverage)
-        tile_keys = [t.key for t in tiles]
-        reader = cog_block_reader(aoi, tiles, s.source, downloads, stats)
-        from .http import FileRecord, sidecar
+        return [f"ee:{EE_COLLECTION}:{s.year}"], ee_block_reader(aoi, s.year), None
+    if index_path is None:
+        raise ConfigError(f"source {s.source} needs the AEF index (--index)")
+    index = load_index(index_path)
+    tiles = select_tiles(index, aoi, s.year, s.allow_partial_coverage)
+    tile_keys = [t.key for t in tiles]
+    reader = cog_block_reader(aoi, tiles, s.source, downloads, stats)
+    from .http import FileRecord, sidecar
 
-        rec = FileRecord.read(sidecar(index_path))
-        index_sha = rec.sha256 if rec else None
-    sig = cache_signature(aoi, s.source, s.year, tile_keys, downloads.block_px)
-    cache = Path(cache_root) / name / sig
-    cache.mkdir(parents=True, exist_ok=True)
-    todo = list(blocks(aoi.grid, downloads.block_px))
+    rec = FileRecord.read(sidecar(index_path))
+    return tile_keys, reader, rec.sha256 if rec else None
+
+
+def _plan_blocks(
+    aoi: AOI, cache: Path, block_px: int
+) -> tuple[list[Block], list[Block], list[Block]]:
+    """All blocks of the grid, those already in ``cache`` and those to fetch; log the counts."""
+    todo = list(blocks(aoi.grid, block_px))
     done = [b for b in todo if (cache / f"{b.key}.tif").exists()]
     missing = [b for b in todo if not (cache / f"{b.key}.tif").exists()]
     log.info(
         "%d blocks of %d px: %d cached from an earlier run, %d to fetch",
         len(todo),
-        downloads.block_px,
+        block_px,
         len(done),
         len(missing),
     )
+    return todo, done, missing
+
+
+def _fetch_blocks(
+    aoi: AOI,
+    reader: Callable[[Block], np.ndarray],
+    cache: Path,
+    missing: list[Block],
+    threads: int,
+) -> None:
+    """Read the missing blocks in parallel, mask them to the AOI and write them to ``cache``."""
 
     def job(block: Block) -> None:
         codes = reader(block)
@@ -439,17 +454,37 @@ def _fetch(name, s, downloads, out, cache_root, index_path, threads, section, st
             if i % 10 == 0 or i == len(missing):
                 log.info("fetched %d/%d blocks", i, len(missing))
 
+
+def _copy_blocks(
+    dst: rasterio.io.DatasetWriter, aoi: AOI, cache: Path, todo: list[Block]
+) -> tuple[int, int]:
+    """Copy the cached blocks into ``dst``; return (valid, inside) pixel counts."""
     valid = inside_total = 0
+    for block in todo:
+        with rasterio.open(cache / f"{block.key}.tif") as src:
+            codes = src.read()
+        dst.write(codes, window=block.window)
+        inside = aoi.inside(block.transform, (block.height, block.width))
+        valid += int((aef.valid_mask(codes) & inside).sum())
+        inside_total += int(inside.sum())
+    return valid, inside_total
+
+
+def _assemble(
+    aoi: AOI,
+    s: RealAOISettings,
+    name: str,
+    out: str | os.PathLike,
+    cache: Path,
+    todo: list[Block],
+    tile_keys: list[str],
+    index_sha: str | None,
+) -> float:
+    """Mosaic the cached blocks into ``out`` with its tags, atomically; return valid fraction."""
     with atomic_path(out) as tmp:
         prof = aoi.grid.profile(aef.BANDS, "int8", aef.NODATA)
         with rasterio.open(tmp, "w", **prof) as dst:
-            for block in todo:
-                with rasterio.open(cache / f"{block.key}.tif") as src:
-                    codes = src.read()
-                dst.write(codes, window=block.window)
-                inside = aoi.inside(block.transform, (block.height, block.width))
-                valid += int((aef.valid_mask(codes) & inside).sum())
-                inside_total += int(inside.sum())
+            valid, inside_total = _copy_blocks(dst, aoi, cache, todo)
             for i, band in enumerate(aef.BAND_NAMES, start=1):
                 dst.set_band_description(i, band)
             fraction = valid / inside_total if inside_total else 0.0
@@ -464,11 +499,35 @@ def _fetch(name, s, downloads, out, cache_root, index_path, threads, section, st
                 attribution=ATTRIBUTION,
                 **({"index_sha256": index_sha} if index_sha else {}),
             )
-        if valid == 0:
+        if valid == 0:  # inside atomic_path: no empty ``out`` is left behind
             raise NoValidData(
                 f"{aoi.describe()}: the {s.source} embeddings of {s.year} hold "
                 "no valid pixel inside the AOI"
             )
+    return fraction
+
+
+def _fetch(
+    name: str,
+    s: RealAOISettings,
+    downloads: DownloadSettings,
+    out: str | os.PathLike,
+    cache_root: str | os.PathLike,
+    index_path: str | os.PathLike | None,
+    threads: int,
+    section: str,
+    stats: RemoteStats,
+) -> dict[str, Any]:
+    """:func:`fetch_embeddings` without its request accounting."""
+    aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
+    log.info("target grid: %s", aoi.describe())
+    tile_keys, reader, index_sha = _block_source(aoi, s, downloads, index_path, stats)
+    sig = cache_signature(aoi, s.source, s.year, tile_keys, downloads.block_px)
+    cache = Path(cache_root) / name / sig
+    cache.mkdir(parents=True, exist_ok=True)
+    todo, done, missing = _plan_blocks(aoi, cache, downloads.block_px)
+    _fetch_blocks(aoi, reader, cache, missing, threads)
+    fraction = _assemble(aoi, s, name, out, cache, todo, tile_keys, index_sha)
     shutil.rmtree(cache, ignore_errors=True)
     log.info("wrote %s (valid fraction inside the AOI: %.4f)", out, fraction)
     return {

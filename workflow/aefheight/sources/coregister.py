@@ -19,18 +19,19 @@ import logging
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
 from ..errors import NoValidData, RasterError
 from ..files import atomic_path
-from ..raster import open_raster, strips
+from ..raster import Grid, open_raster, strips
 from .aoi import AOI
 from .dsm import DSMSource
 
@@ -123,6 +124,97 @@ def source_resolution(ds: rasterio.io.DatasetReader, crs, dst_crs) -> float:
     return abs(tr.a)
 
 
+class _Source(NamedTuple):
+    """One opened mosaic and how it is warped onto the target grid."""
+
+    ds: rasterio.io.DatasetReader
+    crs: CRS
+    bounds: tuple[float, float, float, float]
+    method: Resampling
+    nodata: float | None
+
+
+def _open_sources(src: DSMSource, work: Path, g: Grid) -> list[_Source]:
+    """Open each mosaic of ``src`` and choose its resampling; log the choice."""
+    sources = []
+    for path in mosaics(src, work):
+        ds = open_raster(path)
+        crs = ds.crs  # a VRT carries the CRS override
+        res = source_resolution(ds, crs, g.crs)
+        method = Resampling.average if res < 0.9 * g.res else Resampling.bilinear
+        bounds = transform_bounds(crs, g.crs, *ds.bounds, densify_pts=21)
+        nodata = src.nodata if src.nodata is not None else ds.nodata
+        sources.append(_Source(ds, crs, bounds, method, nodata))
+        log.info(
+            "%s: %.2f m pixels in %s -> %s resampling",
+            Path(path).name,
+            res,
+            g.crs.to_string(),
+            method.name,
+        )
+    return sources
+
+
+def _warp_strip(sources: list[_Source], t: Affine, n: int, g: Grid) -> np.ndarray:
+    """Warp the sources onto one strip of ``n`` rows at ``t``; NaN where none is valid."""
+    sb = (t.c, t.f + t.e * n, t.c + t.a * g.width, t.f)
+    acc = np.full((n, g.width), np.nan, np.float32)
+    for ds, crs, b, method, nodata in sources:
+        if b[0] > sb[2] or b[2] < sb[0] or b[1] > sb[3] or b[3] < sb[1]:
+            continue
+        part = np.full_like(acc, np.nan)
+        reproject(
+            rasterio.band(ds, 1),
+            part,
+            src_crs=crs,
+            src_nodata=nodata,
+            dst_transform=t,
+            dst_crs=g.crs,
+            dst_nodata=np.nan,
+            resampling=method,
+        )
+        take = np.isnan(acc) & ~np.isnan(part)  # earlier mosaics win where both are valid
+        acc[take] = part[take]
+    return acc
+
+
+def _write_strips(
+    dst: rasterio.io.DatasetWriter, aoi: AOI, sources: list[_Source], strip_rows: int
+) -> tuple[int, int]:
+    """Warp and write the grid strip by strip; return (valid, inside) pixel counts."""
+    g = aoi.grid
+    valid = inside_total = 0
+    for r0, n in strips(g.height, strip_rows):
+        t = g.transform @ Affine.translation(0, r0)
+        acc = _warp_strip(sources, t, n, g)
+        inside = aoi.inside(t, acc.shape)
+        acc[~inside] = np.nan
+        ok = ~np.isnan(acc)
+        valid += int((ok & inside).sum())
+        inside_total += int(inside.sum())
+        dst.write(
+            np.where(ok, acc, NODATA).astype(np.float32),
+            1,
+            window=((r0, r0 + n), (0, g.width)),
+        )
+    return valid, inside_total
+
+
+def _tags(aoi: AOI, src: DSMSource, sources: list[_Source], fraction: float) -> dict[str, str]:
+    """The provenance tags written into the co-registered raster."""
+    return {
+        "source": src.source,
+        "product": src.product,
+        "vertical_datum": src.vertical_datum,
+        "native_resolution": src.native_resolution,
+        "resolution_m": f"{aoi.grid.res:g}",
+        "resampling": ",".join(sorted({s.method.name for s in sources})),
+        "units": "m",
+        "aoi": aoi.name,
+        "valid_fraction": f"{fraction:.6f}",
+    }
+
+
 def coregister(
     aoi: AOI,
     src: DSMSource,
@@ -145,79 +237,23 @@ def coregister(
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     g = aoi.grid
-    sources = []
-    for path in mosaics(src, work):
-        ds = open_raster(path)
-        crs = ds.crs  # a VRT carries the CRS override
-        res = source_resolution(ds, crs, g.crs)
-        method = Resampling.average if res < 0.9 * g.res else Resampling.bilinear
-        bounds = transform_bounds(crs, g.crs, *ds.bounds, densify_pts=21)
-        nodata = src.nodata if src.nodata is not None else ds.nodata
-        sources.append((ds, crs, bounds, method, nodata))
-        log.info(
-            "%s: %.2f m pixels in %s -> %s resampling",
-            Path(path).name,
-            res,
-            g.crs.to_string(),
-            method.name,
-        )
-    methods = sorted({m.name for *_, m, _ in sources})
-    valid = inside_total = 0
+    sources = _open_sources(src, work, g)
     try:
         with atomic_path(out) as tmp:
             with rasterio.open(tmp, "w", **g.profile(1, "float32", NODATA)) as dst:
-                for r0, n in strips(g.height, strip_rows):
-                    t = g.transform @ Affine.translation(0, r0)
-                    sb = (t.c, t.f + t.e * n, t.c + t.a * g.width, t.f)
-                    acc = np.full((n, g.width), np.nan, np.float32)
-                    for ds, crs, b, method, nodata in sources:
-                        if b[0] > sb[2] or b[2] < sb[0] or b[1] > sb[3] or b[3] < sb[1]:
-                            continue
-                        part = np.full_like(acc, np.nan)
-                        reproject(
-                            rasterio.band(ds, 1),
-                            part,
-                            src_crs=crs,
-                            src_nodata=nodata,
-                            dst_transform=t,
-                            dst_crs=g.crs,
-                            dst_nodata=np.nan,
-                            resampling=method,
-                        )
-                        take = np.isnan(acc) & ~np.isnan(part)
-                        acc[take] = part[take]
-                    inside = aoi.inside(t, acc.shape)
-                    acc[~inside] = np.nan
-                    ok = ~np.isnan(acc)
-                    valid += int((ok & inside).sum())
-                    inside_total += int(inside.sum())
-                    dst.write(
-                        np.where(ok, acc, NODATA).astype(np.float32),
-                        1,
-                        window=((r0, r0 + n), (0, g.width)),
-                    )
+                valid, inside_total = _write_strips(dst, aoi, sources, strip_rows)
                 fraction = valid / inside_total if inside_total else 0.0
-                tags = {
-                    "source": src.source,
-                    "product": src.product,
-                    "vertical_datum": src.vertical_datum,
-                    "native_resolution": src.native_resolution,
-                    "resolution_m": f"{g.res:g}",
-                    "resampling": ",".join(methods),
-                    "units": "m",
-                    "aoi": aoi.name,
-                    "valid_fraction": f"{fraction:.6f}",
-                }
+                tags = _tags(aoi, src, sources, fraction)
                 dst.update_tags(**tags)
                 dst.set_band_description(1, "height_m")
-            if valid == 0:
+            if valid == 0:  # raised inside atomic_path, so no partial ``out`` is left
                 raise NoValidData(
                     f"{aoi.describe()}: the {src.product} holds no valid height "
                     "inside the AOI (wrong area or CRS?)"
                 )
     finally:
-        for ds, *_ in sources:
-            ds.close()
+        for s in sources:
+            s.ds.close()
     log.info(
         "wrote %s: %s, %s, valid fraction inside the AOI %.4f",
         out,
