@@ -215,6 +215,25 @@ def _tags(aoi: AOI, src: DSMSource, sources: list[_Source], fraction: float) -> 
     }
 
 
+def _write_dsm(
+    aoi: AOI, src: DSMSource, sources: list[_Source], out: str | os.PathLike, strip_rows: int
+) -> tuple[dict[str, str], float]:
+    """Write the warped DSM and its tags to ``out``, atomically; return (tags, valid fraction)."""
+    with atomic_path(out) as tmp:
+        with rasterio.open(tmp, "w", **aoi.grid.profile(1, "float32", NODATA)) as dst:
+            valid, inside_total = _write_strips(dst, aoi, sources, strip_rows)
+            fraction = valid / inside_total if inside_total else 0.0
+            tags = _tags(aoi, src, sources, fraction)
+            dst.update_tags(**tags)
+            dst.set_band_description(1, "height_m")
+        if valid == 0:  # raised inside atomic_path, so no partial ``out`` is left
+            raise NoValidData(
+                f"{aoi.describe()}: the {src.product} holds no valid height "
+                "inside the AOI (wrong area or CRS?)"
+            )
+    return tags, fraction
+
+
 def coregister(
     aoi: AOI,
     src: DSMSource,
@@ -239,18 +258,7 @@ def coregister(
     g = aoi.grid
     sources = _open_sources(src, work, g)
     try:
-        with atomic_path(out) as tmp:
-            with rasterio.open(tmp, "w", **g.profile(1, "float32", NODATA)) as dst:
-                valid, inside_total = _write_strips(dst, aoi, sources, strip_rows)
-                fraction = valid / inside_total if inside_total else 0.0
-                tags = _tags(aoi, src, sources, fraction)
-                dst.update_tags(**tags)
-                dst.set_band_description(1, "height_m")
-            if valid == 0:  # raised inside atomic_path, so no partial ``out`` is left
-                raise NoValidData(
-                    f"{aoi.describe()}: the {src.product} holds no valid height "
-                    "inside the AOI (wrong area or CRS?)"
-                )
+        tags, fraction = _write_dsm(aoi, src, sources, out, strip_rows)
     finally:
         for s in sources:
             s.ds.close()

@@ -212,59 +212,73 @@ def asc_to_tif(asc: Path, tif: Path, crs: str) -> None:
         dst.write(arr, 1)
 
 
-def fetch_rge_alti(
-    aoi: AOI, dsm: DSMSettings, downloads: DownloadSettings, cache: Path, section: str = "dsm"
-) -> DSMSource:
-    """Fetch the listed RGE ALTI archives and extract the tiles under the AOI."""
-    import py7zr
-
-    archives = [Archive.parse(a, f"{section}.archives") for a in dsm.archives]
-    if len({(a.crs, a.res_m) for a in archives}) > 1:
-        raise ConfigError(f"{section}.archives mix projections or resolutions")
-    base = downloads.base_url("rge_alti")
-    crs, tile_m = archives[0].crs, archives[0].tile_m
-    cache = cache / "rge_alti"
-    bounds = transform_bounds(aoi.grid.crs, crs, *aoi.grid.bounds, densify_pts=21)
+def _rge_alti_keys(aoi: AOI, arc: Archive) -> tuple[list[str], set[str]]:
+    """Tile keys over the grid plus a margin (wanted) and under the AOI polygon (needed)."""
+    bounds = transform_bounds(aoi.grid.crs, arc.crs, *aoi.grid.bounds, densify_pts=21)
     margin = 2 * aoi.grid.res
     wanted = rge_alti_tile_keys(
         (bounds[0] - margin, bounds[1] - margin, bounds[2] + margin, bounds[3] + margin),
-        tile_m,
-        archives[0].res_m,
+        arc.tile_m,
+        arc.res_m,
     )
     pb = aoi.polygon.bounds
     needed = set(
         rge_alti_tile_keys(
-            transform_bounds(aoi.grid.crs, crs, *pb, densify_pts=21), tile_m, archives[0].res_m
+            transform_bounds(aoi.grid.crs, arc.crs, *pb, densify_pts=21), arc.tile_m, arc.res_m
         )
     )
-    found: dict[str, list[Path]] = {}
-    for arc in archives:
-        path = cache / f"{arc.id}.7z"
-        download_file(f"{base}/{arc.id}/{arc.id}.7z", path, downloads)
-        out_dir = cache / arc.id
-        try:
+    return wanted, needed
+
+
+def _archive_members(path: Path) -> dict[str, str]:
+    """Map the ``xxxx_yyyy`` key of each tile in a 7z archive to its member name."""
+    import py7zr
+
+    try:
+        with py7zr.SevenZipFile(path, "r") as z:
+            members = {}
+            for m in z.getnames():
+                hit = TILE_RE.search(m)
+                if hit:
+                    members[f"{hit.group(1)}_{hit.group(2)}"] = m
+    except (py7zr.exceptions.Bad7zFile, OSError, EOFError) as exc:
+        raise RasterError(
+            f"{path} is not a readable 7z archive ({exc}); delete it and re-run"
+        ) from exc
+    return members
+
+
+def _fetch_archive_tiles(
+    arc: Archive, wanted: list[str], base: str, downloads: DownloadSettings, cache: Path
+) -> list[str]:
+    """Download one archive, convert its wanted tiles not yet cached; return the keys it holds."""
+    import py7zr
+
+    path = cache / f"{arc.id}.7z"
+    download_file(f"{base}/{arc.id}/{arc.id}.7z", path, downloads)
+    out_dir = cache / arc.id
+    members = _archive_members(path)
+    here = [k for k in wanted if k in members]
+    todo = [k for k in here if not (out_dir / f"{k}.tif").exists()]
+    log.info("%s: %d tiles under the AOI (%d to extract)", arc.id, len(here), len(todo))
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".extract-") as tmp:
             with py7zr.SevenZipFile(path, "r") as z:
-                members = {}
-                for m in z.getnames():
-                    hit = TILE_RE.search(m)
-                    if hit:
-                        members[f"{hit.group(1)}_{hit.group(2)}"] = m
-        except (py7zr.exceptions.Bad7zFile, OSError, EOFError) as exc:
-            raise RasterError(
-                f"{path} is not a readable 7z archive ({exc}); delete it and re-run"
-            ) from exc
-        here = [k for k in wanted if k in members]
-        todo = [k for k in here if not (out_dir / f"{k}.tif").exists()]
-        log.info("%s: %d tiles under the AOI (%d to extract)", arc.id, len(here), len(todo))
-        if todo:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache, prefix=".extract-") as tmp:
-                with py7zr.SevenZipFile(path, "r") as z:
-                    z.extract(path=tmp, targets=[members[k] for k in todo])
-                for k in todo:
-                    asc_to_tif(Path(tmp) / members[k], out_dir / f"{k}.tif", crs)
-        for k in here:
-            found.setdefault(k, []).append(out_dir / f"{k}.tif")
+                z.extract(path=tmp, targets=[members[k] for k in todo])
+            for k in todo:
+                asc_to_tif(Path(tmp) / members[k], out_dir / f"{k}.tif", arc.crs)
+    return here
+
+
+def _missing_rge_tiles(
+    aoi: AOI,
+    dsm: DSMSettings,
+    archives: list[Archive],
+    needed: set[str],
+    found: dict[str, list[Path]],
+) -> list[str]:
+    """Needed tile keys no archive holds; raise MissingTile unless gaps are accepted."""
     missing = sorted(k for k in needed if k not in found)
     if missing and dsm.missing_tiles == "error":
         names = [f"RGEALTI_FXX_{k}_MNT_*.asc" for k in missing]
@@ -274,6 +288,27 @@ def fetch_rge_alti(
             f"archives {', '.join(a.id for a in archives)}; add the archive of the neighbouring "
             "département, or set dsm.missing_tiles: nodata if the AOI reaches the sea/border"
         )
+    return missing
+
+
+def fetch_rge_alti(
+    aoi: AOI, dsm: DSMSettings, downloads: DownloadSettings, cache: Path, section: str = "dsm"
+) -> DSMSource:
+    """Fetch the listed RGE ALTI archives and extract the tiles under the AOI."""
+    import py7zr  # noqa: F401  (optional dependency: fail before parsing or downloading)
+
+    archives = [Archive.parse(a, f"{section}.archives") for a in dsm.archives]
+    if len({(a.crs, a.res_m) for a in archives}) > 1:
+        raise ConfigError(f"{section}.archives mix projections or resolutions")
+    base = downloads.base_url("rge_alti")
+    crs = archives[0].crs
+    cache = cache / "rge_alti"
+    wanted, needed = _rge_alti_keys(aoi, archives[0])
+    found: dict[str, list[Path]] = {}
+    for arc in archives:
+        for k in _fetch_archive_tiles(arc, wanted, base, downloads, cache):
+            found.setdefault(k, []).append(cache / arc.id / f"{k}.tif")
+    missing = _missing_rge_tiles(aoi, dsm, archives, needed, found)
     if not found:
         raise NoValidData(f"{aoi.describe()}: no RGE ALTI tile of the listed archives covers it")
     files = [p for k in sorted(found) for p in found[k]]

@@ -1,0 +1,136 @@
+"""The schema as the single source of the config: descriptions, defaults, docs and checks."""
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from aefheight import config, settings
+from aefheight.errors import ConfigError
+from aefheight.models import ModelSettings
+from aefheight.patches import TilingSettings
+from aefheight.predict import PredictSettings
+from aefheight.sources.spec import AOISpec, DownloadSettings, DSMSettings, RealAOISettings
+from aefheight.split import SplitSettings
+from aefheight.synthetic import SyntheticSettings
+from aefheight.train import TrainSettings
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [
+    TilingSettings,
+    SplitSettings,
+    TrainSettings,
+    PredictSettings,
+    ModelSettings,
+    SyntheticSettings,
+    RealAOISettings,
+    AOISpec,
+    DSMSettings,
+    DownloadSettings,
+]
+# keys a user must give: they have no default
+REQUIRED = {"aois", "models", "aois.<name>.source", "aois.<name>.year", "aois.<name>.aoi"}
+REQUIRED |= {"aois.<name>.dsm", "aois.<name>.dsm.source", "models.<name>.arch"}
+REQUIRED |= {"aois.<name>.synthetic"}  # defaulted by the schema's if/then (synthetic AOIs only)
+
+
+def _keys(node, key=""):
+    for name, sub in node.get("properties", {}).items():
+        path = f"{key}.{name}" if key else name
+        yield path, sub
+        yield from _keys(sub, path)
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _keys(node["additionalProperties"], f"{key}.<name>")
+
+
+def _load(name):
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+def test_every_key_has_a_description_and_a_default():
+    for key, sub in _keys(settings.schema()):
+        if key.startswith("split.fractions."):
+            continue  # train/val/test: described and defaulted together as split.fractions
+        assert sub.get("description"), f"schema key {key} has no description"
+        assert "default" in sub or key in REQUIRED, f"schema key {key} has no default"
+
+
+def test_config_readme_is_generated_from_the_schema():
+    text = (REPO / "config" / "README.md").read_text()
+    marker = "<!-- generated from workflow/schemas/config.schema.yaml: do not edit below -->\n"
+    assert marker in text
+    assert text.split(marker, 1)[1] == config.key_tables(), (
+        "config/README.md is out of date: "
+        "PYTHONPATH=workflow python -m aefheight.config  (then paste below the marker)"
+    )
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_settings_classes_mirror_the_schema_and_hold_no_defaults(cls):
+    fields = dataclasses.fields(cls)
+    assert all(f.default is dataclasses.MISSING for f in fields), "a default outside the schema"
+    assert all(f.default_factory is dataclasses.MISSING for f in fields)
+    props = set(settings.subschema(cls.SECTION).get("properties", {}))
+    names = {f.name for f in fields}
+    # a real AOI's settings leave out the synthetic AOI's section
+    assert names == props - ({"synthetic"} if cls is RealAOISettings else set())
+
+
+def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
+    for name in ("config.yaml", "paper.yaml"):
+        cfg = _load(name)
+        config.check_config(cfg)
+        assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
+    raw = _load("config.yaml")
+    for section in ("tiling", "split", "training", "prediction"):
+        defaults = settings.validate_section({}, section)
+        assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
+    synthetic = settings.validate_section({}, "aois.<name>.synthetic")
+    assert raw["aois"]["demo"]["synthetic"] == synthetic
+
+
+BAD = {
+    "synthetic AOI": (["aois", "demo", "synthetic", "width"], 10, "aois.demo.synthetic.width"),
+    "synthetic CRS": (["aois", "demo", "synthetic", "crs"], "EPSG:0", "aois.demo.synthetic.crs"),
+    "tiling": (["tiling", "patch_size"], 100, "tiling.patch_size"),
+    "split sum": (["split", "fractions", "val"], 0.3, "split.fractions"),
+    "training": (["training", "lr"], 0, "training.lr"),
+    "prediction": (["prediction", "overlap"], 64, "prediction.overlap"),
+    "model": (["models", "unet", "encoder"], "resnet0", "models.unet.encoder"),
+    "ridge scales": (["models", "ridge", "scales_px"], [1, 4], "models.ridge.scales_px[1]"),
+    "downloads": (["downloads", "timeout_s"], -1, "downloads.timeout_s"),
+    "seeds": (["seeds"], [0, 0], "seeds"),
+    "unknown key": (["training", "epochs"], 3, "training.epochs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_the_whole_config_check_names_the_bad_key_of_every_section(case):
+    path, value, named = BAD[case]
+    cfg = _load("config.yaml")
+    config.fill_defaults(cfg)  # so every section is there to break
+    if case == "prediction":
+        cfg["prediction"]["window"] = 64
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        config.check_config(cfg)
+    line = str(err.value)
+    assert named in line and "\n" not in line and len(line) < 400, line
+
+
+def test_real_aoi_sections_are_checked_too():
+    cfg = _load("paper.yaml")
+    real = copy.deepcopy(cfg["aois"]["nouvelle_aquitaine"])
+    for change, named in (
+        ({"dsm": {"source": "rge_alti"}}, "dsm.archives"),
+        ({"aoi": {"bbox": [1, 1, 0, 0], "crs": "EPSG:2154"}}, "xmin < xmax"),
+        ({"year": 2010}, "aois.nouvelle_aquitaine.year"),
+        ({"dsm": {"source": "local"}}, "dsm.path"),
+    ):
+        cfg["aois"]["nouvelle_aquitaine"] = {**real, **change}
+        with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+            config.check_config(copy.deepcopy(cfg))
