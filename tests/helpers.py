@@ -65,7 +65,7 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     return [
         exe,
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",

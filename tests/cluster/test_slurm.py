@@ -94,7 +94,7 @@ def test_training_gets_the_gpu_partition_and_a_gpu(cluster_runs, slurm_jobs):
 
 
 def test_local_trainings_share_the_gpu_slot_only_with_a_gpu(cluster_runs):
-    """With cores for both, the `gpu` resource (profiles/default: gpu=1) serializes the
+    """With cores for both, the `gpu` resource (workflow/profiles/default: gpu=1) serializes the
     trainings where this machine has CUDA; without one they ask for no GPU and run together."""
     import torch
 

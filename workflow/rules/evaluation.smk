@@ -165,7 +165,9 @@ rule tables:
 rule report_front:
     input:
         findings=expand("results/{aoi}/tables/findings.rst", aoi=AOIS),
-        methods=os.path.join(workflow.basedir, "workflow/report/workflow.rst"),
+        methods=os.path.normpath(
+            os.path.join(str(workflow.current_basedir), "../report/workflow.rst")
+        ),
     output:
         front=FRONT_PAGE,
     log:
@@ -251,9 +253,7 @@ rule plot_dh_hist:
 
 rule plot_error_by_height:
     input:
-        by_height=expand(
-            "results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=MODELS
-        ),
+        by_height=expand("results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=MODELS),
     output:
         png=report(
             "results/{aoi}/figures/error_by_height_seed{seed}.png",

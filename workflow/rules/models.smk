@@ -21,7 +21,7 @@ rule train_net:
     threads: lambda w: training_threads()
     resources:
         # one GPU (common.smk, training_gpus): `--gpus=1` on SLURM (profiles/slurm), and a
-        # slot of the local `gpu` resource (profiles/default: gpu=1), so GPU trainings on a
+        # slot of the local `gpu` resource (workflow/profiles/default: gpu=1), so GPU trainings on a
         # workstation run one at a time; none on a CPU-only machine, so they run side by side
         gpu=lambda w: training_gpus(),
     params:
