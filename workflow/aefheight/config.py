@@ -73,9 +73,10 @@ def _rows(node: dict[str, Any], key: str) -> list[tuple[str, str, str]]:
 
 def key_tables() -> str:
     """config/README.md's key tables: the study's keys, then the real-AOI keys."""
-    study, real = [], []
+    study: list[tuple[str, str, str]] = []
+    real: list[tuple[str, str, str]] = []
     real_only = ("aois.<name>.aoi", "aois.<name>.dsm", "aois.<name>.year", "downloads")
-    real_only += ("aois.<name>.allow_partial_coverage",)
+    real_only += ("aois.<name>.allow_partial_coverage",)  # type: ignore[assignment]
     for row in _rows(schema(), ""):
         (real if row[0].startswith(real_only) else study).append(row)
     out = []

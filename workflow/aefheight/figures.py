@@ -64,7 +64,9 @@ def by_model(paths: list[Path]) -> dict[str, pd.DataFrame]:
     return {str((df := pd.read_csv(p))["model"].iloc[0]): df for p in paths}
 
 
-def overview(path: Path, max_side: int = 1000) -> tuple[np.ndarray, tuple[float, ...]]:
+def overview(
+    path: Path, max_side: int = 1000
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """A decimated read of band 1 (NaN for nodata) and its extent for ``imshow``."""
     with open_raster(path) as ds:
         f = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))

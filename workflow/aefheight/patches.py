@@ -174,7 +174,7 @@ def tile(
         grid = check_inputs(emb, dsm)
         rows, cols = _origins(grid, s)
         n_max = len(rows) * len(cols)
-        records = []
+        records: list[dict] = []
         with atomic_path(store_embeddings) as emb_tmp, atomic_path(store_dsm) as dsm_tmp:
             e_store = np.lib.format.open_memmap(emb_tmp, "w+", np.int8, (n_max, aef.BANDS, p, p))
             z_store = np.lib.format.open_memmap(dsm_tmp, "w+", np.float32, (n_max, p, p))
@@ -228,7 +228,7 @@ class PatchStore:
         return {"paths": self.paths}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(*state["paths"])
+        PatchStore.__init__(self, *state["paths"])
 
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", None) or ():

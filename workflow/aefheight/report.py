@@ -9,6 +9,7 @@ comparisons, the training and seam tables, the crossover heights and the AOI's f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -47,7 +48,7 @@ def write_tables(
     nets: list[str],
     baselines: list[str],
     max_epochs: int,
-    inputs: dict[str, Path | list[Path]],
+    inputs: dict[str, Any],
     outputs: dict[str, Path],
 ) -> None:
     """The ``tables`` rule: every table of one AOI and its findings.
@@ -56,8 +57,8 @@ def write_tables(
         aoi: the AOI's name (in the findings' title).
         nets: model names of the nets; baselines: of the Ridge baselines.
         max_epochs: the training cap (the training table says when it was hit).
-        inputs: ``metrics``, ``quantiles``, ``stats``, ``areas`` (one CSV each) and
-            ``histories``, ``by_height``, ``seams`` (lists of CSVs).
+        inputs: ``metrics``, ``quantiles``, ``stats``, ``areas`` (one CSV path each) and
+            ``histories``, ``by_height``, ``seams`` (lists of CSV paths).
         outputs: ``md``, ``tex``, ``comparisons``, ``training``, ``training_md``,
             ``seam_table``, ``crossover``, ``shift_md``, ``shift_tex``, ``findings``.
     """

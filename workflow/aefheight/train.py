@@ -29,7 +29,7 @@ from . import aef
 from .dataset import PatchDataset
 from .errors import NoValidData
 from .files import atomic_path
-from .models import ModelSettings, build_model, pick_device, save_checkpoint
+from .models import BoxRidge, ModelSettings, build_model, pick_device, save_checkpoint
 from .patches import PatchStore
 from .split import loss_masks
 
@@ -360,6 +360,7 @@ def _finish(
 ) -> pd.DataFrame:
     """Restore the best epoch's weights and save them; return the history."""
     hist = pd.DataFrame(run.history)
+    assert run.best_state is not None  # at least one epoch ran (max_epochs >= 1)
     model.load_state_dict(run.best_state)
     best_epoch = int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
     save_checkpoint(
@@ -430,11 +431,12 @@ def train_ridge(
     store = PatchStore(store_embeddings, store_dsm)
     train_ids, train_masks = split_patches(split_gpkg, split_tif)["train"]
     model = build_model(ms)
+    assert isinstance(model, BoxRidge)  # arch ridge
     x, y = sample_pixels(store, train_ids, train_masks, ms.max_pixels, seed, model.features)
     reg = Ridge(alpha=ms.alpha).fit(x, y)
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(reg.coef_.astype(np.float32)).view(1, -1, 1, 1))
-        model.head.bias.fill_(float(reg.intercept_))
+        model.head.bias.fill_(float(reg.intercept_))  # type: ignore[union-attr]  # has a bias
     info = {"pixels": len(y), "features": x.shape[1], "train_r2_sample": float(reg.score(x, y))}
     save_checkpoint(
         checkpoint,
