@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CORES ?= all
 
-.PHONY: setup study test lint clean-results
+.PHONY: setup study test lint docs clean-results
 
 setup: $(STAMP)
 
@@ -27,8 +27,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	PATH="$(BIN):$$PATH" ruff check workflow tests benchmarks
+	PATH="$(BIN):$$PATH" ruff format --check workflow tests benchmarks
 	PATH="$(BIN):$$PATH" snakefmt --check .
 	PATH="$(BIN):$$PATH" snakemake --lint
+	PATH="$(BIN):$$PATH" mypy
+
+# config/README.md's key tables from the schema (a test fails when they are stale)
+docs: $(STAMP)
+	sed -i '/^<!-- generated from workflow\/schemas/q' config/README.md
+	PYTHONPATH=workflow $(BIN)/python -m aefheight.config >> config/README.md
 
 clean-results:
 	rm -rf results/*/ results/report.html .snakemake

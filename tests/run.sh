@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command behind `make test` and .ci/run: lint, then pytest.
+# The test command behind `make test` and .ci/run: lint, type check, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Headless Chromium renders the report in a test (Debian's package; CI runs as root).
@@ -9,7 +9,9 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     >/tmp/aefheight-chromium-install.log 2>&1 ||
     echo "WARNING: chromium could not be installed; the report rendering test will be SKIPPED"
 fi
-ruff check workflow tests
+ruff check workflow tests benchmarks   # style, imports, docstrings (Google) of the package
+ruff format --check workflow tests benchmarks
 snakefmt --check .
 snakemake --lint
+mypy                                   # the package's types (pyproject.toml [tool.mypy])
 pytest "$@"

@@ -61,8 +61,7 @@ def test_config_readme_is_generated_from_the_schema():
     marker = "<!-- generated from workflow/schemas/config.schema.yaml: do not edit below -->\n"
     assert marker in text
     assert text.split(marker, 1)[1] == config.key_tables(), (
-        "config/README.md is out of date: "
-        "PYTHONPATH=workflow python -m aefheight.config  (then paste below the marker)"
+        "config/README.md is out of date: run `make docs`"
     )
 
 

@@ -84,7 +84,10 @@ def listed_rules() -> tuple[str, ...]:
 def rule_blocks() -> dict[str, str]:
     """Rule name -> the text of its definition, from the Snakefile and workflow/rules/*.smk."""
     blocks = {}
-    for path in [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").rglob("*.smk"))]:
+    for path in [
+        REPO / "workflow" / "Snakefile",
+        *sorted((REPO / "workflow" / "rules").rglob("*.smk")),
+    ]:
         text = path.read_text()
         starts = list(re.finditer(r"^(?:rule|checkpoint) (\w+):[ \t]*$", text, re.M))
         for m in starts:

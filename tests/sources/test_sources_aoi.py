@@ -115,9 +115,3 @@ def test_settings_name_bad_keys():
             {**real, "source": "synthetic", "dsm": {"source": "copernicus_glo30"}},
             "aois.x",
         )
-    with pytest.raises(ConfigError, match=r"unknown config key aois\.x\.dsm\.tiles"):
-        from_mapping(DSMSettings, {"tiles": 3}, "aois.x.dsm")
-    with pytest.raises(ConfigError, match="not a download source"):
-        from_mapping(
-            RealAOISettings, {"source": "synthetic", "aoi": {"bbox": [0, 0, 1, 1]}}, "aois.x"
-        )

@@ -32,6 +32,7 @@ def _settings(cls: Any, a: A, section: str | None = None, flag: str = "settings"
 
 
 def synthesize(a: A) -> None:
+    """Run ``synthesize``: write a synthetic AOI's embeddings, DSM and land cover."""
     from .synthetic import SyntheticSettings, write_synthetic
 
     s = _settings(SyntheticSettings, a, f"aois.{a.aoi}.synthetic")
@@ -39,6 +40,7 @@ def synthesize(a: A) -> None:
 
 
 def tile(a: A) -> None:
+    """Run ``tile``: cut the AOI's rasters into the patch store and its index."""
     from .patches import TilingSettings, tile
 
     s = _settings(TilingSettings, a)
@@ -46,12 +48,14 @@ def tile(a: A) -> None:
 
 
 def split(a: A) -> None:
+    """Run ``split``: write the split's patch GeoPackage, label raster and areas table."""
     from .split import SplitSettings, write_split
 
     write_split(a.index, a.grid, a.gpkg, a.raster, a.areas, _settings(SplitSettings, a))
 
 
 def train_net(a: A) -> None:
+    """Run ``train-net``: train one net for one seed (checkpoint, history, resume state)."""
     from .models import ModelSettings
     from .train import TrainSettings, train_net
 
@@ -64,6 +68,7 @@ def train_net(a: A) -> None:
 
 
 def train_ridge(a: A) -> None:
+    """Run ``train-ridge``: fit one Ridge baseline for one seed (checkpoint, history)."""
     from .models import ModelSettings
     from .train import train_ridge
 
@@ -75,6 +80,7 @@ def train_ridge(a: A) -> None:
 
 
 def predict(a: A) -> None:
+    """Run ``predict``: predict the whole AOI with one checkpoint into a COG."""
     from .predict import PredictSettings, predict_raster
 
     s = _settings(PredictSettings, a)
@@ -83,6 +89,7 @@ def predict(a: A) -> None:
 
 
 def evaluate(a: A) -> None:
+    """Run ``evaluate``: score one prediction per split and write its five tables."""
     from .metrics import write_evaluation
 
     outputs = {k: getattr(a, k) for k in ("metrics", "samples", "by_height", "by_class", "seams")}
@@ -90,18 +97,21 @@ def evaluate(a: A) -> None:
 
 
 def collect_metrics(a: A) -> None:
+    """Run ``collect-metrics``: concatenate one AOI's per-model metrics into one CSV."""
     from .report import collect_metrics
 
     collect_metrics(a.per_model, a.aoi, a.table)
 
 
 def height_shift(a: A) -> None:
+    """Run ``height-shift``: write the height histograms, quantiles and shift statistics."""
     from .metrics import write_height_shift
 
     write_height_shift(a.dsm, a.split, a.embeddings, a.hist, a.quantiles, a.stats)
 
 
 def tables(a: A) -> None:
+    """Run ``tables``: write every table and the findings of one AOI."""
     from .report import write_tables
 
     write_tables(
@@ -115,18 +125,21 @@ def tables(a: A) -> None:
 
 
 def report_front(a: A) -> None:
+    """Run ``report-front``: write the report's first page (findings, then methods)."""
     from .report import write_front
 
     write_front(a.findings, a.methods, a.front)
 
 
 def split_map(a: A) -> None:
+    """Run ``split-map``: draw the split map figure (PNG and PDF)."""
     from .figures import split_map
 
     split_map(a.gpkg, a.raster, a.dsm, a.png, a.pdf)
 
 
 def plot_pred_vs_ref(a: A) -> None:
+    """Run ``plot-pred-vs-ref``: draw predicted vs reference height for one model."""
     import pandas as pd
 
     from .figures import pred_vs_ref
@@ -135,24 +148,28 @@ def plot_pred_vs_ref(a: A) -> None:
 
 
 def plot_residual_map(a: A) -> None:
+    """Run ``plot-residual-map``: draw the map of dh for one prediction."""
     from .figures import residual_map
 
     residual_map(a.prediction, a.dsm, a.model, a.png, a.pdf)
 
 
 def plot_dh_hist(a: A) -> None:
+    """Run ``plot-dh-hist``: draw the dh histograms of every model's samples."""
     from .figures import by_model, dh_histograms
 
     dh_histograms(by_model(a.samples), a.png, a.pdf)
 
 
 def plot_error_by_height(a: A) -> None:
+    """Run ``plot-error-by-height``: draw bias and RMSE per height bin."""
     from .figures import by_model, error_by_height
 
     error_by_height(by_model(a.by_height), a.png, a.pdf)
 
 
 def plot_height_shift(a: A) -> None:
+    """Run ``plot-height-shift``: draw the reference-height distribution per split."""
     import pandas as pd
 
     from .figures import height_shift
@@ -161,18 +178,21 @@ def plot_height_shift(a: A) -> None:
 
 
 def plot_loss_curves(a: A) -> None:
+    """Run ``plot-loss-curves``: draw every net's training and validation loss."""
     from .figures import by_model, loss_curves
 
     loss_curves(by_model(a.histories), a.png, a.pdf)
 
 
 def fetch_aef_index(a: A) -> None:
+    """Run ``fetch-aef-index``: fetch one source's AEF tile index and its checksum."""
     from .sources import steps
 
     steps.run_index(a.source, parse_json(a.downloads, "--downloads"), a.index, a.checksum)
 
 
 def fetch_embeddings(a: A) -> None:
+    """Run ``fetch-embeddings``: download one AOI's AEF embeddings onto its grid."""
     from .sources import steps
 
     steps.run_embeddings(
@@ -182,6 +202,7 @@ def fetch_embeddings(a: A) -> None:
 
 
 def fetch_dsm(a: A) -> None:
+    """Run ``fetch-dsm``: download one AOI's reference DSM and co-register it."""
     from .sources import steps
 
     steps.run_dsm(

@@ -40,6 +40,7 @@ MODEL_COLORS = {
 
 
 def model_color(name: str) -> str:
+    """The plot colour of model ``name`` (:data:`MODEL_COLORS`; green for any other)."""
     return MODEL_COLORS.get(name, "#2ca02c")
 
 

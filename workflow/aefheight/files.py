@@ -10,6 +10,10 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _pid_alive(pid: int) -> bool:
@@ -61,7 +65,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
 
 
-def write_csv(df, path: str | os.PathLike) -> None:
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a pandas frame as CSV atomically (fixed float format: reruns are byte-identical)."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ from .raster import (
     read_dsm_block,
     window_phase,
 )
+
+if TYPE_CHECKING:
+    from rasterio.windows import Window
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +194,7 @@ class SeamCheck:
             self.sx, self.cx = window_phase(width, self.window, self.overlap, band)
         self.sums = np.zeros((2, 2))  # (seam, centre) x (sum |dh|, n)
 
-    def update(self, win, ok: np.ndarray, absd: np.ndarray) -> None:
+    def update(self, win: Window, ok: np.ndarray, absd: np.ndarray) -> None:
         if not self.window:
             return
         rows, cols = win.toslices()
@@ -230,7 +234,16 @@ class _Tally:
     )
     samples: list[pd.DataFrame] = field(default_factory=list)
 
-    def update(self, ref, pred, ok, lab, cls, pick, height_bin: float) -> None:
+    def update(
+        self,
+        ref: np.ndarray,
+        pred: np.ndarray,
+        ok: np.ndarray,
+        lab: np.ndarray,
+        cls: np.ndarray | None,
+        pick: np.ndarray,
+        height_bin: float,
+    ) -> None:
         """Add one window: reference, prediction, validity, split labels, classes, sample."""
         for name in SPLITS:
             area = lab == CODES[name]

@@ -72,7 +72,10 @@ class ModelSettings:
 
 
 def _box_mean(t: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k box mean with zero padding, as two 1-D passes (O(k) per pixel, not O(k²))."""
+    """Compute the k x k box mean with zero padding.
+
+    Two 1-D passes: O(k) per pixel, not O(k²).
+    """
     t = F.avg_pool2d(t, (k, 1), stride=1, padding=(k // 2, 0))
     return F.avg_pool2d(t, (1, k), stride=1, padding=(0, k // 2))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -234,7 +235,7 @@ class PatchStore:
         for fd in getattr(self, "_fds", None) or ():
             os.close(fd)
 
-    def prefetch(self, ks) -> None:
+    def prefetch(self, ks: Iterable[int] | np.ndarray) -> None:
         """Ask the kernel to start reading these patches now (``POSIX_FADV_WILLNEED``).
 
         Called with a batch's patches before they are read one by one, it lets the disk work

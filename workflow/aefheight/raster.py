@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -98,7 +99,7 @@ def check_same_grid(a: Grid, b: Grid, name_a: str, name_b: str) -> None:
 
 
 def read_checked(
-    ds: rasterio.io.DatasetReader, window: Window | None = None, **kwargs
+    ds: rasterio.io.DatasetReader, window: Window | None = None, **kwargs: Any
 ) -> np.ndarray:
     """``ds.read`` that reports a truncated or corrupt file as :class:`RasterError`."""
     try:
@@ -107,7 +108,7 @@ def read_checked(
         raise RasterError(f"{ds.name} is corrupt or truncated: {exc}") from exc
 
 
-def read_dsm_block(ds: rasterio.io.DatasetReader, window=None) -> np.ndarray:
+def read_dsm_block(ds: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:
     """Read DSM band 1 as float32 with NaN for nodata (declared nodata only)."""
     z = read_checked(ds, window, indexes=1).astype(np.float32, copy=False)
     nd = ds.nodata

@@ -55,7 +55,8 @@ def write_tables(
 
     Args:
         aoi: the AOI's name (in the findings' title).
-        nets: model names of the nets; baselines: of the Ridge baselines.
+        nets: model names of the nets.
+        baselines: model names of the Ridge baselines.
         max_epochs: the training cap (the training table says when it was hit).
         inputs: ``metrics``, ``quantiles``, ``stats``, ``areas`` (one CSV path each) and
             ``histories``, ``by_height``, ``seams`` (lists of CSV paths).

@@ -16,6 +16,7 @@ import functools
 import json
 import re
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +54,12 @@ def _fill_defaults(validator_class: Any) -> Any:
     """A validator that sets each missing property to (a copy of) its schema default."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
-    def properties(validator, props, instance, schema_):
+    def properties(
+        validator: jsonschema.protocols.Validator,
+        props: dict[str, Any],
+        instance: Any,
+        schema_: dict[str, Any],
+    ) -> Iterator[jsonschema.ValidationError]:
         if isinstance(instance, dict):
             for name, sub in props.items():
                 if "default" in sub and name not in instance:

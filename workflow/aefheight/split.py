@@ -19,6 +19,7 @@ loss masks from it and evaluation its areas, so both count exactly the same pixe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -102,13 +103,17 @@ def block_test_area(index: pd.DataFrame, cov: np.ndarray, s: SplitSettings) -> n
     return coverage(index[chosen], cov.shape)
 
 
-def _window_stat(a: np.ndarray, index: pd.DataFrame, fn) -> np.ndarray:
+def _window_stat(
+    a: np.ndarray, index: pd.DataFrame, fn: Callable[[np.ndarray], np.generic]
+) -> np.ndarray:
     return np.array(
         [fn(a[r : r + p, c : c + p]) for r, c, p in index[["row", "col", "size"]].itertuples(False)]
     )
 
 
-def label_pixels(index: pd.DataFrame, shape: tuple[int, int], s: SplitSettings):
+def label_pixels(
+    index: pd.DataFrame, shape: tuple[int, int], s: SplitSettings
+) -> tuple[np.ndarray, np.ndarray]:
     """Split labels per patch (``train``/``val``/``test``/``buffer``) and per pixel (codes)."""
     cov = coverage(index, shape)
     test = (

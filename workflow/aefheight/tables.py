@@ -102,7 +102,7 @@ _MATH = str.maketrans({"±": r"$\pm$", "²": r"$^2$", "ρ": r"$\rho$", "|": r"$|
 
 
 def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    """A booktabs table (pandas' ``Styler.to_latex``; needs ``\\usepackage{booktabs}``)."""
+    r"""A booktabs table (pandas' ``Styler.to_latex``; needs ``\usepackage{booktabs}``)."""
     styler = df.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
     tex = styler.to_latex(
         column_format="l" * 2 + "r" * (len(df.columns) - 2),
@@ -116,6 +116,7 @@ def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 
 def write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` as UTF-8, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -183,8 +184,11 @@ def verdict(a: str, b: str, metric: str, diff: dict[str, float], split: str = "t
 def comparisons(
     metrics: pd.DataFrame, nets: list[str], baselines: list[str], split: str = "test"
 ) -> pd.DataFrame:
-    """Paired-by-seed differences: each later net minus each earlier one, each net minus each
-    baseline; for every metric of :data:`COMPARED`, with a t-interval and a verdict sentence."""
+    """Paired-by-seed differences between models on ``split``, one row per pair and metric.
+
+    Pairs: each later net minus each earlier one, and each net minus each baseline; for every
+    metric of :data:`COMPARED`, with a t-interval and a verdict sentence.
+    """
     pairs = [(nets[j], nets[i]) for i in range(len(nets)) for j in range(i + 1, len(nets))]
     pairs += [(n, b) for n in nets for b in baselines]
     sub = metrics[metrics["split"] == split]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -106,7 +107,12 @@ def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _evaluate(model, batches, device, amp) -> float:
+def _evaluate(
+    model: nn.Module,
+    batches: Iterable[Sequence[torch.Tensor]],
+    device: torch.device,
+    amp: bool,
+) -> float:
     """Masked MSE over cached validation batches (no autograd)."""
     model.eval()
     se, n = 0.0, 0.0
@@ -124,7 +130,15 @@ def _evaluate(model, batches, device, amp) -> float:
 
 
 def _train_epoch(
-    model, opt, ds, ts: TrainSettings, g, device, amp, desc: str, workers: int = 0
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    ds: PatchDataset,
+    ts: TrainSettings,
+    g: torch.Generator,
+    device: torch.device,
+    amp: bool,
+    desc: str,
+    workers: int = 0,
 ) -> tuple[float, int]:
     """One pass over the train patches in the order drawn from ``g``; (mean loss, steps)."""
     order = torch.randperm(len(ds), generator=g).tolist()
@@ -220,7 +234,9 @@ def _load_data(
     )
 
 
-def _resume(path: Path, fp: str, model: nn.Module, opt: torch.optim.Optimizer, device) -> _Run:
+def _resume(
+    path: Path, fp: str, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+) -> _Run:
     """The saved progress of an interrupted run with the same inputs, else a fresh start."""
     if not path.exists():
         return _Run()
@@ -236,7 +252,9 @@ def _resume(path: Path, fp: str, model: nn.Module, opt: torch.optim.Optimizer, d
     )
 
 
-def _save_resume(path: Path, fp: str, model: nn.Module, opt, epoch: int, run: _Run) -> None:
+def _save_resume(
+    path: Path, fp: str, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, run: _Run
+) -> None:
     with atomic_path(path) as tmp:
         torch.save(
             {
@@ -386,7 +404,7 @@ def sample_pixels(
     masks: np.ndarray,
     max_pixels: int,
     seed: int,
-    features=None,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``max_pixels`` valid, unmasked (features, height) pixels drawn evenly from patches.
 

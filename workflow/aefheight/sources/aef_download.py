@@ -34,7 +34,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -60,6 +60,9 @@ from .aef_index import Tile, load_index, select_tiles
 from .aoi import AOI, Block, block_polygon, blocks, reproject_geometry, target_grid
 from .http import gdal_env, with_retries
 from .spec import DownloadSettings, RealAOISettings
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def gdal_source(tile: Tile, source: str, settings: DownloadSettings) -> tuple[st
 
 
 def read_window(
-    ds: rasterio.io.DatasetReader, bounds: tuple[float, float, float, float], crs
+    ds: rasterio.io.DatasetReader, bounds: tuple[float, float, float, float], crs: CRS
 ) -> tuple[np.ndarray, Affine] | None:
     """Read the part of ``ds`` under ``bounds`` (in ``crs``), north-up.
 
@@ -129,7 +132,12 @@ def read_window(
 
 
 def fill_block(
-    dst: np.ndarray, src: np.ndarray, src_transform: Affine, src_crs, block: Block, dst_crs
+    dst: np.ndarray,
+    src: np.ndarray,
+    src_transform: Affine,
+    src_crs: CRS,
+    block: Block,
+    dst_crs: CRS,
 ) -> None:
     """Reproject int8 codes (nearest) onto ``block`` and fill pixels still nodata in ``dst``."""
     tmp = np.full_like(dst, aef.NODATA)
@@ -197,7 +205,9 @@ def cog_block_reader(
                 continue
             path, extra = gdal_source(tile, source, settings)
 
-            def read(path: str = path, extra: dict[str, str] = extra, tile: Tile = tile):
+            def read(
+                path: str = path, extra: dict[str, str] = extra, tile: Tile = tile
+            ) -> tuple[tuple[np.ndarray, Affine] | None, CRS]:
                 stats.add(attempts=1)
                 try:
                     with gdal_env(settings, **extra), rasterio.open(path) as ds:
@@ -347,7 +357,7 @@ def cache_signature(aoi: AOI, source: str, year: int, tiles: Sequence[str], bloc
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def write_block(path: Path, codes: np.ndarray, block: Block, crs) -> None:
+def write_block(path: Path, codes: np.ndarray, block: Block, crs: CRS) -> None:
     """Write one cached block (deflate GeoTIFF), atomically."""
     prof = {
         "driver": "GTiff",

@@ -181,4 +181,5 @@ def blocks(grid: Grid, size: int) -> Iterator[Block]:
 
 
 def block_polygon(b: Block) -> BaseGeometry:
+    """The footprint of block ``b`` as a rectangle in the target grid's CRS."""
     return box(*b.bounds)

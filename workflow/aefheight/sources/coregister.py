@@ -41,7 +41,7 @@ NODATA = -9999.0  # same as the synthetic DSM
 STRIP_ROWS = 1024
 
 
-def build_vrt(files: list[Path], out: Path, crs, nodata: float | None) -> Path:
+def build_vrt(files: list[Path], out: Path, crs: CRS, nodata: float | None) -> Path:
     """Write a mosaic VRT of north-up rasters sharing a CRS and pixel size, atomically.
 
     Later files fill only where earlier ones are nodata (ComplexSource with NODATA), so tiles
@@ -118,7 +118,7 @@ def mosaics(src: DSMSource, work: Path) -> list[Path]:
     return out + singles
 
 
-def source_resolution(ds: rasterio.io.DatasetReader, crs, dst_crs) -> float:
+def source_resolution(ds: rasterio.io.DatasetReader, crs: CRS, dst_crs: CRS) -> float:
     """Approximate pixel size of ``ds`` in the target CRS's units."""
     tr, _, _ = calculate_default_transform(crs, dst_crs, ds.width, ds.height, *ds.bounds)
     return abs(tr.a)

@@ -146,7 +146,7 @@ def is_complete(dest: str | os.PathLike, verify: bool = True) -> bool:
     return not verify or sha256_of(dest) == rec.sha256
 
 
-def _open(url: str, headers: dict[str, str], timeout: float):
+def _open(url: str, headers: dict[str, str], timeout: float) -> http.client.HTTPResponse:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
     return urllib.request.urlopen(req, timeout=timeout)
 
