@@ -15,7 +15,7 @@ from helpers import REPO, snakemake_cmd
 from snakemake.profiles import ProfileConfigFileParser
 
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-DEFAULT_PROFILE = REPO / "profiles" / "default" / "config.yaml"
+DEFAULT_PROFILE = REPO / "workflow" / "profiles" / "default" / "config.yaml"
 NO_CONDA = ("--sdm", "env-modules")  # conda cannot run here; the plan is the same
 
 
