@@ -38,7 +38,8 @@ def _types(node: dict) -> set[str]:
 def _wrong_type(node: dict) -> Any:
     """A value of a type the key does not allow (None if every JSON type is allowed)."""
     allowed = _types(node) | ({"string"} if "enum" in node else set())
-    for value, kinds in (("x", {"string"}), (3.5, {"number"}), ([1], {"array"}), (True, {"boolean"})):
+    candidates = (("x", {"string"}), (3.5, {"number"}), ([1], {"array"}), (True, {"boolean"}))
+    for value, kinds in candidates:
         if not kinds & allowed:
             return value
     return {"a": 1} if "object" not in allowed else None
@@ -90,8 +91,10 @@ def schema_cases(cfg: dict) -> Iterator[Case]:
     def walk(node: dict, value: Any, path: list[str]) -> Iterator[Case]:
         where = ".".join(path)
         if isinstance(value, dict):
-            yield f"{where or 'config'}: unknown key", _set(cfg, path, {**value, "bogus": 1}), (
-                ".".join([*path, "bogus"])
+            yield (
+                f"{where or 'config'}: unknown key",
+                _set(cfg, path, {**value, "bogus": 1}),
+                (".".join([*path, "bogus"])),
             )
             for req in node.get("required", []):
                 if req in value and len(path) > 0:
@@ -148,8 +151,10 @@ def cross_field_cases(demo: dict, paper: dict) -> Iterator[Case]:
     metres = {**real["aoi"], "crs": "EPSG:4326"}
     yield "bbox in metres, crs degrees", _with(paper, f"{aoi}.aoi", metres), f"{aoi}.aoi"
     yield "unknown bbox crs", _with(paper, f"{aoi}.aoi.crs", "EPSG:0"), f"{aoi}.aoi.crs"
-    yield "unknown target crs", _with(paper, f"{aoi}.aoi.target_crs", "EPSG:0"), (
-        f"{aoi}.aoi.target_crs"
+    yield (
+        "unknown target crs",
+        _with(paper, f"{aoi}.aoi.target_crs", "EPSG:0"),
+        (f"{aoi}.aoi.target_crs"),
     )
     no_archives = {**real["dsm"], "archives": []}
     yield "rge_alti without archives", _with(paper, f"{aoi}.dsm", no_archives), f"{aoi}.dsm"
@@ -174,7 +179,7 @@ def verdict(cfg: dict, key: str) -> str:
         line = str(exc)
         named = key in line or key.replace(".<name>", "") in line
         return "good" if named and "\n" not in line and len(line) < 400 else "poor"
-    except Exception:  # noqa: BLE001 (a traceback where a line was promised)
+    except Exception:  # a traceback where a line was promised
         return "poor"
     return "wrong"
 

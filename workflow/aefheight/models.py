@@ -22,6 +22,8 @@ from .config import RIDGE
 from .errors import ConfigError, RasterError
 from .files import atomic_path
 
+ENCODER_DEPTH = 5  # smp's default encoder depth: the decoders have this many stages
+
 
 def smp_archs() -> dict[str, Any]:
     """Architectures segmentation-models-pytorch offers, by lower-case name."""
@@ -48,9 +50,14 @@ class ModelSettings:
     scales_px: tuple[int, ...]  # ridge: box-mean sides; (1,) = pixel-wise
 
     def check(self, section: str) -> None:
-        """What the schema cannot know: the architecture and encoder names smp offers."""
+        """What the schema cannot know: smp's architecture and encoder names, decoder depth."""
         if self.arch == RIDGE:
             return
+        if self.decoder_channels is not None and len(self.decoder_channels) != ENCODER_DEPTH:
+            raise ConfigError(
+                f"{section}.decoder_channels needs {ENCODER_DEPTH} widths (one per encoder "
+                f"stage), got {list(self.decoder_channels)}; or null for smp's default"
+            )
         archs = smp_archs()
         if self.arch not in archs:
             raise ConfigError(
@@ -108,12 +115,12 @@ class BoxRidge(nn.Module):
         return self.head(self.features(x))
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` takes CUDA when present, else the CPU."""
+def pick_device(name: str, key: str) -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU; ``key`` names the setting in messages."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is cuda but no CUDA device is visible")
+        raise ConfigError(f"{key} is cuda but no CUDA device is visible; use auto or cpu")
     return torch.device(name)
 
 

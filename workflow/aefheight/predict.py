@@ -149,7 +149,7 @@ def predict_raster(
     memory stays one window row deep at any AOI size.
     """
     torch.set_num_threads(max(1, threads))
-    device = pick_device(s.device)
+    device = pick_device(s.device, "prediction.device")
     model, mean, std, patch, win, overlap = _model_and_windows(checkpoint_path, s, device)
     weights = blend_weights(win)
     with open_raster(embeddings_path) as src:

@@ -16,11 +16,11 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import CRSError, RasterioIOError
 from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
-from .errors import GridMismatch, RasterError
+from .errors import ConfigError, GridMismatch, RasterError
 from .files import atomic_path
 
 BLOCK = 256  # internal tile size of every GeoTIFF we write; patch sizes align to it
@@ -106,6 +106,29 @@ def read_checked(
         return ds.read(window=window, **kwargs)
     except RasterioIOError as exc:
         raise RasterError(f"{ds.name} is corrupt or truncated: {exc}") from exc
+
+
+def parse_crs(value: str, key: str, metres: bool = False) -> CRS:
+    """A CRS named in the config, or one line naming the key.
+
+    Args:
+        value: what the user wrote (``EPSG:32630``, a WKT or PROJ string).
+        key: the config key, for the message.
+        metres: require a projected CRS in metres (a grid whose pixel size is in m).
+    """
+    try:
+        crs = CRS.from_user_input(value)
+    except CRSError as exc:
+        raise ConfigError(
+            f"{key} {value!r} is not a CRS PROJ knows ({exc}); e.g. EPSG:32630"
+        ) from None
+    units = (crs.linear_units or "").lower()
+    if metres and not (crs.is_projected and units in ("metre", "meter", "m")):
+        raise ConfigError(
+            f"{key} {value!r} is not a projected CRS in metres (its pixel size is in m); "
+            "use the AOI's UTM zone, e.g. EPSG:32630"
+        )
+    return crs
 
 
 def read_dsm_block(ds: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:

@@ -127,7 +127,11 @@ def validate_section(
     data = copy.deepcopy(mapping) if mapping is not None else {}
     errors = sorted(
         _Validator(subschema(where)).iter_errors(data),
-        key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
+        key=lambda e: (
+            bool({"if", "then", "else"} & set(map(str, e.schema_path))),  # a key's own rule first
+            list(map(str, e.absolute_path)),
+            e.validator != "additionalProperties",
+        ),
     )
     if errors:
         raise ConfigError(_message(errors[0], section, where))

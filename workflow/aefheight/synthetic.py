@@ -37,9 +37,8 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from . import aef
-from .errors import ConfigError
 from .files import atomic_path
-from .raster import Grid, strips
+from .raster import Grid, parse_crs, strips
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +68,8 @@ class SyntheticSettings:
     embedding_gap: bool  # a small nodata block in the embeddings, as AEF has
 
     def check(self, section: str) -> None:
-        """What the schema cannot know: whether PROJ reads the CRS."""
-        try:
-            CRS.from_user_input(self.crs)
-        except Exception as exc:
-            raise ConfigError(f"{section}.crs {self.crs!r} is not a CRS: {exc}") from exc
+        """What the schema cannot know: a CRS PROJ reads, projected in metres."""
+        parse_crs(self.crs, f"{section}.crs", metres=True)
 
     @property
     def grid(self) -> Grid:

@@ -330,7 +330,7 @@ def train_net(
     """
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)  # weight initialisation (the cached val loader draws first)
-    device = pick_device(ts.device)
+    device = pick_device(ts.device, "training.device")
     amp = use_bf16(device, ts.precision)
     data = _load_data(
         PatchStore(store_embeddings, store_dsm), split_gpkg, split_tif, ms, ts, seed, amp

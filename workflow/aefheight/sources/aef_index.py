@@ -158,7 +158,7 @@ def select_tiles(
     """
     years = sorted(int(y) for y in index["year"].unique())
     if year not in years:
-        span = f"{years[0]}-{years[-1]}" if years else "none"
+        span = ", ".join(map(str, years)) if years else "none"
         raise YearNotAvailable(
             f"{aoi.describe()}: AEF year {year} is not in the index (years available: {span})"
         )

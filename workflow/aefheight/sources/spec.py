@@ -69,10 +69,20 @@ class AOISpec:
         """Cross-field rules: one of path or bbox; a bbox with xmin < xmax, ymin < ymax."""
         if (self.path is None) == (self.bbox is None):
             raise ConfigError(f"{section}: give exactly one of path (a polygon file) or bbox")
+        from ..raster import parse_crs
+
+        crs = parse_crs(self.crs, f"{section}.crs")
+        if self.target_crs is not None:
+            parse_crs(self.target_crs, f"{section}.target_crs", metres=True)
         if self.bbox is not None:
             x0, y0, x1, y1 = self.bbox
             if not (x1 > x0 and y1 > y0):
                 raise ConfigError(f"{section}.bbox must have xmin < xmax and ymin < ymax")
+            if crs.is_geographic and not (-180 <= x0 and x1 <= 180 and -90 <= y0 and y1 <= 90):
+                raise ConfigError(
+                    f"{section}.bbox {list(self.bbox)} is not in degrees of {self.crs}: "
+                    f"set {section}.crs to the bbox's CRS (e.g. EPSG:2154)"
+                )
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,11 @@ class DSMSettings:
     missing_tiles: str
 
     def check(self, section: str) -> None:
-        """Cross-field rules: rge_alti needs its archives, local its path."""
+        """Cross-field rules: rge_alti needs its archives, local its path; a CRS PROJ reads."""
+        if self.crs is not None:
+            from ..raster import parse_crs
+
+            parse_crs(self.crs, f"{section}.crs")
         if self.source == "rge_alti" and not self.archives:
             raise ConfigError(
                 f"{section}.archives must list the RGE ALTI archives covering the AOI "
