@@ -381,9 +381,11 @@ def _error_line(args: A, exc: BaseException) -> str | None:
     """The one line a user error ends with; None for a bug (the traceback is kept)."""
     if isinstance(exc, AefHeightError):
         return str(exc)
-    rio = sys.modules.get("rasterio.errors")  # not imported: no raster was touched
-    if rio is not None and isinstance(exc, rio.RasterioIOError):  # GDAL failed mid-way
-        return f"raster I/O failed: {exc}{_low_disk(args)}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if type(exc).__module__.startswith("rasterio"):  # RasterioError, WarpOperationError, CPLE_*
+        return f"raster I/O failed: {first}{_low_disk(args)}"
+    if type(exc).__module__.startswith(("pyarrow", "pyogrio")):  # a damaged index or GeoPackage
+        return f"cannot read a table ({type(exc).__name__}): {first}; rerun the step that wrote it"
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         return f"cannot write {exc.filename or 'output'}: {exc.strerror}"
     return None
@@ -404,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GDAL_CACHEMAX", "256")
     try:
         args.func(args)
-    except (AefHeightError, OSError) as exc:
+    except Exception as exc:
         line = _error_line(args, exc)
         if line is None:
             raise

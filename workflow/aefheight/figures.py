@@ -69,7 +69,7 @@ def overview(
     path: Path, max_side: int = 1000
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """A decimated read of band 1 (NaN for nodata) and its extent for ``imshow``."""
-    with open_raster(path) as ds:
+    with open_raster(path, bands=1) as ds:
         f = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))
         shape = (max(1, ds.height // f), max(1, ds.width // f))
         z = read_dsm_block(ds, None) if f == 1 else ds.read(1, out_shape=shape).astype("f4")

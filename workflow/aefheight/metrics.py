@@ -323,12 +323,12 @@ def evaluate(
     rng = np.random.default_rng(seed)
     names = None
     with (
-        open_raster(pred_path) as pr,
-        open_raster(dsm_path) as dm,
-        open_raster(split_path) as sp,
+        open_raster(pred_path, bands=1) as pr,
+        open_raster(dsm_path, bands=1) as dm,
+        open_raster(split_path, bands=1) as sp,
         contextlib.ExitStack() as stack,
     ):
-        lc = stack.enter_context(open_raster(landcover_path)) if landcover_path else None
+        lc = stack.enter_context(open_raster(landcover_path, 1)) if landcover_path else None
         grid = Grid.of(pr)
         for other in (dm, sp, *([lc] if lc is not None else [])):
             check_same_grid(grid, Grid.of(other), pr.name, other.name)
@@ -365,9 +365,9 @@ def height_histograms(
     """
     counts = {k: BinnedErrors() for k in SPLITS}
     with (
-        open_raster(dsm_path) as dm,
-        open_raster(split_path) as sp,
-        open_raster(embeddings_path) as em,
+        open_raster(dsm_path, bands=1) as dm,
+        open_raster(split_path, bands=1) as sp,
+        open_raster(embeddings_path, bands=aef.BANDS) as em,
     ):
         check_same_grid(Grid.of(dm), Grid.of(sp), dm.name, sp.name)
         check_same_grid(Grid.of(dm), Grid.of(em), dm.name, em.name)

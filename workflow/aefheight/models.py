@@ -133,14 +133,25 @@ def build_model(s: ModelSettings, in_channels: int = aef.BANDS) -> nn.Module:
     kwargs: dict[str, Any] = {}
     if s.decoder_channels is not None:
         kwargs["decoder_channels"] = list(s.decoder_channels)
-    return smp.create_model(
-        s.arch,
-        encoder_name=s.encoder,
-        encoder_weights=s.encoder_weights,
-        in_channels=in_channels,
-        classes=1,
-        **kwargs,
-    )
+    try:
+        return smp.create_model(
+            s.arch,
+            encoder_name=s.encoder,
+            encoder_weights=s.encoder_weights,
+            in_channels=in_channels,
+            classes=1,
+            **kwargs,
+        )
+    except Exception as exc:
+        if s.encoder_weights is None:
+            raise
+        # pretrained weights are downloaded once (timm / the Hugging Face hub): offline, the
+        # hub's errors run to dozens of lines
+        raise ConfigError(
+            f"encoder_weights {s.encoder_weights!r} of {s.encoder} could not be loaded "
+            f"({type(exc).__name__}): they are downloaded once and need network; "
+            "use encoder_weights: null offline"
+        ) from None
 
 
 def save_checkpoint(

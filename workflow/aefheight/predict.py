@@ -152,7 +152,7 @@ def predict_raster(
     device = pick_device(s.device, "prediction.device")
     model, mean, std, patch, win, overlap = _model_and_windows(checkpoint_path, s, device)
     weights = blend_weights(win)
-    with open_raster(embeddings_path) as src:
+    with open_raster(embeddings_path, bands=aef.BANDS) as src:
         grid = Grid.of(src)
         height, width = grid.height, grid.width
         rows = window_origins(height, win, win - overlap)

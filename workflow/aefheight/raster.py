@@ -69,14 +69,33 @@ class Grid:
         }
 
 
-def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
-    """Open a raster, turning GDAL's errors into one clear :class:`RasterError`."""
+# More pixels than any AOI (a 2600 km square at 10 m): a header declaring more is damaged
+MAX_PIXELS = 2**36
+
+
+def open_raster(path: str | os.PathLike, bands: int | None = None) -> rasterio.io.DatasetReader:
+    """Open a raster, turning GDAL's errors into one clear :class:`RasterError`.
+
+    Args:
+        path: the raster.
+        bands: the band count the step needs (checked), or None for any.
+    """
     try:
-        return rasterio.open(path)
+        ds = rasterio.open(path)
     except RasterioIOError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RasterError(
-            f"cannot read raster {path} (missing, corrupt or truncated?): {exc}"
-        ) from exc
+            f"cannot read raster {path} (missing, corrupt or truncated?): {first}"
+        ) from None
+    problem = None
+    if ds.width * ds.height > MAX_PIXELS:
+        problem = f"declares {ds.width} x {ds.height} px, more than any AOI (damaged header?)"
+    elif bands is not None and ds.count != bands:
+        problem = f"has {ds.count} bands; the step reads {bands}"
+    if problem:
+        ds.close()
+        raise RasterError(f"raster {path} {problem}")
+    return ds
 
 
 def check_same_grid(a: Grid, b: Grid, name_a: str, name_b: str) -> None:

@@ -144,8 +144,8 @@ def label_pixels(
         raise TooFewPatches(
             f"the split needs at least 1 train, 1 val and 1 test patch; {len(index)} patches "
             f"give {counts} (buffer = patches mostly within split.buffer_px of the test area). "
-            "Use a larger AOI, a smaller tiling.patch_size, a smaller split.buffer_px, another "
-            "split.block_patches or another split.method"
+            "Use a larger AOI, a smaller tiling.patch_size or tiling.stride, a smaller "
+            "split.buffer_px, another split.block_patches or another split.method"
         )
     pix = np.where(cov, CODES["unused"], 0).astype(np.uint8)
     for name in ("train", "val"):  # val painted last: it wins where patches overlap
@@ -208,7 +208,7 @@ def write_split(
 
 def loss_masks(split_tif: Path, index: pd.DataFrame, name: str) -> np.ndarray:
     """Per patch of ``index``, the pixels labelled ``name`` in ``split.tif`` (N, P, P) bool."""
-    with open_raster(split_tif) as ds:
+    with open_raster(split_tif, bands=1) as ds:
         out = []
         for r, c, p in index[["row", "col", "size"]].itertuples(index=False):
             out.append(ds.read(1, window=((r, r + p), (c, c + p))) == CODES[name])

@@ -28,6 +28,13 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
+# Folders the results go into must not be files (Snakemake would end in a traceback).
+for folder in ["results", "resources", *(f"results/{aoi}" for aoi in config["aois"])]:
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise WorkflowError(
+            f"{os.path.abspath(folder)} is a file; results go into a folder of that name: move it away"
+        )
+
 AOIS = list(config["aois"])
 MODELS = list(config["models"])
 NETS = [m for m, s in config["models"].items() if s["arch"] != RIDGE]

@@ -339,6 +339,11 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
     with open_raster(path) as ds:
         if ds.crs is None and not dsm.crs:
             raise ConfigError(f"{section}.path: {path} has no CRS; set {section}.crs")
+        if ds.count != 1:  # band 1 would be taken as height without a word
+            raise RasterError(
+                f"{section}.path: {path} has {ds.count} bands; a DSM has one height band "
+                "(extract it first, e.g. gdal_translate -b 1)"
+            )
         res = abs(ds.transform.a)
         unit = "deg" if (ds.crs and ds.crs.is_geographic) else "m"
     crs = CRS.from_user_input(dsm.crs) if dsm.crs else None
