@@ -201,7 +201,7 @@ def test_gcs_layout_through_vsigs(server, world, cache, tmp_path):
 
 
 def test_year_not_available_names_the_aoi_and_the_years(server, cache, tmp_path):
-    with pytest.raises(YearNotAvailable, match=r"AOI 'fix'.*year 2031.*years available: 2020, 2021"):
+    with pytest.raises(YearNotAvailable, match=r"AOI .fix.*year 2031.*available: 2020, 2021"):
         fetch(server, cache, tmp_path / "e.tif", year=2031)
 
 
