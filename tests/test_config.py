@@ -133,3 +133,11 @@ def test_real_aoi_sections_are_checked_too():
         cfg["aois"]["nouvelle_aquitaine"] = {**real, **change}
         with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
             config.check_config(copy.deepcopy(cfg))
+
+
+def test_the_readmes_real_data_config_is_a_whole_config():
+    text = (REPO / "README.md").read_text().split("## Real data", 1)[1]
+    snippet = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = yaml.safe_load(snippet)
+    config.check_config(cfg)
+    assert cfg["aois"]["myaoi"]["dsm"]["missing_tiles"] == "error"  # defaults filled in
