@@ -51,3 +51,22 @@ def test_unknown_arch_and_encoder_are_config_errors():
         from_mapping(ModelSettings, {"arch": "unet3"}, "models.x")
     with pytest.raises(ConfigError, match="encoder 'resnet7'"):
         from_mapping(ModelSettings, {"arch": "unet", "encoder": "resnet7"}, "models.x")
+
+
+def test_pretrained_weights_offline_are_one_line(tmp_path):
+    """encoder_weights: imagenet without network (and no cached weights): one clear line."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from aefheight.models import ModelSettings, build_model\n"
+        "from aefheight.settings import make\n"
+        "build_model(make(ModelSettings, arch='unet', encoder_weights='imagenet'))\n"
+    )
+    cache = {k: str(tmp_path / k) for k in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME")}
+    env = {**os.environ, **cache, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "ConfigError" in last and "need network" in last and "encoder_weights: null" in last
