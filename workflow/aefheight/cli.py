@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AefHeightError
+from .errors import AefHeightError, first_line
 from .settings import from_mapping, parse_json
 
 log = logging.getLogger("aefheight")
@@ -381,7 +381,7 @@ def _error_line(args: A, exc: BaseException) -> str | None:
     """The one line a user error ends with; None for a bug (the traceback is kept)."""
     if isinstance(exc, AefHeightError):
         return str(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     if type(exc).__module__.startswith("rasterio"):  # RasterioError, WarpOperationError, CPLE_*
         return f"raster I/O failed: {first}{_low_disk(args)}"
     if type(exc).__module__.startswith(("pyarrow", "pyogrio")):  # a damaged index or GeoPackage

@@ -75,8 +75,13 @@ def key_tables() -> str:
     """config/README.md's key tables: the study's keys, then the real-AOI keys."""
     study: list[tuple[str, str, str]] = []
     real: list[tuple[str, str, str]] = []
-    real_only = ("aois.<name>.aoi", "aois.<name>.dsm", "aois.<name>.year", "downloads")
-    real_only += ("aois.<name>.allow_partial_coverage",)  # type: ignore[assignment]
+    real_only = (
+        "aois.<name>.aoi",
+        "aois.<name>.dsm",
+        "aois.<name>.year",
+        "aois.<name>.allow_partial_coverage",
+        "downloads",
+    )
     for row in _rows(schema(), ""):
         (real if row[0].startswith(real_only) else study).append(row)
     out = []

@@ -5,6 +5,12 @@ Snakemake log ends with the message a user can act on instead of a traceback wal
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (GDAL's can run to many), or its class name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class AefHeightError(Exception):
     """Base class of every error a user can cause with input or config."""
 

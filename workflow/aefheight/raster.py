@@ -20,7 +20,7 @@ from rasterio.errors import CRSError, RasterioIOError
 from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
-from .errors import ConfigError, GridMismatch, RasterError
+from .errors import ConfigError, GridMismatch, RasterError, first_line
 from .files import atomic_path
 
 BLOCK = 256  # internal tile size of every GeoTIFF we write; patch sizes align to it
@@ -83,9 +83,8 @@ def open_raster(path: str | os.PathLike, bands: int | None = None) -> rasterio.i
     try:
         ds = rasterio.open(path)
     except RasterioIOError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RasterError(
-            f"cannot read raster {path} (missing, corrupt or truncated?): {first}"
+            f"cannot read raster {path} (missing, corrupt or truncated?): {first_line(exc)}"
         ) from None
     problem = None
     if ds.width * ds.height > MAX_PIXELS:
