@@ -32,11 +32,11 @@ def _settings(cls: Any, a: A, section: str | None = None, flag: str = "settings"
 
 
 def synthesize(a: A) -> None:
-    """Run ``synthesize``: write a synthetic AOI's embeddings, DSM and land cover."""
+    """Run ``synthesize``: write a synthetic AOI's embeddings, DSM, land cover, coarse DEM."""
     from .synthetic import SyntheticSettings, write_synthetic
 
     s = _settings(SyntheticSettings, a, f"aois.{a.aoi}.synthetic")
-    write_synthetic(s, a.embeddings, a.dsm, a.landcover)
+    write_synthetic(s, a.embeddings, a.dsm, a.landcover, a.coarse_dem)
 
 
 def tile(a: A) -> None:
@@ -44,7 +44,10 @@ def tile(a: A) -> None:
     from .patches import TilingSettings, tile
 
     s = _settings(TilingSettings, a)
-    tile(a.embeddings, a.dsm, s, a.index, a.store_embeddings, a.store_dsm)
+    tile(
+        a.embeddings, a.dsm, s, a.index, a.store_embeddings, a.store_dsm, a.coarse_dem,
+        a.store_coarse_dem,
+    )  # fmt: skip
 
 
 def split(a: A) -> None:
@@ -63,7 +66,7 @@ def train_net(a: A) -> None:
     ts = _settings(TrainSettings, a)
     train_net(
         a.store_embeddings, a.store_dsm, a.split_gpkg, a.split_tif, ms, ts, a.seed, a.model,
-        a.checkpoint, a.history, a.resume, a.threads,
+        a.checkpoint, a.history, a.resume, a.threads, a.store_coarse_dem,
     )  # fmt: skip
 
 
@@ -85,7 +88,28 @@ def predict(a: A) -> None:
 
     s = _settings(PredictSettings, a)
     meta = {"model": a.model, "seed": str(a.seed)}
-    predict_raster(a.embeddings, a.checkpoint, a.prediction, s, a.threads, meta=meta)
+    predict_raster(
+        a.embeddings, a.checkpoint, a.prediction, s, a.threads, meta=meta,
+        coarse_dem_path=a.coarse_dem,
+    )  # fmt: skip
+
+
+def predict_coarse_dem(a: A) -> None:
+    """Run ``predict-coarse-dem``: the coarse DEM itself as a prediction (no learning)."""
+    from .correction import write_coarse_dem_prediction
+
+    write_coarse_dem_prediction(a.coarse_dem, a.prediction, a.model, a.seed)
+
+
+def correct(a: A) -> None:
+    """Run ``correct``: a bias-corrected copy of one prediction, by one method."""
+    from .correction import CorrectionSettings, correct
+
+    s = _settings(CorrectionSettings, a)
+    correct(
+        a.prediction, a.split, a.method, s, a.seed, a.corrected, a.fit, a.model, a.dsm,
+        a.coarse_dem,
+    )  # fmt: skip
 
 
 def evaluate(a: A) -> None:
@@ -118,6 +142,7 @@ def tables(a: A) -> None:
         aoi=a.aoi,
         nets=a.nets,
         baselines=a.baselines,
+        corrected=dict(pair.split("=", 1) for pair in a.corrected),
         max_epochs=a.max_epochs,
         inputs={k: getattr(a, k) for k in (*STEPS["tables"].inputs, *STEPS["tables"].lists)},
         outputs={k: getattr(a, k) for k in STEPS["tables"].outputs},
@@ -211,6 +236,16 @@ def fetch_dsm(a: A) -> None:
     )  # fmt: skip
 
 
+def fetch_coarse_dem(a: A) -> None:
+    """Run ``fetch-coarse-dem``: GLO-30 onto one AOI's grid and its reference's datum."""
+    from .sources import steps
+
+    steps.run_coarse_dem(
+        a.aoi, parse_json(a.settings), parse_json(a.downloads, "--downloads"), a.reference,
+        a.coarse_dem, a.cache_dir, a.provenance, a.aoi_file,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Step:
     """A subcommand: its function and flags (each named as the rule's input/output/param)."""
@@ -228,12 +263,14 @@ class Step:
 
 STEPS: dict[str, Step] = {
     "synthesize": Step(
-        synthesize, "make a synthetic AOI", outputs=("embeddings", "dsm", "landcover"),
+        synthesize, "make a synthetic AOI",
+        outputs=("embeddings", "dsm", "landcover", "coarse_dem"),
         values=("aoi",), settings=("settings",),
     ),
     "tile": Step(
-        tile, "cut the AOI into the patch store", inputs=("embeddings", "dsm"),
-        outputs=("index", "store_embeddings", "store_dsm"), settings=("settings",),
+        tile, "cut the AOI into the patch store", inputs=("embeddings", "dsm", "coarse_dem"),
+        outputs=("index", "store_embeddings", "store_dsm", "store_coarse_dem"),
+        settings=("settings",),
     ),
     "split": Step(
         split, "pixel-level spatial train/val/test split", inputs=("index", "grid"),
@@ -241,7 +278,7 @@ STEPS: dict[str, Step] = {
     ),
     "train-net": Step(
         train_net, "train one net (U-Net, U-Net++, ...)",
-        inputs=("store_embeddings", "store_dsm", "split_gpkg", "split_tif"),
+        inputs=("store_embeddings", "store_dsm", "store_coarse_dem", "split_gpkg", "split_tif"),
         outputs=("checkpoint", "history", "resume"),  # resume: the rule's param (state)
         values=("model", "seed"),
         settings=("settings", "model_settings"),
@@ -254,7 +291,17 @@ STEPS: dict[str, Step] = {
     ),
     "predict": Step(
         predict, "predict the whole AOI into a COG", inputs=("embeddings", "checkpoint"),
-        outputs=("prediction",), values=("model", "seed"), settings=("settings",),
+        optional=("coarse_dem",), outputs=("prediction",), values=("model", "seed"),
+        settings=("settings",),
+    ),
+    "predict-coarse-dem": Step(
+        predict_coarse_dem, "the coarse DEM as a prediction (no-learning baseline)",
+        inputs=("coarse_dem",), outputs=("prediction",), values=("model", "seed"),
+    ),
+    "correct": Step(
+        correct, "bias-correct one prediction (no test labels)", inputs=("prediction", "split"),
+        optional=("dsm", "coarse_dem"), outputs=("corrected", "fit"),
+        values=("model", "method", "seed"), settings=("settings",),
     ),
     "evaluate": Step(
         evaluate, "metrics of one prediction per split", inputs=("prediction", "dsm", "split"),
@@ -272,10 +319,10 @@ STEPS: dict[str, Step] = {
     "tables": Step(
         tables, "tables, paired comparisons and findings of one AOI",
         inputs=("metrics", "quantiles", "stats", "areas"),
-        lists=("histories", "by_height", "seams"),
+        lists=("histories", "by_height", "seams", "fits"),
         outputs=(
             "md", "tex", "comparisons", "training", "training_md", "seam_table", "crossover",
-            "shift_md", "shift_tex", "findings",
+            "shift_md", "shift_tex", "findings", "corrections",
         ),
         values=("aoi", "max_epochs"),
     ),
@@ -323,9 +370,15 @@ STEPS: dict[str, Step] = {
         optional=("aoi_file", "local_dsm"), outputs=("dsm", "provenance"),
         values=("aoi",), settings=("settings", "downloads"), dirs=("cache_dir",),
     ),
+    "fetch-coarse-dem": Step(
+        fetch_coarse_dem, "download GLO-30 as an AOI's coarse DEM onto its grid",
+        inputs=("reference",), optional=("aoi_file",), outputs=("coarse_dem", "provenance"),
+        values=("aoi",), settings=("settings", "downloads"), dirs=("cache_dir",),
+    ),
 }  # fmt: skip
 INTS = {"seed", "max_epochs"}  # values parsed as integers
-LIST_VALUES = {"tables": ("nets", "baselines")}  # model names, possibly none
+# model names, possibly none; corrected: <corrected>=<model> pairs
+LIST_VALUES = {"tables": ("nets", "baselines", "corrected")}
 
 
 def _flag(name: str) -> str:

@@ -17,7 +17,39 @@ from typing import Any
 
 from .settings import from_mapping, schema, validate_section
 
-RIDGE = "ridge"  # models.<name>.arch of the Ridge baselines; any other arch is a net
+RIDGE = "ridge"  # models.<name>.arch of the Ridge baselines
+COARSE_DEM = "coarse_dem"  # models.<name>.arch of the "no learning" baseline; any other is a net
+BASELINE_ARCHS = (RIDGE, COARSE_DEM)
+
+
+def corrections(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Corrected predictions of a (filled) config: ``{"<model>_<method>": (model, method)}``.
+
+    Raises :class:`~aefheight.errors.ConfigError` for a model that is not in ``models`` or
+    is a coarse DEM, and for a corrected name that is also a model's name.
+    """
+    from .errors import ConfigError
+
+    models, c = config["models"], config["correction"]
+    names = c["models"]
+    if names is None:
+        names = [m for m, s in models.items() if s["arch"] not in BASELINE_ARCHS]
+    out = {}
+    for name in names:
+        if models.get(name, {}).get("arch", COARSE_DEM) == COARSE_DEM:
+            raise ConfigError(
+                f"correction.models: {name!r} is not a learned model of `models` "
+                f"({', '.join(m for m, s in models.items() if s['arch'] != COARSE_DEM)})"
+            )
+        for method in c["methods"]:
+            out[f"{name}_{method}"] = (name, method)
+    clash = sorted(set(out) & set(models))
+    if clash:
+        raise ConfigError(
+            f"models.{clash[0]}: the name is also a corrected prediction's "
+            "(<model>_<method>); rename the model"
+        )
+    return out
 
 
 def fill_defaults(config: dict[str, Any]) -> None:
@@ -49,6 +81,7 @@ def check_sections(config: dict[str, Any]) -> None:
     from_mapping(PredictSettings, config["prediction"], "prediction")
     for name, model in config["models"].items():
         from_mapping(ModelSettings, model, f"models.{name}")
+    corrections(config)
 
 
 def check_config(config: dict[str, Any]) -> None:

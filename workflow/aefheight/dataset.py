@@ -5,11 +5,42 @@ Kept apart from :mod:`aefheight.patches` so that tiling and every raster step im
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from . import aef
 from .patches import PatchStore
+
+
+@dataclass(frozen=True)
+class DemUse:
+    """How a net uses the coarse DEM: as an input channel, as its target's base, or both.
+
+    ``relief_sd`` scales the channel: the SD of :func:`dem_relief` over the train patches.
+    """
+
+    channel: bool
+    residual: bool
+    relief_sd: float = 1.0
+
+
+def dem_relief(dem: np.ndarray) -> np.ndarray:
+    """The DEM minus its mean over the window's valid pixels, 0 where nodata (NaN), float32.
+
+    The channel a net sees: relief within its window, never the absolute height, whose
+    distribution shifts between the train and the test area.
+    """
+    ok = ~np.isnan(dem)
+    if not ok.any():
+        return np.zeros(dem.shape, np.float32)
+    return np.where(ok, dem - dem[ok].mean(dtype=np.float64), 0.0).astype(np.float32)
+
+
+def dem_channel(dem: np.ndarray, use: DemUse) -> np.ndarray:
+    """The input channel of a window's coarse DEM (1, P, P): relief over ``relief_sd``."""
+    return (dem_relief(dem) / np.float32(use.relief_sd))[None]
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -21,7 +52,9 @@ class PatchDataset(torch.utils.data.Dataset):
     Returns per item ``(x, y, mask)``: x float32 (64, P, P) with nodata as 0, y float32
     (1, P, P) standardized with ``(h - mean) / std`` (0 where invalid), mask bool (1, P, P).
     ``masks`` (N, P, P), when given, further restricts each patch's mask (e.g. the split's
-    buffer pixels are left out of the loss).
+    buffer pixels are left out of the loss). ``dem`` (the store then holds the coarse DEM)
+    adds its relief as a 65th channel and/or makes the target reference minus coarse DEM;
+    pixels without a coarse DEM then leave the loss.
     """
 
     def __init__(
@@ -31,9 +64,12 @@ class PatchDataset(torch.utils.data.Dataset):
         mean: float,
         std: float,
         masks: np.ndarray | None = None,
+        dem: DemUse | None = None,
     ) -> None:
         self.store, self.ids, self.mean, self.std = store, np.asarray(ids), mean, std
-        self.masks = masks
+        self.masks, self.dem = masks, dem
+        if dem is not None and store.coarse_dem is None:
+            raise ValueError("the model uses the coarse DEM but the patch store has none")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,5 +87,13 @@ class PatchDataset(torch.utils.data.Dataset):
         if self.masks is not None:
             mask &= self.masks[i]
         x = aef.dequantize(codes, nodata_value=0.0)
+        if self.dem is not None:
+            assert self.store.coarse_dem is not None  # checked in __init__
+            c = np.asarray(self.store.coarse_dem[k])
+            mask &= ~np.isnan(c)
+            if self.dem.channel:
+                x = np.concatenate([x, dem_channel(c, self.dem)])
+            if self.dem.residual:
+                z = z - c
         y = np.where(mask, (z - self.mean) / self.std, 0.0).astype(np.float32)
         return torch.from_numpy(x), torch.from_numpy(y[None]), torch.from_numpy(mask[None])

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -36,11 +37,22 @@ MODEL_COLORS = {
     "unetplusplus": "#d62728",
     "ridge": "#7f7f7f",
     "ridge_ctx": "#bcbd22",
+    "coarse_dem": "#000000",
+    "glo30": "#000000",
+    "unet_dem": "#17becf",
+    "unetplusplus_dem": "#9467bd",
 }
+# a corrected prediction takes its model's colour, lighter (linear) or darker (quantile_map)
+METHOD_SHADES = {"linear": 0.5, "quantile_map": -0.45}
 
 
 def model_color(name: str) -> str:
     """The plot colour of model ``name`` (:data:`MODEL_COLORS`; green for any other)."""
+    for method, shade in METHOD_SHADES.items():
+        base = name.removesuffix(f"_{method}")
+        if base != name:
+            rgb = np.array(to_rgb(model_color(base)))
+            return to_hex(tuple(rgb + (1 - rgb) * shade if shade > 0 else rgb * (1 + shade)))
     return MODEL_COLORS.get(name, "#2ca02c")
 
 
@@ -217,13 +229,17 @@ def residual_map(
 def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None) -> Figure:
     """Distribution of dh per model (one panel each) and split (one colour each)."""
     models = list(samples)
+    ncols = min(len(models), 4)
+    nrows = -(-len(models) // ncols)
     fig, axes = plt.subplots(
-        1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False
+        nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), sharey=True, squeeze=False
     )
+    for ax in axes.flat[len(models) :]:
+        ax.set_visible(False)
     allv = np.concatenate([s["prediction"] - s["reference"] for s in samples.values()])
     lim = float(np.nanpercentile(np.abs(allv), 99)) if allv.size else 1.0
     bins = np.linspace(-lim, lim, 81)
-    for ax, m in zip(axes[0], models, strict=True):
+    for ax, m in zip(axes.flat, models, strict=False):
         s = samples[m]
         for split in SPLITS:
             d = (s["prediction"] - s["reference"])[s["split"] == split]
@@ -241,7 +257,8 @@ def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None 
         ax.set_title(model_label(m), color=model_color(m))
         ax.set_xlabel("dh = prediction - reference (m)")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("density (1/m)")
+    for row in axes:
+        row[0].set_ylabel("density (1/m)")
     save(fig, out, pdf)
     return fig
 
@@ -287,7 +304,7 @@ def error_by_height(
     by_height: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None, min_n: int = 100
 ) -> Figure:
     """Bias and RMSE per reference-height bin for every model (test solid, train dashed)."""
-    fig, (ax_b, ax_r) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True)
+    fig, (ax_b, ax_r) = plt.subplots(2, 1, figsize=(9.5, 7.5), sharex=True)
     for m, t in by_height.items():
         for split, style in (("test", "-"), ("train", "--")):
             h = t[(t["split"] == split) & (t["n"] >= min_n)]
@@ -300,6 +317,6 @@ def error_by_height(
     ax_b.set_title("Error by reference height (dh = prediction - reference)")
     ax_r.set_ylabel("RMSE (m)")
     ax_r.set_xlabel("reference height (m)")
-    ax_b.legend(fontsize=7, ncol=2)
+    ax_b.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save(fig, out, pdf)
     return fig

@@ -52,6 +52,7 @@ def _training_sentence(training: pd.DataFrame) -> str:
 
 
 def _seam_sentence(seams: pd.DataFrame) -> str:
+    seams = seams[seams["window_px"] > 0]  # the coarse DEM has no prediction windows
     r = seams["seam_centre_ratio"].dropna()
     if r.empty:
         return ""
@@ -83,8 +84,10 @@ def findings_rst(
     )
     out.append("Verdicts (paired by seed, 95 % t-interval of the difference):\n")
     r2 = comparisons[comparisons["metric"] == "r2"]
-    out += [f"* {v}" for v in r2["verdict"]]
-    out.append("")
+    for group, g in r2.groupby("group", sort=False) if "group" in r2 else [("", r2)]:
+        out += [f"{group.capitalize()}:", ""] if group else []
+        out += [f"* {v}" for v in g["verdict"]]
+        out.append("")
     if not shift.empty:
         st = shift.iloc[0]
         out.append(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import aef
-from .config import RIDGE
+from .config import BASELINE_ARCHS, RIDGE
 from .errors import ConfigError, RasterError
 from .files import atomic_path
 
@@ -48,10 +48,17 @@ class ModelSettings:
     alpha: float  # ridge: L2 penalty
     max_pixels: int  # ridge: training pixels sampled from train patches
     scales_px: tuple[int, ...]  # ridge: box-mean sides; (1,) = pixel-wise
+    dem_channel: bool  # nets: the coarse DEM's relief as a 65th input channel
+    target: str  # nets: height | residual (reference - coarse DEM)
 
     def check(self, section: str) -> None:
         """What the schema cannot know: smp's architecture and encoder names, decoder depth."""
-        if self.arch == RIDGE:
+        if self.arch in BASELINE_ARCHS:
+            if self.dem_channel or self.target != "height":
+                raise ConfigError(
+                    f"{section}: dem_channel and target residual are for nets, not {self.arch}; "
+                    "remove them"
+                )
             return
         if self.decoder_channels is not None and len(self.decoder_channels) != ENCODER_DEPTH:
             raise ConfigError(
@@ -75,7 +82,16 @@ class ModelSettings:
 
     @property
     def is_net(self) -> bool:
-        return self.arch != RIDGE
+        return self.arch not in BASELINE_ARCHS
+
+    @property
+    def uses_dem(self) -> bool:
+        """Whether the model reads the coarse DEM (as a channel or as its target's base)."""
+        return self.dem_channel or self.target == "residual"
+
+    @property
+    def in_channels(self) -> int:
+        return aef.BANDS + int(self.dem_channel)
 
 
 def _box_mean(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -124,8 +140,9 @@ def pick_device(name: str, key: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(s: ModelSettings, in_channels: int = aef.BANDS) -> nn.Module:
-    """Build a model with ``in_channels`` inputs and one output (height, standardized)."""
+def build_model(s: ModelSettings) -> nn.Module:
+    """Build a model with ``s.in_channels`` inputs and one output (its target, standardized)."""
+    in_channels = s.in_channels
     if s.arch == RIDGE:
         return BoxRidge(in_channels, s.scales_px)
     import segmentation_models_pytorch as smp

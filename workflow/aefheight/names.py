@@ -15,9 +15,19 @@ MODEL_LABELS = {
     "unetplusplus": "U-Net++",
     "ridge": "Ridge",
     "ridge_ctx": "Ridge (multi-scale box means)",
+    "coarse_dem": "coarse DEM (no learning)",
+    "glo30": "GLO-30 (no learning)",
+    "unet_dem": "U-Net + DEM (residual)",
+    "unetplusplus_dem": "U-Net++ + DEM (residual)",
 }
+# bias-correction methods (config correction.methods) -> label of "<model>_<method>"
+METHOD_LABELS = {"linear": "linear recalibration", "quantile_map": "quantile-mapped"}
 
 
 def model_label(name: str) -> str:
-    """The display name of a model (the config name where none is set)."""
+    """The display name of a model or corrected prediction (the config name where none is set)."""
+    for method, label in METHOD_LABELS.items():
+        base = name.removesuffix(f"_{method}")
+        if base != name:
+            return f"{model_label(base)}, {label}"
     return MODEL_LABELS.get(name, name)

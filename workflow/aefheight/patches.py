@@ -10,6 +10,7 @@ No torch here: the tiling env and every raster step stay torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from shapely.geometry import box
 from tqdm import tqdm
 
 from . import aef
-from .errors import NoValidData, RasterError, TooFewPatches
+from .errors import ConfigError, NoValidData, RasterError, TooFewPatches
 from .files import atomic_path
 from .raster import Grid, check_same_grid, open_raster, read_checked, read_dsm_block
 
@@ -42,8 +43,12 @@ class TilingSettings:
     min_valid_fraction: float
 
 
-def check_inputs(emb: rasterio.io.DatasetReader, dsm: rasterio.io.DatasetReader) -> Grid:
-    """Check the embedding and DSM rasters are usable together; return their grid."""
+def check_inputs(
+    emb: rasterio.io.DatasetReader,
+    dsm: rasterio.io.DatasetReader,
+    coarse: rasterio.io.DatasetReader | None = None,
+) -> Grid:
+    """Check the embedding, DSM (and coarse DEM) rasters fit together; return their grid."""
     if emb.count != aef.BANDS:
         raise RasterError(f"{emb.name} has {emb.count} bands; AEF embeddings have {aef.BANDS}")
     if emb.dtypes[0] != "int8":
@@ -55,6 +60,10 @@ def check_inputs(emb: rasterio.io.DatasetReader, dsm: rasterio.io.DatasetReader)
         raise RasterError(f"{dsm.name} has {dsm.count} bands; a DSM has 1")
     grid = Grid.of(emb)
     check_same_grid(grid, Grid.of(dsm), emb.name, dsm.name)
+    if coarse is not None:
+        if coarse.count != 1:
+            raise RasterError(f"{coarse.name} has {coarse.count} bands; a coarse DEM has 1")
+        check_same_grid(grid, Grid.of(coarse), emb.name, coarse.name)
     return grid
 
 
@@ -146,6 +155,26 @@ def _origins(grid: Grid, s: TilingSettings) -> tuple[list[int], list[int]]:
     return rows, cols
 
 
+def _open_stores(paths: dict[str, Path], n_max: int, p: int) -> dict[str, np.memmap]:
+    """Memory maps of the stores being written (``paths``: name -> temporary path)."""
+    shapes = {"embeddings": (np.int8, (n_max, aef.BANDS, p, p))}
+    return {
+        k: np.lib.format.open_memmap(v, "w+", *shapes.get(k, (np.float32, (n_max, p, p))))
+        for k, v in paths.items()
+    }
+
+
+def _read_row(
+    emb: rasterio.io.DatasetReader,
+    dsm: rasterio.io.DatasetReader,
+    coarse: rasterio.io.DatasetReader | None,
+    win: tuple[tuple[int, int], tuple[int, int]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    z = read_dsm_block(dsm, win)
+    _check_nan_declared(dsm, z)
+    return read_checked(emb, win), z, None if coarse is None else read_dsm_block(coarse, win)
+
+
 def tile(
     embeddings_path: Path,
     dsm_path: Path,
@@ -153,8 +182,10 @@ def tile(
     index: Path,
     store_embeddings: Path,
     store_dsm: Path,
+    coarse_dem_path: Path | None = None,
+    store_coarse_dem: Path | None = None,
 ) -> gpd.GeoDataFrame:
-    """Cut the AOI into patches: the patch store (two ``.npy`` files) and its index.
+    """Cut the AOI into patches: the patch store (``.npy`` files) and its index.
 
     Patches lie fully inside the AOI on a regular grid (``stride`` apart); a patch is kept when
     at least ``min_valid_fraction`` of its pixels have both valid embeddings and a valid DSM.
@@ -166,44 +197,52 @@ def tile(
         index: the GeoParquet index written (one row per patch).
         store_embeddings: the int8 codes written, (N, 64, P, P).
         store_dsm: the float32 heights written, (N, P, P), NaN where invalid.
+        coarse_dem_path: the AOI's coarse DEM on the same grid (given with the next).
+        store_coarse_dem: its float32 patches written, (N, P, P), NaN where nodata.
 
     Returns:
         The index.
     """
+    if (coarse_dem_path is None) != (store_coarse_dem is None):
+        raise ConfigError("tile: give both the coarse DEM and its store, or neither")
     p = s.patch_size
-    with open_raster(embeddings_path) as emb, open_raster(dsm_path) as dsm:
-        grid = check_inputs(emb, dsm)
+    named = {"embeddings": store_embeddings, "dsm": store_dsm, "coarse_dem": store_coarse_dem}
+    outputs = {k: v for k, v in named.items() if v is not None}
+    with contextlib.ExitStack() as stack:
+        emb, dsm = (stack.enter_context(open_raster(q)) for q in (embeddings_path, dsm_path))
+        coarse = (
+            None if coarse_dem_path is None else stack.enter_context(open_raster(coarse_dem_path))
+        )
+        grid = check_inputs(emb, dsm, coarse)
         rows, cols = _origins(grid, s)
         n_max = len(rows) * len(cols)
+        tmp = {k: stack.enter_context(atomic_path(v)) for k, v in outputs.items()}
+        stores = _open_stores(tmp, n_max, p)
         records: list[dict] = []
-        with atomic_path(store_embeddings) as emb_tmp, atomic_path(store_dsm) as dsm_tmp:
-            e_store = np.lib.format.open_memmap(emb_tmp, "w+", np.int8, (n_max, aef.BANDS, p, p))
-            z_store = np.lib.format.open_memmap(dsm_tmp, "w+", np.float32, (n_max, p, p))
-            any_valid = False
-            for r0 in tqdm(rows, desc="tiling", unit="patch row", mininterval=5):
-                win = ((r0, r0 + p), (0, grid.width))
-                z = read_dsm_block(dsm, win)
-                _check_nan_declared(dsm, z)
-                codes = read_checked(emb, win)
-                valid = aef.valid_mask(codes) & ~np.isnan(z)
-                any_valid |= bool(valid.any())
-                for c0 in cols:
-                    frac = float(valid[:, c0 : c0 + p].mean())
-                    if frac < s.min_valid_fraction:
-                        continue
-                    zp = np.where(valid[:, c0 : c0 + p], z[:, c0 : c0 + p], np.nan)
-                    e_store[len(records)] = codes[:, :, c0 : c0 + p]
-                    z_store[len(records)] = zp
-                    records.append(_record(len(records), r0, c0, p, frac, zp, grid))
-            e_store.flush()
-            z_store.flush()
-            del e_store, z_store
-            _no_patch(len(records), n_max, any_valid, s, f"{embeddings_path}, {dsm_path}")
-            _shrink_npy(emb_tmp, len(records))
-            _shrink_npy(dsm_tmp, len(records))
-            table = gpd.GeoDataFrame(pd.DataFrame.from_records(records), crs=grid.crs)
-            with atomic_path(index) as tmp:
-                table.to_parquet(tmp)
+        any_valid = False
+        for r0 in tqdm(rows, desc="tiling", unit="patch row", mininterval=5):
+            codes, z, c = _read_row(emb, dsm, coarse, ((r0, r0 + p), (0, grid.width)))
+            valid = aef.valid_mask(codes) & ~np.isnan(z)
+            any_valid |= bool(valid.any())
+            for c0 in cols:
+                frac = float(valid[:, c0 : c0 + p].mean())
+                if frac < s.min_valid_fraction:
+                    continue
+                zp = np.where(valid[:, c0 : c0 + p], z[:, c0 : c0 + p], np.nan)
+                n = len(records)
+                stores["embeddings"][n] = codes[:, :, c0 : c0 + p]
+                stores["dsm"][n] = zp
+                if c is not None:
+                    stores["coarse_dem"][n] = c[:, c0 : c0 + p]
+                records.append(_record(n, r0, c0, p, frac, zp, grid))
+        for arr in stores.values():
+            arr.flush()
+        del stores
+        _no_patch(len(records), n_max, any_valid, s, f"{embeddings_path}, {dsm_path}")
+        for t in tmp.values():
+            _shrink_npy(t, len(records))
+        table = gpd.GeoDataFrame(pd.DataFrame.from_records(records), crs=grid.crs)
+        table.to_parquet(stack.enter_context(atomic_path(index)))
     log.info("kept %d of %d patches of %d px", len(records), n_max, p)
     return table
 
@@ -211,15 +250,22 @@ def tile(
 class PatchStore:
     """Read access to a patch store written by :func:`tile` (memory-mapped, int8 kept).
 
-    ``embeddings`` and ``dsm`` are memory maps; a patch is one contiguous run of bytes in each.
-    The training reader reads a batch with :meth:`prefetch` first, so that the disk fetches the
-    batch's patches at once instead of one page fault after another (benchmarks/README.md).
+    ``embeddings``, ``dsm`` (and ``coarse_dem`` when given) are memory maps; a patch is one
+    contiguous run of bytes in each. The training reader reads a batch with :meth:`prefetch`
+    first, so that the disk fetches the batch's patches at once instead of one page fault after
+    another (benchmarks/README.md).
     """
 
-    def __init__(self, embeddings: Path, dsm: Path) -> None:
-        self.paths = (Path(embeddings), Path(dsm))
+    def __init__(self, embeddings: Path, dsm: Path, coarse_dem: Path | None = None) -> None:
+        self.paths = tuple(Path(p) for p in (embeddings, dsm, coarse_dem) if p is not None)
         self.embeddings = np.load(self.paths[0], mmap_mode="r")
         self.dsm = np.load(self.paths[1], mmap_mode="r")
+        self.coarse_dem = np.load(coarse_dem, mmap_mode="r") if coarse_dem is not None else None
+        if self.coarse_dem is not None and self.coarse_dem.shape != self.dsm.shape:
+            raise RasterError(
+                f"{coarse_dem} holds {self.coarse_dem.shape} patches, {dsm} {self.dsm.shape}: "
+                "both come from one tile run; rerun tile"
+            )
         self._fds: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
@@ -245,7 +291,8 @@ class PatchStore:
         """
         if self._fds is None:
             self._fds = tuple(os.open(p, os.O_RDONLY) for p in self.paths)
-        for fd, arr in zip(self._fds, (self.embeddings, self.dsm), strict=True):
+        arrays = [a for a in (self.embeddings, self.dsm, self.coarse_dem) if a is not None]
+        for fd, arr in zip(self._fds, arrays, strict=True):
             size = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
             for k in ks:
                 os.posix_fadvise(fd, arr.offset + int(k) * size, size, os.POSIX_FADV_WILLNEED)

@@ -9,6 +9,7 @@ positive number and overlapping windows fade into each other without seams.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,11 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from . import aef
+from .dataset import DemUse, dem_channel
 from .errors import ConfigError
 from .files import scratch_path
 from .models import load_checkpoint, pick_device
-from .raster import Grid, open_raster, read_checked, to_cog, window_origins
+from .raster import Grid, check_same_grid, open_raster, read_checked, to_cog, window_origins
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,20 @@ def blend_weights(size: int) -> np.ndarray:
     return np.outer(w, w).astype(np.float32)
 
 
-def _model_and_windows(
-    checkpoint_path: Path, s: PredictSettings, device: torch.device
-) -> tuple[torch.nn.Module, float, float, int, int, int]:
-    """The model, its target scaling, its training patch size and the (window, overlap)."""
+@dataclass
+class _Model:
+    """A checkpoint's model, its target scaling and windows, and how it uses the coarse DEM."""
+
+    net: torch.nn.Module
+    mean: float
+    std: float
+    patch: int
+    win: int
+    overlap: int
+    dem: DemUse | None
+
+
+def _load_model(checkpoint_path: Path, s: PredictSettings, device: torch.device) -> _Model:
     model, ckpt = load_checkpoint(checkpoint_path, device=str(device))
     patch = int(ckpt["patch_size"])
     win, overlap = s.resolve(patch)
@@ -78,7 +90,12 @@ def _model_and_windows(
             win,
             patch,
         )
-    return model, ckpt["target_mean"], ckpt["target_std"], patch, win, overlap
+    ms = ckpt["settings"]
+    dem = None
+    if ms.get("dem_channel") or ms.get("target") == "residual":
+        sd = float(ckpt.get("dem_relief_sd", 1.0))
+        dem = DemUse(bool(ms.get("dem_channel")), ms.get("target") == "residual", sd)
+    return _Model(model, ckpt["target_mean"], ckpt["target_std"], patch, win, overlap, dem)
 
 
 class _Rows:
@@ -108,30 +125,48 @@ class _Rows:
         self.base = upto
 
 
-def _predict_windows(
-    model: torch.nn.Module,
-    src: rasterio.io.DatasetReader,
-    r0: int,
-    cols: list[int],
-    win: int,
-    device: torch.device,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Standardized predictions and validity of the windows at row ``r0``, columns ``cols``."""
-    codes = np.stack(
+def _read_windows(
+    src: rasterio.io.DatasetReader, r0: int, cols: list[int], win: int, fill: float
+) -> np.ndarray:
+    """The ``win`` px windows at row ``r0`` and columns ``cols``, stacked (boundless past edges)."""
+    return np.stack(
         [
             read_checked(
                 src,
                 Window(c0, r0, win, win),
-                fill_value=aef.NODATA,
+                fill_value=fill,
                 boundless=r0 + win > src.height or c0 + win > src.width,
             )
             for c0 in cols
         ]
     )
+
+
+def _predict_windows(
+    m: _Model,
+    src: rasterio.io.DatasetReader,
+    coarse: rasterio.io.DatasetReader | None,
+    r0: int,
+    cols: list[int],
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted heights (m) and validity of the windows at row ``r0``, columns ``cols``."""
+    codes = _read_windows(src, r0, cols, m.win, aef.NODATA)
     valid = aef.valid_mask(codes, axis=1)
-    x = torch.from_numpy(aef.dequantize(codes, nodata_value=0.0)).to(device)
+    x = aef.dequantize(codes, nodata_value=0.0)
+    base: np.ndarray | np.float32 = np.float32(0.0)
+    if m.dem is not None and coarse is not None:
+        c = _read_windows(coarse, r0, cols, m.win, np.nan)[:, 0].astype(np.float32)
+        if coarse.nodata is not None:
+            c[c == coarse.nodata] = np.nan
+        valid &= ~np.isnan(c)
+        if m.dem.channel:
+            x = np.concatenate([x, np.stack([dem_channel(w, m.dem) for w in c])], axis=1)
+        if m.dem.residual:
+            base = np.nan_to_num(c)
     with torch.no_grad():
-        return model(x)[:, 0].float().cpu().numpy(), valid
+        out = m.net(torch.from_numpy(x).to(device))[:, 0].float().cpu().numpy()
+    return out * m.std + m.mean + base, valid
 
 
 def predict_raster(
@@ -141,50 +176,70 @@ def predict_raster(
     s: PredictSettings,
     threads: int = 1,
     meta: dict[str, str] | None = None,
+    coarse_dem_path: Path | None = None,
 ) -> None:
     """Predict heights over the whole embedding raster into a float32 COG (nodata -9999).
 
     Windows of the training patch size (by default) overlap by ``overlap`` px and are blended
     with :func:`blend_weights`; rows are written as soon as no later window reaches them, so
-    memory stays one window row deep at any AOI size.
+    memory stays one window row deep at any AOI size. A model trained with the coarse DEM
+    (``dem_channel`` or ``target: residual``) reads ``coarse_dem_path`` window by window too.
     """
     torch.set_num_threads(max(1, threads))
     device = pick_device(s.device, "prediction.device")
-    model, mean, std, patch, win, overlap = _model_and_windows(checkpoint_path, s, device)
-    weights = blend_weights(win)
-    with open_raster(embeddings_path, bands=aef.BANDS) as src:
+    m = _load_model(checkpoint_path, s, device)
+    if m.dem is not None and coarse_dem_path is None:
+        raise ConfigError(f"{checkpoint_path} was trained with the coarse DEM: pass --coarse-dem")
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(open_raster(embeddings_path, bands=aef.BANDS))
         grid = Grid.of(src)
-        height, width = grid.height, grid.width
-        rows = window_origins(height, win, win - overlap)
-        cols = window_origins(width, win, win - overlap)
-        buf = _Rows(win, width)
-        profile = grid.profile(1, "float32", PRED_NODATA)
+        coarse = None
+        if m.dem is not None and coarse_dem_path is not None:
+            coarse = stack.enter_context(open_raster(coarse_dem_path, bands=1))
+            check_same_grid(grid, Grid.of(coarse), str(embeddings_path), str(coarse_dem_path))
+        tmp = stack.enter_context(scratch_path(out_path, ".tif"))
         # a plain tiled GeoTIFF first (written in strips), then copied into a COG
-        with scratch_path(out_path, ".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window", mininterval=10)
-            for r0 in rows:
-                buf.flush(dst, r0)
-                for i in range(0, len(cols), s.batch_size):
-                    batch_cols = cols[i : i + s.batch_size]
-                    pred, valid = _predict_windows(model, src, r0, batch_cols, win, device)
-                    pred = pred * std + mean
-                    h = min(win, height - r0)
-                    for k, c0 in enumerate(batch_cols):
-                        w = min(win, width - c0)
-                        buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
-                    bar.update(len(batch_cols))
-            buf.flush(dst, height)
-            bar.close()
+        with rasterio.open(tmp, "w", **grid.profile(1, "float32", PRED_NODATA)) as dst:
+            n = _predict_rows(m, src, coarse, dst, s.batch_size, device)
             dst.update_tags(
                 units="m",
                 quantity="predicted surface height",
                 checkpoint=str(checkpoint_path),
-                window=str(win),
-                overlap=str(overlap),
-                train_patch_size=str(patch),
+                window=str(m.win),
+                overlap=str(m.overlap),
+                train_patch_size=str(m.patch),
                 **(meta or {}),
             )
             dst.set_band_description(1, "height_m")
-            dst.close()
-            to_cog(tmp, out_path)
-    log.info("wrote %s (%dx%d px, %d windows)", out_path, width, height, len(rows) * len(cols))
+        to_cog(tmp, out_path)
+    log.info("wrote %s (%dx%d px, %d windows)", out_path, grid.width, grid.height, n)
+
+
+def _predict_rows(
+    m: _Model,
+    src: rasterio.io.DatasetReader,
+    coarse: rasterio.io.DatasetReader | None,
+    dst: rasterio.io.DatasetWriter,
+    batch_size: int,
+    device: torch.device,
+) -> int:
+    """Predict every window row by row into ``dst``; the number of windows."""
+    height, width = src.height, src.width
+    weights = blend_weights(m.win)
+    rows = window_origins(height, m.win, m.win - m.overlap)
+    cols = window_origins(width, m.win, m.win - m.overlap)
+    buf = _Rows(m.win, width)
+    bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window", mininterval=10)
+    for r0 in rows:
+        buf.flush(dst, r0)
+        for i in range(0, len(cols), batch_size):
+            batch_cols = cols[i : i + batch_size]
+            pred, valid = _predict_windows(m, src, coarse, r0, batch_cols, device)
+            h = min(m.win, height - r0)
+            for k, c0 in enumerate(batch_cols):
+                w = min(m.win, width - c0)
+                buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
+            bar.update(len(batch_cols))
+    buf.flush(dst, height)
+    bar.close()
+    return len(rows) * len(cols)

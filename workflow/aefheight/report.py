@@ -47,6 +47,7 @@ def write_tables(
     aoi: str,
     nets: list[str],
     baselines: list[str],
+    corrected: dict[str, str],
     max_epochs: int,
     inputs: dict[str, Any],
     outputs: dict[str, Path],
@@ -56,20 +57,24 @@ def write_tables(
     Args:
         aoi: the AOI's name (in the findings' title).
         nets: model names of the nets.
-        baselines: model names of the Ridge baselines.
+        baselines: model names of the baselines (Ridge, coarse DEM).
+        corrected: corrected prediction name -> the model it corrects.
         max_epochs: the training cap (the training table says when it was hit).
         inputs: ``metrics``, ``quantiles``, ``stats``, ``areas`` (one CSV path each) and
-            ``histories``, ``by_height``, ``seams`` (lists of CSV paths).
+            ``histories``, ``by_height``, ``seams``, ``fits`` (lists of CSV paths).
         outputs: ``md``, ``tex``, ``comparisons``, ``training``, ``training_md``,
-            ``seam_table``, ``crossover``, ``shift_md``, ``shift_tex``, ``findings``.
+            ``seam_table``, ``crossover``, ``shift_md``, ``shift_tex``, ``findings``,
+            ``corrections`` (the corrections' fits).
     """
     metrics = pd.read_csv(inputs["metrics"])
     t = tables.metrics_table(metrics)
     tables.write_text(tables.to_markdown(t, tables.NOTE), outputs["md"])
     caption = "Accuracy per model and split. " + tables.NOTE
     tables.write_text(tables.to_latex(t, caption, "tab:metrics"), outputs["tex"])
-    head = tables.headline(metrics)
-    comps = tables.comparisons(metrics, nets, baselines)
+    cross = tables.crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
+    write_csv(cross, outputs["crossover"])
+    head = tables.headline(metrics, cross)
+    comps = tables.comparisons(metrics, nets, baselines, corrected=corrected)
     write_csv(comps, outputs["comparisons"])
     train = tables.training_summary([pd.read_csv(p) for p in inputs["histories"]], max_epochs)
     write_csv(train, outputs["training"])
@@ -77,8 +82,10 @@ def write_tables(
     seams = pd.concat([pd.read_csv(p) for p in inputs["seams"]], ignore_index=True)
     write_csv(seams, outputs["seam_table"])
     quant, stats = pd.read_csv(inputs["quantiles"]), pd.read_csv(inputs["stats"])
-    cross = tables.crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
-    write_csv(cross, outputs["crossover"])
+    fits = [pd.read_csv(p) for p in inputs["fits"]]
+    write_csv(
+        pd.concat(fits, ignore_index=True) if fits else pd.DataFrame(), outputs["corrections"]
+    )
     tables.write_text(_shift_markdown(head, comps, quant, stats, cross), outputs["shift_md"])
     tables.write_text(
         tables.to_latex(tables.plain_table(quant, 1), "Reference height per split.", "tab:heights")

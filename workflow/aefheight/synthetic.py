@@ -66,6 +66,11 @@ class SyntheticSettings:
     parcel_px: int  # mean parcel side: each parcel has its own coherent embedding offset
     holes: int  # DSM nodata holes
     embedding_gap: bool  # a small nodata block in the embeddings, as AEF has
+    dem_resolution_px: int  # coarse DEM cell (3 = 30 m, as GLO-30)
+    dem_canopy_fraction: float  # share of the canopy the coarse DEM includes
+    dem_building_fraction: float  # share of the buildings it includes
+    dem_noise_m: float  # white error per coarse cell
+    dem_error_m: float  # smooth error (~1 km) SD
 
     def check(self, section: str) -> None:
         """What the schema cannot know: a CRS PROJ reads, projected in metres."""
@@ -226,11 +231,51 @@ def embed_rows(s: SyntheticSettings, f: Fields, r0: int, r1: int) -> np.ndarray:
     return codes
 
 
+def coarse_dem(s: SyntheticSettings, f: Fields) -> np.ndarray:
+    """A coarse DEM that errs as Copernicus GLO-30 does against a DSM, float32 metres.
+
+    The surface with part of the canopy (``dem_canopy_fraction``) and of the buildings
+    (``dem_building_fraction``), averaged over ``dem_resolution_px`` cells, plus white noise
+    per cell and a smooth error (~1 km); then bilinear back onto the grid, as the real GLO-30
+    is co-registered. Its own random stream (``[seed, 13]``): the other rasters stay unchanged.
+    """
+    rng = np.random.default_rng([s.seed, 13])
+    k = s.dem_resolution_px
+    share = np.select(
+        [f.landcover == 1, f.landcover == 2], [s.dem_canopy_fraction, s.dem_building_fraction], 0.0
+    )
+    surface = f.terrain + share.astype(np.float32) * f.objects
+    h, w = surface.shape
+    ch, cw = -(-h // k), -(-w // k)
+    pad = np.pad(surface, ((0, ch * k - h), (0, cw * k - w)), mode="edge")
+    cells = pad.reshape(ch, k, cw, k).mean(axis=(1, 3))
+    cells += rng.normal(0.0, s.dem_noise_m, cells.shape)
+    cells += s.dem_error_m * smooth_noise(rng, cells.shape, max(2, min(100 // k, cw // 2)))
+    # grid_mode: cells are areas, so each 10 m pixel centre interpolates between cell centres
+    up = ndimage.zoom(cells, k, order=1, grid_mode=True, mode="nearest")
+    return up[:h, :w].astype(np.float32)
+
+
+def _write_coarse_dem(s: SyntheticSettings, f: Fields, path: Path, tags: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **s.grid.profile(1, "float32", DSM_NODATA)) as dst:
+            dst.write(coarse_dem(s, f), 1)
+            dst.update_tags(
+                **tags,
+                product="synthetic coarse DEM (GLO-30-like)",
+                units="m",
+                resolution_m=str(s.pixel_size * s.dem_resolution_px),
+                vertical_datum_conversion="none needed (same datum as the reference)",
+            )
+            dst.set_band_description(1, "height_m")
+
+
 def write_synthetic(
     s: SyntheticSettings,
     embeddings_path: Path,
     dsm_path: Path,
     landcover_path: Path | None = None,
+    coarse_dem_path: Path | None = None,
     strip_rows: int = 256,
 ) -> None:
     """Write the synthetic AOI's co-registered rasters (each atomically).
@@ -240,6 +285,7 @@ def write_synthetic(
         embeddings_path: int8 x 64 GeoTIFF, nodata -128 (same form as downloaded AEF).
         dsm_path: float32 reference DSM in metres, nodata -9999.
         landcover_path: optional uint8 land-cover classes (0 open, 1 forest, 2 urban).
+        coarse_dem_path: optional float32 coarse DEM (GLO-30-like, :func:`coarse_dem`).
         strip_rows: rows generated at once; bounds memory of the 64-band step.
     """
     g = s.grid
@@ -262,6 +308,8 @@ def write_synthetic(
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(f.landcover, 1)
                 dst.update_tags(classes=",".join(f"{k}:{v}" for k, v in LANDCOVER_CLASSES.items()))
+    if coarse_dem_path is not None:
+        _write_coarse_dem(s, f, coarse_dem_path, tags)
     with atomic_path(embeddings_path) as tmp:
         with rasterio.open(tmp, "w", **g.profile(aef.BANDS, "int8", aef.NODATA)) as dst:
             for r0, n in strips(s.height, strip_rows):

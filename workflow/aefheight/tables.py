@@ -181,46 +181,68 @@ def verdict(a: str, b: str, metric: str, diff: dict[str, float], split: str = "t
     )
 
 
+def comparison_pairs(
+    nets: list[str], baselines: list[str], corrected: dict[str, str] | None = None
+) -> list[tuple[str, str, str]]:
+    """(group, model, versus) of every comparison the tables make.
+
+    Each later net minus each earlier one; each net minus each baseline (Ridge and the coarse
+    DEM: does learning add to it?); each corrected prediction minus its uncorrected model.
+    """
+    pairs = [("nets", nets[j], nets[i]) for i in range(len(nets)) for j in range(i + 1, len(nets))]
+    pairs += [("net vs baseline", n, b) for n in nets for b in baselines]
+    pairs += [("after vs before correction", c, m) for c, m in (corrected or {}).items()]
+    return pairs
+
+
 def comparisons(
-    metrics: pd.DataFrame, nets: list[str], baselines: list[str], split: str = "test"
+    metrics: pd.DataFrame,
+    nets: list[str],
+    baselines: list[str],
+    split: str = "test",
+    corrected: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Paired-by-seed differences between models on ``split``, one row per pair and metric.
 
-    Pairs: each later net minus each earlier one, and each net minus each baseline; for every
-    metric of :data:`COMPARED`, with a t-interval and a verdict sentence.
+    Pairs: :func:`comparison_pairs`; for every metric of :data:`COMPARED`, with a t-interval
+    and a verdict sentence.
     """
-    pairs = [(nets[j], nets[i]) for i in range(len(nets)) for j in range(i + 1, len(nets))]
-    pairs += [(n, b) for n in nets for b in baselines]
     sub = metrics[metrics["split"] == split]
     rows = []
-    for a, b in pairs:
+    for group, a, b in comparison_pairs(nets, baselines, corrected):
         for metric in COMPARED:
             va = sub[sub["model"] == a].set_index("seed")[metric]
             vb = sub[sub["model"] == b].set_index("seed")[metric]
             diff = paired_difference(va, vb)
             rows.append(
-                {"model": a, "versus": b, "split": split, "metric": metric, **diff}
+                {"group": group, "model": a, "versus": b, "split": split, "metric": metric}
+                | diff
                 | {"verdict": verdict(a, b, metric, diff, split)}
             )
     return pd.DataFrame(rows)
 
 
-def headline(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The paper's table: per model train R², test R², RMSE and median dh over seeds."""
+def headline(metrics: pd.DataFrame, crossover: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's table: per model train R², test R², RMSE and median dh over seeds.
+
+    With ``crossover`` (:func:`crossover_table`), also the test area's crossover height.
+    """
     metrics = metrics.sort_values("seed", kind="stable")
     rows = []
     for model, g in metrics.groupby("model", sort=False):
         tr, te = g[g["split"] == "train"], g[g["split"] == "test"]
-        rows.append(
-            {
-                "model": model_label(model),
-                "seeds": te["seed"].nunique(),
-                "train R²": _cell(tr["r2"], 3),
-                "test R²": _cell(te["r2"], 3),
-                "test RMSE (m)": _cell(te["rmse_m"], 2),
-                "test median dh (m)": _cell(te["median_diff_m"], 2),
-            }
-        )
+        row = {
+            "model": model_label(model),
+            "seeds": te["seed"].nunique(),
+            "train R²": _cell(tr["r2"], 3),
+            "test R²": _cell(te["r2"], 3),
+            "test RMSE (m)": _cell(te["rmse_m"], 2),
+            "test median dh (m)": _cell(te["median_diff_m"], 2),
+        }
+        if crossover is not None:
+            c = crossover[(crossover["model"] == model) & (crossover["split"] == "test")]
+            row["test crossover (m)"] = _cell(c.sort_values("seed")["crossover_height_m"], 0)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -27,8 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aef
-from .dataset import PatchDataset
-from .errors import NoValidData
+from .dataset import DemUse, PatchDataset, dem_relief
+from .errors import ConfigError, NoValidData
 from .files import atomic_path
 from .models import BoxRidge, ModelSettings, build_model, pick_device, save_checkpoint
 from .patches import PatchStore
@@ -71,19 +71,48 @@ def split_patches(split_gpkg: Path, split_tif: Path) -> dict[str, tuple[np.ndarr
     return out
 
 
-def target_stats(
-    store: PatchStore, ids: np.ndarray, masks: np.ndarray | None = None
-) -> tuple[float, float]:
-    """Mean and standard deviation of valid (and unmasked) heights over the patches (float64)."""
+def _masked_values(store: PatchStore, k: int, mask: np.ndarray, dem: DemUse | None) -> np.ndarray:
+    """Patch ``k``'s target values where valid and in ``mask`` (float64)."""
+    z = np.asarray(store.dsm[k], dtype=np.float64)
+    if dem is not None and store.coarse_dem is not None:
+        c = np.asarray(store.coarse_dem[k], dtype=np.float64)
+        z = z - c if dem.residual else np.where(np.isnan(c), np.nan, z)
+    return z[~np.isnan(z) & mask]
+
+
+def _mean_sd(chunks: Iterable[np.ndarray], what: str) -> tuple[float, float]:
     n, s1, s2 = 0, 0.0, 0.0
-    for i, k in enumerate(ids):
-        z = np.asarray(store.dsm[k], dtype=np.float64)
-        z = z[~np.isnan(z) & (True if masks is None else masks[i])]
+    for z in chunks:
         n, s1, s2 = n + z.size, s1 + z.sum(), s2 + (z * z).sum()
     if n == 0:
-        raise NoValidData("the train patches hold no valid height")
+        raise NoValidData(f"the train patches hold no valid {what}")
     mean = s1 / n
     return mean, max(float(np.sqrt(max(s2 / n - mean * mean, 0.0))), 1e-6)
+
+
+def target_stats(
+    store: PatchStore,
+    ids: np.ndarray,
+    masks: np.ndarray | None = None,
+    dem: DemUse | None = None,
+) -> tuple[float, float]:
+    """Mean and SD of the valid (unmasked) targets over the patches (float64).
+
+    The target is the height, or reference minus coarse DEM for ``dem.residual``.
+    """
+    full = np.ones(store.dsm.shape[1:], bool)
+    chunks = (
+        _masked_values(store, k, full if masks is None else masks[i], dem)
+        for i, k in enumerate(ids)
+    )
+    return _mean_sd(chunks, "height")
+
+
+def relief_sd(store: PatchStore, ids: np.ndarray, masks: np.ndarray) -> float:
+    """SD of the coarse DEM's relief (:func:`~aefheight.dataset.dem_relief`) over train pixels."""
+    assert store.coarse_dem is not None
+    chunks = (dem_relief(np.asarray(store.coarse_dem[k]))[masks[i]] for i, k in enumerate(ids))
+    return _mean_sd((c.astype(np.float64) for c in chunks), "coarse DEM")[1]
 
 
 def augment(x: torch.Tensor, *ts: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -179,6 +208,7 @@ class _Data:
     mean: float
     std: float
     fingerprint: str
+    dem: DemUse | None
 
 
 @dataclass
@@ -190,6 +220,21 @@ class _Run:
     best_state: dict | None = None
     bad: int = 0
     history: list = field(default_factory=list)
+
+
+def _dem_use(
+    store: PatchStore, ms: ModelSettings, ids: np.ndarray, masks: np.ndarray
+) -> DemUse | None:
+    """How the model uses the coarse DEM (None: not at all), with the channel's scale."""
+    if not ms.uses_dem:
+        return None
+    if store.coarse_dem is None:
+        raise ConfigError(
+            f"{ms.arch} with dem_channel or target residual needs the coarse DEM patches "
+            "(--store-coarse-dem)"
+        )
+    sd = relief_sd(store, ids, masks) if ms.dem_channel else 1.0
+    return DemUse(ms.dem_channel, ms.target == "residual", sd)
 
 
 def _load_data(
@@ -204,16 +249,19 @@ def _load_data(
     """Train/val patches with their loss masks, target scaling and the run's fingerprint."""
     parts = split_patches(split_gpkg, split_tif)
     (train_ids, train_masks), (val_ids, val_masks) = parts["train"], parts["val"]
-    mean, std = target_stats(store, train_ids, train_masks)
+    dem = _dem_use(store, ms, train_ids, train_masks)
+    mean, std = target_stats(store, train_ids, train_masks, dem)
     log.info(
-        "target: mean %.2f m, std %.2f m over %d train patches; %d val patches; bf16 %s",
+        "target (%s): mean %.2f m, std %.2f m over %d train patches; %d val patches; bf16 %s%s",
+        ms.target,
         mean,
         std,
         len(train_ids),
         len(val_ids),
         amp,
+        f"; DEM relief channel SD {dem.relief_sd:.2f} m" if dem and dem.channel else "",
     )
-    val_ds = PatchDataset(store, val_ids, mean, std, val_masks)
+    val_ds = PatchDataset(store, val_ids, mean, std, val_masks, dem)
     fp = _fingerprint(
         asdict(ms),
         asdict(ts),
@@ -226,11 +274,12 @@ def _load_data(
     )
     return _Data(
         store,
-        PatchDataset(store, train_ids, mean, std, train_masks),
+        PatchDataset(store, train_ids, mean, std, train_masks, dem),
         list(torch.utils.data.DataLoader(val_ds, batch_size=ts.batch_size)),  # cached
         mean,
         std,
         fp,
+        dem,
     )
 
 
@@ -322,19 +371,20 @@ def train_net(
     history: Path,
     resume: Path,
     threads: int = 1,
+    store_coarse_dem: Path | None = None,
 ) -> pd.DataFrame:
     """Train one net; write its checkpoint (best val loss) and its history (one row an epoch).
 
     ``resume`` is updated after every epoch; a rerun with the same inputs and settings
     continues from it. It is removed once the checkpoint and history are written.
+    ``store_coarse_dem`` (the coarse DEM's patches) is read by nets that use the coarse DEM.
     """
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)  # weight initialisation (the cached val loader draws first)
     device = pick_device(ts.device, "training.device")
     amp = use_bf16(device, ts.precision)
-    data = _load_data(
-        PatchStore(store_embeddings, store_dsm), split_gpkg, split_tif, ms, ts, seed, amp
-    )
+    store = PatchStore(store_embeddings, store_dsm, store_coarse_dem)
+    data = _load_data(store, split_gpkg, split_tif, ms, ts, seed, amp)
     model = build_model(ms).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     run = _resume(resume, data.fingerprint, model, opt, device)
@@ -393,6 +443,7 @@ def _finish(
         stopped=stopped,
         seed=seed,
         patch_size=int(data.store.embeddings.shape[-1]),
+        dem_relief_sd=data.dem.relief_sd if data.dem else 1.0,
     )
     log.info("best epoch %d", best_epoch)
     return hist

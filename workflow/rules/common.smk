@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 # The package beside these rule files (also when this workflow is used as a module).
 PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 sys.path.insert(0, PACKAGE_ROOT)
-from aefheight.config import RIDGE, check_sections, fill_defaults
+from aefheight.config import COARSE_DEM, RIDGE, check_sections, corrections, fill_defaults
 from aefheight.errors import ConfigError
 
 # The schema (workflow/schemas/config.schema.yaml) checks every key and fills in its default,
@@ -20,6 +20,7 @@ from aefheight.errors import ConfigError
 # bare Snakemake env without them (e.g. a login node with --sdm conda) leaves them to the jobs.
 try:
     fill_defaults(config)
+    CORRECTED = corrections(config)  # {"<model>_<method>": (model, method)}
     if workflow.is_main_process:
         try:
             check_sections(config)
@@ -37,8 +38,15 @@ for folder in ["results", "resources", *(f"results/{aoi}" for aoi in config["aoi
 
 AOIS = list(config["aois"])
 MODELS = list(config["models"])
-NETS = [m for m, s in config["models"].items() if s["arch"] != RIDGE]
-RIDGES = [m for m in MODELS if m not in NETS]
+RIDGES = [m for m, s in config["models"].items() if s["arch"] == RIDGE]
+DEMS = [m for m, s in config["models"].items() if s["arch"] == COARSE_DEM]  # no learning
+NETS = [m for m in MODELS if m not in RIDGES + DEMS]
+# nets that read the coarse DEM (an input channel, or the base of a residual target)
+DEM_NETS = [
+    m for m in NETS if config["models"][m]["dem_channel"] or config["models"][m]["target"] == "residual"
+]
+# every prediction scored: each model, followed by its corrected versions (side by side)
+PREDICTIONS = [p for m in MODELS for p in [m, *(c for c, (b, _) in CORRECTED.items() if b == m)]]
 SEEDS = [str(s) for s in config["seeds"]]
 # synthesize makes the synthetic AOIs; the download rules (download.smk) fetch the others
 SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
@@ -96,10 +104,16 @@ def one_of(names):
     return "|".join(names) if names else NEVER
 
 
-def optional_flags(wildcards, input):
-    """Flags of the inputs only some AOIs have (unpacked by the functions below), e.g.
-    `--landcover results/demo/inputs/landcover.tif`; empty where the AOI has none."""
-    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in input.items())
+def optional_flags(inputs):
+    """A params function: the flags of the inputs that the input function ``inputs`` adds
+    (unpacked; only some AOIs, models or methods have them), e.g. `--landcover
+    results/demo/inputs/landcover.tif`; empty where there are none."""
+
+    def flags(wildcards):
+        pairs = inputs(wildcards).items()
+        return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in pairs)
+
+    return flags
 
 
 def section_json(*keys):
@@ -125,13 +139,28 @@ def final_outputs():
         ]
         for seed in SEEDS:
             out.append(f"results/{aoi}/figures/loss_curves_seed{seed}.png")
-            for model in MODELS:
+            for model in PREDICTIONS:
                 out += [
                     f"results/{aoi}/predictions/{model}_seed{seed}.tif",
                     f"results/{aoi}/figures/pred_vs_ref_{model}_seed{seed}.png",
                     f"results/{aoi}/figures/residual_map_{model}_seed{seed}.png",
                 ]
     return [*out, FRONT_PAGE]
+
+
+def coarse_dem_input(wildcards):
+    """The coarse DEM, for the nets that read it (optional_flags makes it --coarse-dem)."""
+    if wildcards.model in DEM_NETS:
+        return {"coarse_dem": f"results/{wildcards.aoi}/inputs/coarse_dem.tif"}
+    return {}
+
+
+def correction_inputs(wildcards):
+    """What a correction reads: the reference DSM (linear: its validation-area pixels) or the
+    coarse DEM (quantile_map: label-free); never both, so the label-free one cannot see labels."""
+    if wildcards.method == "linear":
+        return {"dsm": f"results/{wildcards.aoi}/inputs/dsm.tif"}
+    return {"coarse_dem": f"results/{wildcards.aoi}/inputs/coarse_dem.tif"}
 
 
 def landcover_input(wildcards):
@@ -146,6 +175,11 @@ def aoi_file_input(aoi):
     """The AOI polygon file, when the config names one (so editing it re-runs the downloads)."""
     path = config["aois"][aoi].get("aoi", {}).get("path")
     return {"aoi_file": path} if path else {}
+
+
+def aoi_file_inputs(wildcards):
+    """The AOI polygon file of the wildcards' AOI, when the config names one."""
+    return aoi_file_input(wildcards.aoi)
 
 
 def embeddings_inputs(wildcards):

@@ -1,10 +1,11 @@
-# Real AOIs: AEF embeddings and a reference DSM, downloaded and co-registered onto one 10 m
-# grid in the AOI's UTM zone (workflow/aefheight/sources/). For an AOI whose source is
-# source_coop, gcs or earthengine these rules replace `synthesize` and write the same two
-# rasters:
+# Real AOIs: AEF embeddings, a reference DSM and a coarse DEM, downloaded and co-registered
+# onto one 10 m grid in the AOI's UTM zone (workflow/aefheight/sources/). For an AOI whose
+# source is source_coop, gcs or earthengine these rules replace `synthesize` and write:
 #   embeddings.tif  int8 x 64 bands, nodata -128 (AEF codes, not de-quantized)
 #   dsm.tif         float32 height in metres, nodata -9999; source, resolution and vertical
 #                   datum in its tags and in dsm.json (shown in the report)
+#   coarse_dem.tif  Copernicus GLO-30, bilinear, on the reference's vertical datum where PROJ
+#                   has the grids (its tags and coarse_dem.json say what was done)
 # Downloads are cached under resources/ with a checksum each; an interrupted run resumes.
 # Credentials come from the environment only (see README, "Real data").
 
@@ -48,7 +49,7 @@ rule fetch_embeddings:
     params:
         settings=lambda w: section_json("aois", w.aoi),
         downloads=lambda w: section_json("downloads"),
-        optional=optional_flags,
+        optional=optional_flags(embeddings_inputs),
     shell:
         "python -m aefheight fetch-embeddings --aoi {wildcards.aoi}"
         " --settings {params.settings:q} --downloads {params.downloads:q} {params.optional}"
@@ -78,8 +79,39 @@ rule fetch_dsm:
     params:
         settings=lambda w: section_json("aois", w.aoi),
         downloads=lambda w: section_json("downloads"),
-        optional=optional_flags,
+        optional=optional_flags(dsm_inputs),
     shell:
         "python -m aefheight fetch-dsm --aoi {wildcards.aoi} --settings {params.settings:q}"
         " --downloads {params.downloads:q} {params.optional} --cache-dir resources/dsm"
         " --dsm {output.dsm} --provenance {output.provenance} > {log} 2>&1"
+
+
+rule fetch_coarse_dem:
+    input:
+        unpack(aoi_file_inputs),
+        reference="results/{aoi}/inputs/dsm.json",
+    output:
+        coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
+        provenance=report(
+            "results/{aoi}/inputs/coarse_dem.json",
+            category="Inputs",
+            labels={"aoi": "{aoi}", "file": "coarse DEM (GLO-30): datum conversion"},
+        ),
+    log:
+        "results/{aoi}/logs/fetch_coarse_dem.log",
+    benchmark:
+        "results/{aoi}/benchmarks/fetch_coarse_dem.tsv"
+    wildcard_constraints:
+        aoi=one_of(DOWNLOADED_AOIS),
+    conda:
+        "../../envs/fetch_coarse_dem.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("aois", w.aoi),
+        downloads=lambda w: section_json("downloads"),
+        optional=optional_flags(aoi_file_inputs),
+    shell:
+        "python -m aefheight fetch-coarse-dem --aoi {wildcards.aoi} --settings {params.settings:q}"
+        " --downloads {params.downloads:q} --reference {input.reference} {params.optional}"
+        " --cache-dir resources/dsm --coarse-dem {output.coarse_dem}"
+        " --provenance {output.provenance} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule evaluate:
         "../../envs/evaluate.yaml"
     threads: 1
     params:
-        landcover=optional_flags,
+        landcover=optional_flags(landcover_input),
     shell:
         "python -m aefheight evaluate --model {wildcards.model} --seed {wildcards.seed}"
         " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
@@ -34,7 +34,7 @@ rule collect_metrics:
     input:
         per_model=expand(
             "results/{{aoi}}/metrics/per_model/{model}_seed{seed}.csv",
-            model=MODELS,
+            model=PREDICTIONS,
             seed=SEEDS,
         ),
     output:
@@ -98,10 +98,13 @@ rule tables:
             "results/{{aoi}}/models/{model}/seed{seed}/history.csv", model=NETS, seed=SEEDS
         ),
         by_height=expand(
-            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv", model=MODELS, seed=SEEDS
+            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv", model=PREDICTIONS, seed=SEEDS
         ),
         seams=expand(
-            "results/{{aoi}}/metrics/seams/{model}_seed{seed}.csv", model=MODELS, seed=SEEDS
+            "results/{{aoi}}/metrics/seams/{model}_seed{seed}.csv", model=PREDICTIONS, seed=SEEDS
+        ),
+        fits=expand(
+            "results/{{aoi}}/corrections/{model}_seed{seed}.csv", model=CORRECTED, seed=SEEDS
         ),
     output:
         md=report(
@@ -139,6 +142,12 @@ rule tables:
         shift_md="results/{aoi}/tables/shift.md",
         shift_tex="results/{aoi}/tables/shift.tex",
         findings="results/{aoi}/tables/findings.rst",
+        corrections=report(
+            "results/{aoi}/tables/corrections.csv",
+            caption="../report/corrections.rst",
+            category="Bias correction",
+            labels={"aoi": "{aoi}", "table": "fits of the bias corrections"},
+        ),
     log:
         "results/{aoi}/logs/tables.log",
     benchmark:
@@ -148,18 +157,20 @@ rule tables:
     threads: 1
     params:
         nets=" ".join(NETS),
-        baselines=" ".join(RIDGES),
+        baselines=" ".join(RIDGES + DEMS),
+        corrected=" ".join(f"{c}={m}" for c, (m, _) in CORRECTED.items()),
         max_epochs=config["training"]["max_epochs"],
     shell:
         "python -m aefheight tables --aoi {wildcards.aoi} --metrics {input.metrics}"
         " --quantiles {input.quantiles} --stats {input.stats} --areas {input.areas}"
         " --histories {input.histories} --by-height {input.by_height} --seams {input.seams}"
-        " --nets {params.nets} --baselines {params.baselines} --max-epochs {params.max_epochs}"
+        " --fits {input.fits} --nets {params.nets} --baselines {params.baselines}"
+        " --corrected {params.corrected} --max-epochs {params.max_epochs}"
         " --md {output.md} --tex {output.tex} --comparisons {output.comparisons}"
         " --training {output.training} --training-md {output.training_md}"
         " --seam-table {output.seam_table} --crossover {output.crossover}"
         " --shift-md {output.shift_md} --shift-tex {output.shift_tex}"
-        " --findings {output.findings} > {log} 2>&1"
+        " --findings {output.findings} --corrections {output.corrections} > {log} 2>&1"
 
 
 rule report_front:
@@ -230,7 +241,7 @@ rule plot_residual_map:
 
 rule plot_dh_hist:
     input:
-        samples=expand("results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=MODELS),
+        samples=expand("results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=PREDICTIONS),
     output:
         png=report(
             "results/{aoi}/figures/dh_hist_seed{seed}.png",
@@ -253,7 +264,7 @@ rule plot_dh_hist:
 
 rule plot_error_by_height:
     input:
-        by_height=expand("results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=MODELS),
+        by_height=expand("results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=PREDICTIONS),
     output:
         png=report(
             "results/{aoi}/figures/error_by_height_seed{seed}.png",

@@ -1,10 +1,12 @@
-# Training (nets and the Ridge baseline) and whole-AOI prediction.
+# Training (nets and the Ridge baselines), whole-AOI prediction, the coarse-DEM baseline and
+# the bias corrections.
 
 
 rule train_net:
     input:
         store_embeddings="results/{aoi}/patches/embeddings.npy",
         store_dsm="results/{aoi}/patches/dsm.npy",
+        store_coarse_dem="results/{aoi}/patches/coarse_dem.npy",
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
     output:
@@ -33,6 +35,7 @@ rule train_net:
         "python -m aefheight train-net --model {wildcards.model} --seed {wildcards.seed}"
         " --model-settings {params.model:q} --settings {params.settings:q}"
         " --store-embeddings {input.store_embeddings} --store-dsm {input.store_dsm}"
+        " --store-coarse-dem {input.store_coarse_dem}"
         " --split-gpkg {input.split_gpkg} --split-tif {input.split_tif}"
         " --checkpoint {output.checkpoint} --history {output.history} --resume {params.resume}"
         " --threads {threads} > {log} 2>&1"
@@ -68,6 +71,7 @@ rule train_ridge:
 
 rule predict:
     input:
+        unpack(coarse_dem_input),
         embeddings="results/{aoi}/inputs/embeddings.tif",
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
     output:
@@ -76,13 +80,62 @@ rule predict:
         "results/{aoi}/logs/predict/{model}_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/predict/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(NETS + RIDGES),
     conda:
         "../../envs/predict.yaml"
     threads: 2
     params:
         settings=lambda w: section_json("prediction"),
+        optional=optional_flags(coarse_dem_input),
     shell:
         "python -m aefheight predict --settings {params.settings:q} --model {wildcards.model}"
-        " --seed {wildcards.seed} --embeddings {input.embeddings}"
+        " --seed {wildcards.seed} --embeddings {input.embeddings} {params.optional}"
         " --checkpoint {input.checkpoint} --prediction {output.prediction} --threads {threads}"
         " > {log} 2>&1"
+
+
+rule predict_coarse_dem:
+    input:
+        coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
+    output:
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
+    log:
+        "results/{aoi}/logs/predict/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/predict/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(DEMS),
+    conda:
+        "../../envs/predict_coarse_dem.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight predict-coarse-dem --model {wildcards.model} --seed {wildcards.seed}"
+        " --coarse-dem {input.coarse_dem} --prediction {output.prediction} > {log} 2>&1"
+
+
+rule correct:
+    input:
+        unpack(correction_inputs),
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
+        split="results/{aoi}/split/split.tif",
+    output:
+        corrected="results/{aoi}/predictions/{model}_{method}_seed{seed}.tif",
+        fit="results/{aoi}/corrections/{model}_{method}_seed{seed}.csv",
+    log:
+        "results/{aoi}/logs/correct/{model}_{method}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/correct/{model}_{method}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(sorted({m for m, _ in CORRECTED.values()})),
+    conda:
+        "../../envs/correct.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("correction"),
+        optional=optional_flags(correction_inputs),
+    shell:
+        "python -m aefheight correct --model {wildcards.model} --method {wildcards.method}"
+        " --seed {wildcards.seed} --settings {params.settings:q} {params.optional}"
+        " --prediction {input.prediction} --split {input.split}"
+        " --corrected {output.corrected} --fit {output.fit} > {log} 2>&1"

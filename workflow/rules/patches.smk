@@ -5,10 +5,12 @@ rule tile:
     input:
         embeddings="results/{aoi}/inputs/embeddings.tif",
         dsm="results/{aoi}/inputs/dsm.tif",
+        coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
     output:
         index="results/{aoi}/patches/index.parquet",
         store_embeddings="results/{aoi}/patches/embeddings.npy",
         store_dsm="results/{aoi}/patches/dsm.npy",
+        store_coarse_dem="results/{aoi}/patches/coarse_dem.npy",
     log:
         "results/{aoi}/logs/tile.log",
     benchmark:
@@ -20,8 +22,9 @@ rule tile:
         settings=lambda w: section_json("tiling"),
     shell:
         "python -m aefheight tile --settings {params.settings:q} --embeddings {input.embeddings}"
-        " --dsm {input.dsm} --index {output.index} --store-embeddings {output.store_embeddings}"
-        " --store-dsm {output.store_dsm} > {log} 2>&1"
+        " --dsm {input.dsm} --coarse-dem {input.coarse_dem} --index {output.index}"
+        " --store-embeddings {output.store_embeddings} --store-dsm {output.store_dsm}"
+        " --store-coarse-dem {output.store_coarse_dem} > {log} 2>&1"
 
 
 rule split:

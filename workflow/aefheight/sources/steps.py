@@ -112,3 +112,43 @@ def run_dsm(
     info["aoi"] = name
     _write_json(provenance, info)
     return info
+
+
+def run_coarse_dem(
+    name: str,
+    aoi_section: dict[str, Any],
+    downloads: dict[str, Any],
+    reference: str | os.PathLike,
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    provenance: str | os.PathLike | None = None,
+    aoi_file: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Fetch Copernicus GLO-30 for AOI ``name`` as its coarse DEM, on the embedding grid.
+
+    Bilinear onto the grid (nodata propagated), then onto the vertical datum of the reference
+    DSM, whose provenance is ``reference`` (``dsm.json``), where PROJ has the grids; the
+    raster's ``vertical_datum_conversion`` tag says what was done.
+    """
+    from . import dsm as dsm_mod
+    from .aoi import target_grid
+    from .coregister import coregister
+    from .datum import convert
+    from .spec import DSMSettings
+
+    section = f"aois.{name}"
+    s = _aoi_settings(name, aoi_section, aoi_file)
+    d = from_mapping(DownloadSettings, downloads, "downloads")
+    ref = json.loads(Path(reference).read_text(encoding="utf-8"))
+    missing = s.dsm_settings(section).missing_tiles
+    glo = DSMSettings("copernicus_glo30", (), None, None, None, None, missing)
+    aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
+    src = dsm_mod.fetch_copernicus(aoi, glo, d, Path(cache))
+    with atomic_path(out) as tmp:
+        info = coregister(aoi, src, tmp, Path(cache) / "vrt" / f"{name}_coarse_dem")
+        info["vertical_datum_conversion"] = convert(tmp, str(ref.get("vertical_datum", "")))
+    if ref.get("source") == "copernicus_glo30":
+        log.warning("the reference DSM is GLO-30 too: the coarse-DEM baseline is the reference")
+    info |= {"aoi": name, "reference_vertical_datum": ref.get("vertical_datum")}
+    _write_json(provenance, info)
+    return info
