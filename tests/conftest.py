@@ -19,8 +19,8 @@ def tiny_settings() -> SyntheticSettings:
 
 @pytest.fixture(scope="session")
 def tiny_aoi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 256 x 192 px synthetic AOI: embeddings, DSM and land cover GeoTIFFs."""
+    """A 256 x 192 px synthetic AOI: embeddings, DSM, land cover and coarse DEM GeoTIFFs."""
     d = tmp_path_factory.mktemp("tiny_aoi")
-    paths = {k: d / f"{k}.tif" for k in ("embeddings", "dsm", "landcover")}
-    write_synthetic(TINY, paths["embeddings"], paths["dsm"], paths["landcover"])
+    paths = {k: d / f"{k}.tif" for k in ("embeddings", "dsm", "landcover", "coarse_dem")}
+    write_synthetic(TINY, *paths.values())
     return paths

@@ -141,6 +141,13 @@ def store_paths(folder: Path) -> dict[str, Path]:
     }
 
 
+def tile_flags(folder: Path, coarse_dem: Path | str) -> list[str]:
+    """The tile subcommand's store flags into ``folder``, with the coarse DEM it reads."""
+    outs = {**store_paths(folder), "store_coarse_dem": folder / "coarse_dem.npy"}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in outs.items()]
+    return [f"--coarse-dem={coarse_dem}", *flags]
+
+
 def store_files(folder: Path) -> tuple[Path, Path]:
     """The patch store's two files in ``folder`` (for PatchStore)."""
     p = store_paths(folder)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from aefheight.patches import TilingSettings, tile
 from aefheight.settings import make
-from helpers import store_paths, write_tif
+from helpers import store_paths, tile_flags, write_tif
 
 
 def _digest(folder):
@@ -98,7 +98,7 @@ def test_tile_rejects_bad_rasters_and_keeps_earlier_outputs(case, tiny_aoi, tile
             str(emb),
             "--dsm",
             str(dsm),
-            *(f"--{k.replace('_', '-')}={v}" for k, v in store_paths(tiled).items()),
+            *tile_flags(tiled, dsm),  # the DSM as its coarse DEM: same grid
         ],
         capture_output=True,
         text=True,

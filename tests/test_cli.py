@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from aefheight.cli import main
-from helpers import store_paths
+from helpers import tile_flags
 
 
 def test_config_error_is_one_line_and_exit_2(tmp_path, capsys):
@@ -15,7 +15,7 @@ def test_config_error_is_one_line_and_exit_2(tmp_path, capsys):
             "x.tif",
             "--dsm",
             "y.tif",
-            *(f"--{k.replace('_', '-')}={v}" for k, v in store_paths(tmp_path).items()),
+            *tile_flags(tmp_path, "z.tif"),
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
@@ -35,7 +35,7 @@ def test_missing_raster_names_the_file(tmp_path, capsys):
             str(tmp_path / "nope.tif"),
             "--dsm",
             "y.tif",
-            *(f"--{k.replace('_', '-')}={v}" for k, v in store_paths(tmp_path).items()),
+            *tile_flags(tmp_path, "z.tif"),
         ]
     )
     assert rc == 2
@@ -62,6 +62,8 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
             str(blocker / "d.tif"),
             "--landcover",
             str(blocker / "l.tif"),
+            "--coarse-dem",
+            str(blocker / "c.tif"),
         ],
         capture_output=True,
         text=True,

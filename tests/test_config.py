@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aefheight import config, settings
+from aefheight.correction import CorrectionSettings
 from aefheight.errors import ConfigError
 from aefheight.models import ModelSettings
 from aefheight.patches import TilingSettings
@@ -28,6 +29,7 @@ CLASSES = [
     AOISpec,
     DSMSettings,
     DownloadSettings,
+    CorrectionSettings,
 ]
 # keys a user must give: they have no default
 REQUIRED = {"aois", "models", "aois.<name>.source", "aois.<name>.year", "aois.<name>.aoi"}
@@ -82,7 +84,7 @@ def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
         config.check_config(cfg)
         assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
     raw = _load("config.yaml")
-    for section in ("tiling", "split", "training", "prediction"):
+    for section in ("tiling", "split", "training", "prediction", "correction"):
         defaults = settings.validate_section({}, section)
         assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
     synthetic = settings.validate_section({}, "aois.<name>.synthetic")
@@ -101,6 +103,11 @@ BAD = {
     "downloads": (["downloads", "timeout_s"], -1, "downloads.timeout_s"),
     "seeds": (["seeds"], [0, 0], "seeds"),
     "unknown key": (["training", "epochs"], 3, "training.epochs"),
+    "correction model": (["correction", "models"], ["nope"], "correction.models"),
+    "correction method": (["correction", "methods"], ["isotonic"], "correction.methods[0]"),
+    "corrected name clash": (["models", "unet_linear"], {"arch": "unet"}, "models.unet_linear"),
+    "dem for a ridge": (["models", "ridge", "dem_channel"], True, "models.ridge"),
+    "coarse dem correction": (["correction", "models"], ["coarse_dem"], "correction.models"),
 }
 
 

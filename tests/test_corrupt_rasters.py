@@ -88,10 +88,15 @@ def _outputs(out: Path) -> dict[str, list[str]]:
     o = lambda name: str(out / name)  # noqa: E731
     return {
         "tile": ["tile", "--settings", json.dumps({"patch_size": 64}), "--index", o("i.parquet"),
-                 "--store-embeddings", o("e.npy"), "--store-dsm", o("d.npy")],
+                 "--store-embeddings", o("e.npy"), "--store-dsm", o("d.npy"),
+                 "--store-coarse-dem", o("c.npy")],
         "split": ["split", "--settings", json.dumps({"buffer_px": 4}), "--gpkg", o("s.gpkg"),
                   "--raster", o("s.tif"), "--areas", o("a.csv")],
         "predict": ["predict", "--model", "ridge", "--seed", "0", "--prediction", o("p.tif")],
+        "predict-coarse-dem": ["predict-coarse-dem", "--model", "coarse_dem", "--seed", "0",
+                               "--prediction", o("p.tif")],
+        "correct": ["correct", "--model", "ridge", "--method", "quantile_map", "--seed", "0",
+                    "--corrected", o("c.tif"), "--fit", o("f.csv")],
         "evaluate": ["evaluate", "--model", "ridge", "--seed", "0", "--metrics", o("m.csv"),
                      "--samples", o("s.csv"), "--by-height", o("h.csv"), "--by-class", o("c.csv"),
                      "--seams", o("x.csv")],
@@ -105,9 +110,11 @@ def _outputs(out: Path) -> dict[str, list[str]]:
 
 # step -> {flag: input name in the `good` fixture}; every raster each step reads
 READS = {
-    "tile": {"embeddings": "embeddings", "dsm": "dsm"},
+    "tile": {"embeddings": "embeddings", "dsm": "dsm", "coarse_dem": "coarse_dem"},
     "split": {"grid": "embeddings"},
     "predict": {"embeddings": "embeddings"},
+    "predict-coarse-dem": {"coarse_dem": "coarse_dem"},
+    "correct": {"prediction": "prediction", "split": "split", "coarse_dem": "coarse_dem"},
     "evaluate": {"prediction": "prediction", "dsm": "dsm", "split": "split",
                  "landcover": "landcover"},
     "height-shift": {"dsm": "dsm", "split": "split", "embeddings": "embeddings"},

@@ -118,3 +118,31 @@ def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):
         )
     assert not (tmp_path / "o" / "index.parquet").exists()
     assert not list((tmp_path / "o").glob("*.npy"))
+
+
+def test_coarse_dem_patches_equal_its_windows_and_a_misfit_dem_is_refused(tiny_aoi, tmp_path):
+    kw = {"coarse_dem_path": tiny_aoi["coarse_dem"], "store_coarse_dem": tmp_path / "c.npy"}
+    index = tile(
+        tiny_aoi["embeddings"], tiny_aoi["dsm"], make(TilingSettings, patch_size=64),
+        **store_paths(tmp_path), **kw,
+    )  # fmt: skip
+    store = PatchStore(*store_files(tmp_path), tmp_path / "c.npy")
+    assert store.coarse_dem is not None and store.coarse_dem.shape == store.dsm.shape
+    with rasterio.open(tiny_aoi["coarse_dem"]) as c:
+        k = len(index) - 1
+        r, col = int(index.loc[k, "row"]), int(index.loc[k, "col"])
+        np.testing.assert_array_equal(
+            store.coarse_dem[k], c.read(1, window=((r, r + 64), (col, col + 64)))
+        )
+        prof, z = c.profile, c.read()
+    shifted = tmp_path / "shifted.tif"
+    prof["transform"] = prof["transform"] @ rasterio.Affine.translation(1, 0)
+    with rasterio.open(shifted, "w", **prof) as dst:
+        dst.write(z)
+    with pytest.raises(GridMismatch):
+        tile(
+            tiny_aoi["embeddings"], tiny_aoi["dsm"], make(TilingSettings, patch_size=64),
+            **store_paths(tmp_path / "b"), coarse_dem_path=shifted,
+            store_coarse_dem=tmp_path / "b" / "c.npy",
+        )  # fmt: skip
+    assert not (tmp_path / "b" / "c.npy").exists()

@@ -85,3 +85,58 @@ def test_window_phase_marks_seams_between_window_centres():
     assert centre[30] and centre[79] and not centre[56]
     assert seam[55] and seam[104] and not seam[32]
     assert not (seam & centre).any()
+
+
+def _dem_checkpoint(path, target, channel, zero=False):
+    """A small DEM net (random or zero weights) saved as training would."""
+    s = make(
+        ModelSettings, arch="unet", decoder_channels=(16, 8, 8, 8, 4), dem_channel=channel,
+        target=target,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    m = build_model(s)
+    if zero:
+        with torch.no_grad():
+            for p in m.parameters():
+                p.zero_()
+    save_checkpoint(path, m, s, 2.5, 3.0, patch_size=64, dem_relief_sd=4.0)
+
+
+def _predict(tiny_aoi, ckpt, out, dem):
+    predict_raster(tiny_aoi["embeddings"], ckpt, out, make(PredictSettings), coarse_dem_path=dem)
+    with rasterio.open(out) as p:
+        return p.read(1)
+
+
+def test_residual_prediction_adds_the_coarse_dem_back(tiny_aoi, tmp_path):
+    _dem_checkpoint(tmp_path / "z.pt", "residual", True, zero=True)  # net output 0
+    pred = _predict(tiny_aoi, tmp_path / "z.pt", tmp_path / "p.tif", tiny_aoi["coarse_dem"])
+    with rasterio.open(tiny_aoi["coarse_dem"]) as c, rasterio.open(tiny_aoi["embeddings"]) as e:
+        dem, valid = c.read(1), aef.valid_mask(e.read())
+    np.testing.assert_allclose(pred[valid], dem[valid] + 2.5, rtol=0, atol=1e-3)
+    assert (pred[~valid] == PRED_NODATA).all()
+
+
+def test_the_dem_channel_carries_relief_not_height(tiny_aoi, tmp_path):
+    """The DEM raised by 100 m: a height model predicts the same, a residual one +100 m."""
+    with rasterio.open(tiny_aoi["coarse_dem"]) as c:
+        prof, dem = c.profile, c.read(1)
+    with rasterio.open(tmp_path / "up.tif", "w", **prof) as dst:
+        dst.write(dem + 100.0, 1)
+    for target, shift in (("height", 0.0), ("residual", 100.0)):
+        ck = tmp_path / f"{target}.pt"
+        _dem_checkpoint(ck, target, True)
+        a = _predict(tiny_aoi, ck, tmp_path / "a.tif", tiny_aoi["coarse_dem"])
+        b = _predict(tiny_aoi, ck, tmp_path / "b.tif", tmp_path / "up.tif")
+        ok = a != PRED_NODATA
+        np.testing.assert_allclose(b[ok] - a[ok], shift, atol=2e-3)
+        assert a[ok].std() > 0.01  # the net's output is not constant (the check can fail)
+
+
+def test_dem_model_without_the_dem_is_one_line(tiny_aoi, tmp_path):
+    from aefheight.errors import ConfigError
+
+    _dem_checkpoint(tmp_path / "z.pt", "residual", False)
+    with pytest.raises(ConfigError, match="pass --coarse-dem"):
+        _predict(tiny_aoi, tmp_path / "z.pt", tmp_path / "p.tif", None)
+    assert not (tmp_path / "p.tif").exists()

@@ -4,7 +4,8 @@ import numpy as np
 import rasterio
 from aefheight import aef
 from aefheight.settings import make
-from aefheight.synthetic import SyntheticSettings, make_fields, write_synthetic
+from aefheight.synthetic import SyntheticSettings, coarse_dem, make_fields, write_synthetic
+from scipy import ndimage
 
 
 def _digest(path):
@@ -107,3 +108,41 @@ def test_nuisance_is_spatially_coherent_not_white():
     assert same > 0.9  # a pixel's right neighbour is in its parcel ~29 times out of 30
     sizes = np.bincount(ids.ravel())
     assert np.median(sizes[sizes > 0]) > 0.3 * 30 * 30
+
+
+def test_coarse_dem_is_deterministic_and_leaves_the_other_rasters_unchanged(
+    tmp_path, tiny_aoi, tiny_settings
+):
+    # written without the coarse DEM (above): same embeddings and DSM with it
+    write_synthetic(tiny_settings, tmp_path / "e.tif", tmp_path / "d.tif")
+    assert _digest(tmp_path / "d.tif") == _digest(tiny_aoi["dsm"])
+    assert _digest(tmp_path / "e.tif") == _digest(tiny_aoi["embeddings"])
+    write_synthetic(tiny_settings, tmp_path / "e.tif", tmp_path / "d.tif", None, tmp_path / "c.tif")
+    assert _digest(tmp_path / "c.tif") == _digest(tiny_aoi["coarse_dem"])
+    with rasterio.open(tiny_aoi["coarse_dem"]) as c, rasterio.open(tiny_aoi["dsm"]) as d:
+        assert (c.crs, c.transform, c.shape) == (d.crs, d.transform, d.shape)
+        assert c.tags()["resolution_m"] == "30.0" and c.nodata == d.nodata
+        assert (c.read(1) != c.nodata).all()  # void-filled, as GLO-30
+
+
+def test_coarse_dem_errs_as_glo30_does():
+    """Without noise: over open land it is the terrain, in forests it holds the canopy share
+    (below the DSM, above the terrain), and it is smooth at 30 m (3 x 3 px cells)."""
+    s = make(SyntheticSettings, width=384, height=256, seed=2, dem_noise_m=0.0, dem_error_m=0.0)
+    f = make_fields(s)
+    c = coarse_dem(s, f)
+    dsm = f.terrain + f.objects
+    interior = np.zeros(c.shape, bool)  # away from land-cover edges (the 30 m averaging)
+    for lc in (0, 1):
+        same = ndimage.minimum_filter(f.landcover, 7) == ndimage.maximum_filter(f.landcover, 7)
+        interior |= same & (f.landcover == lc)
+    open_ = interior & (f.landcover == 0)
+    forest = interior & (f.landcover == 1)
+    assert abs(np.mean(c[open_] - f.terrain[open_])) < 0.3
+    share = np.mean(c[forest] - f.terrain[forest]) / np.mean(f.objects[forest])
+    assert 0.35 < share < 0.45  # dem_canopy_fraction 0.4
+    assert np.mean(c[forest] - dsm[forest]) < -5  # below the canopy top: the DSM it misses
+    # 10 m detail is gone: pixel-to-pixel steps are far smaller than the DSM's
+    assert np.abs(np.diff(c, axis=1)).mean() < 0.5 * np.abs(np.diff(dsm, axis=1)).mean()
+    noisy = coarse_dem(make(SyntheticSettings, width=384, height=256, seed=2), f)
+    assert 1.0 < np.std(noisy - c) < 3.0  # white 1 m per cell + smooth 1.5 m

@@ -20,11 +20,13 @@ from helpers import store_files, store_paths
 SMALL = {"arch": "unet", "decoder_channels": [32, 16, 8, 8, 4]}
 
 
-def _train(store, ms, ts, seed, out):
+def _train(store, ms, ts, seed, out, dsm=None):
     """train_net on the module's patch store, its outputs named as the rule names them."""
+    emb, z = store_files(store)
     return train_net(
-        *store_files(store), store / "split.gpkg", store / "split.tif", ms, ts, seed, "unet",
+        emb, dsm or z, store / "split.gpkg", store / "split.tif", ms, ts, seed, "unet",
         out / "checkpoint.pt", out / "history.csv", out / "resume.pt",
+        store_coarse_dem=store / "coarse_dem.npy",
     )  # fmt: skip
 
 
@@ -36,6 +38,8 @@ def store(tiny_aoi, tmp_path_factory):
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=32),
         **store_paths(d),
+        coarse_dem_path=tiny_aoi["coarse_dem"],
+        store_coarse_dem=d / "coarse_dem.npy",
     )
     write_split(
         d / "index.parquet",
@@ -194,6 +198,8 @@ def test_killed_training_resumes_to_identical_result(store, tmp_path):
             str(store / "embeddings.npy"),
             "--store-dsm",
             str(store / "dsm.npy"),
+            "--store-coarse-dem",
+            str(store / "coarse_dem.npy"),
             "--split-gpkg",
             str(store / "split.gpkg"),
             "--split-tif",
@@ -230,3 +236,63 @@ def test_killed_training_resumes_to_identical_result(store, tmp_path):
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+DEM_NET = {**SMALL, "dem_channel": True, "target": "residual"}
+
+
+def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path):
+    from aefheight.dataset import PatchDataset
+    from aefheight.train import _dem_use, split_patches, target_stats
+
+    ms = make(ModelSettings, **DEM_NET)
+    st = PatchStore(*store_files(store), store / "coarse_dem.npy")
+    ids, masks = split_patches(store / "split.gpkg", store / "split.tif")["train"]
+    dem = _dem_use(st, ms, ids, masks)
+    assert dem is not None and dem.channel and dem.residual and dem.relief_sd > 0
+    mean, std = target_stats(st, ids, masks, dem)
+    height_mean, _ = target_stats(st, ids, masks)
+    assert abs(mean) < 0.2 * height_mean  # reference - coarse DEM is small next to the height
+    x, y, m = PatchDataset(st, ids, mean, std, masks, dem)[0]
+    assert x.shape[0] == 65 and abs(float(x[64][m[0]].mean())) < 1.0  # relief: no height
+    k = int(ids[0])
+    want = (st.dsm[k] - st.coarse_dem[k] - mean) / std
+    np.testing.assert_allclose(y[0][m[0]].numpy(), want[m[0].numpy()], rtol=1e-5, atol=1e-5)
+    hist = _train(
+        store, ms, make(TrainSettings, max_epochs=2, patience=5, batch_size=4), 0, tmp_path
+    )
+    _, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["dem_relief_sd"] == pytest.approx(dem.relief_sd) and len(hist) == 2
+    with pytest.raises(Exception, match="coarse DEM"):
+        train_net(
+            *store_files(store), store / "split.gpkg", store / "split.tif", ms,
+            make(TrainSettings, max_epochs=1), 0, "unet_dem", tmp_path / "c.pt",
+            tmp_path / "h.csv", tmp_path / "r.pt",
+        )  # fmt: skip
+
+
+def test_no_test_pixel_enters_any_training(store, tmp_path):
+    """Test patches' reference heights changed by +1000 m: the same weights, nets and Ridge."""
+    gpkg = gpd.read_file(store / "split.gpkg", layer="patches")
+    test_ids = gpkg.loc[gpkg["split"] == "test", "patch_id"].to_numpy()
+    assert len(test_ids)
+    changed = tmp_path / "dsm_changed.npy"
+    z = np.load(store_files(store)[1])
+    z[test_ids] += 1000.0
+    np.save(changed, z)
+    ts = make(TrainSettings, max_epochs=1, patience=5, batch_size=4)
+    weights = {}
+    for name, dsm in (("base", None), ("changed", changed)):
+        out = tmp_path / name
+        _train(store, make(ModelSettings, **DEM_NET), ts, 0, out, dsm=dsm)
+        net = torch.load(out / "checkpoint.pt", weights_only=True)
+        ms = make(ModelSettings, arch="ridge")
+        emb = store_files(store)[0]
+        train_ridge(
+            emb, dsm or store_files(store)[1], store / "split.gpkg", store / "split.tif", ms, 0,
+            "ridge", out / "ridge.pt", out / "ridge.csv",
+        )  # fmt: skip
+        weights[name] = {**net["model"], **{f"ridge.{k}": v for k, v in torch.load(
+            out / "ridge.pt", weights_only=True)["model"].items()}}  # fmt: skip
+    for key, w in weights["base"].items():
+        torch.testing.assert_close(w, weights["changed"][key], rtol=0, atol=0)

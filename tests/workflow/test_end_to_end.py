@@ -10,7 +10,9 @@ from helpers import snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
-MODELS = ("unet", "unetplusplus", "ridge", "ridge_ctx")
+MODELS = ("unet", "unetplusplus", "ridge", "ridge_ctx", "coarse_dem", "unet_dem")
+CORRECTED = ("unet_linear", "unet_quantile_map")  # tiny_config: correction.models [unet]
+PREDICTIONS = MODELS + CORRECTED
 SEEDS = (0, 1)
 
 
@@ -21,7 +23,7 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
     with rasterio.open(res / "inputs" / "dsm.tif") as d:
         ref = d.read(1, masked=True)
     both = ~ref.mask & aef.valid_mask(codes)
-    for m in MODELS:
+    for m in PREDICTIONS:
         with rasterio.open(res / "predictions" / f"{m}_seed0.tif") as p:
             assert (p.crs, p.transform, p.shape) == grid
             assert p.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -48,6 +50,7 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
         "comparisons.csv",
         "seams.csv",
         "findings.rst",
+        "corrections.csv",
     ):
         assert (res / "tables" / table).stat().st_size > 0
     assert (res / "split" / "split.gpkg").exists()
@@ -57,7 +60,7 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
 def test_metrics_csv_is_complete(tiny_run):
     df = pd.read_csv(tiny_run / "results" / "tiny" / "metrics" / "metrics.csv")
     assert sorted(zip(df["model"], df["seed"], df["split"], strict=True)) == sorted(
-        (m, seed, s) for m in MODELS for seed in SEEDS for s in ("train", "val", "test")
+        (m, seed, s) for m in PREDICTIONS for seed in SEEDS for s in ("train", "val", "test")
     )
     cols = [
         "n",
@@ -81,7 +84,8 @@ def test_metrics_csv_is_complete(tiny_run):
 
 def test_predictions_show_no_window_seams(tiny_run):
     seams = pd.read_csv(tiny_run / "results" / "tiny" / "tables" / "seams.csv")
-    assert len(seams) == len(MODELS) * len(SEEDS)
+    assert len(seams) == len(PREDICTIONS) * len(SEEDS)
+    seams = seams[seams["model"] != "coarse_dem"]  # not predicted in windows
     assert (seams["window_px"] == seams["train_patch_px"]).all()
     assert seams["seam_centre_ratio"].between(0.75, 1.33).all(), seams
 
@@ -97,7 +101,26 @@ def test_findings_come_first_with_seeds_verdicts_and_realized_split(tiny_run):
     assert "Realized split" in front and "Early stopping fired in" in front
     training = pd.read_csv(res / "tables" / "training.csv")
     assert set(training["stopped"]) <= {"early stopping", "cap hit"}
-    assert len(training) == 2 * len(SEEDS)
+    assert len(training) == 3 * len(SEEDS)
+
+
+def test_coarse_dem_baseline_dem_net_and_corrections_are_compared(tiny_run):
+    res = tiny_run / "results" / "tiny"
+    comps = pd.read_csv(res / "tables" / "comparisons.csv")
+    pairs = set(zip(comps["group"], comps["model"], comps["versus"], strict=True))
+    assert ("net vs baseline", "unet_dem", "coarse_dem") in pairs
+    assert {("after vs before correction", c, "unet") for c in CORRECTED} <= pairs
+    with (
+        rasterio.open(res / "inputs" / "coarse_dem.tif") as c,
+        rasterio.open(res / "predictions" / "coarse_dem_seed1.tif") as p,
+    ):
+        assert np.array_equal(c.read(1), p.read(1))  # the baseline is the DEM itself
+    fits = pd.read_csv(res / "tables" / "corrections.csv").set_index(["method", "seed"])
+    assert len(fits) == len(CORRECTED) * len(SEEDS)
+    assert set(fits.loc["linear", "fit_area"]) == {"val"}  # never the test area's labels
+    assert set(fits.loc["quantile_map", "fit_against"]) == {"coarse_dem"}  # no labels at all
+    head = (res / "tables" / "findings.rst").read_text()
+    assert "coarse DEM (no learning)" in head and "U-Net, quantile-mapped" in head
 
 
 def test_second_run_has_nothing_to_do(tiny_run):

@@ -175,6 +175,33 @@ def _read_row(
     return read_checked(emb, win), z, None if coarse is None else read_dsm_block(coarse, win)
 
 
+def _tile_row(
+    row: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    r0: int,
+    cols: list[int],
+    s: TilingSettings,
+    grid: Grid,
+    stores: dict[str, np.memmap],
+    records: list[dict],
+) -> bool:
+    """Store the kept patches of one patch row; whether the row had any valid pixel."""
+    codes, z, c = row
+    p = s.patch_size
+    valid = aef.valid_mask(codes) & ~np.isnan(z)
+    for c0 in cols:
+        frac = float(valid[:, c0 : c0 + p].mean())
+        if frac < s.min_valid_fraction:
+            continue
+        zp = np.where(valid[:, c0 : c0 + p], z[:, c0 : c0 + p], np.nan)
+        n = len(records)
+        stores["embeddings"][n] = codes[:, :, c0 : c0 + p]
+        stores["dsm"][n] = zp
+        if c is not None:
+            stores["coarse_dem"][n] = c[:, c0 : c0 + p]
+        records.append(_record(n, r0, c0, p, frac, zp, grid))
+    return bool(valid.any())
+
+
 def tile(
     embeddings_path: Path,
     dsm_path: Path,
@@ -221,20 +248,8 @@ def tile(
         records: list[dict] = []
         any_valid = False
         for r0 in tqdm(rows, desc="tiling", unit="patch row", mininterval=5):
-            codes, z, c = _read_row(emb, dsm, coarse, ((r0, r0 + p), (0, grid.width)))
-            valid = aef.valid_mask(codes) & ~np.isnan(z)
-            any_valid |= bool(valid.any())
-            for c0 in cols:
-                frac = float(valid[:, c0 : c0 + p].mean())
-                if frac < s.min_valid_fraction:
-                    continue
-                zp = np.where(valid[:, c0 : c0 + p], z[:, c0 : c0 + p], np.nan)
-                n = len(records)
-                stores["embeddings"][n] = codes[:, :, c0 : c0 + p]
-                stores["dsm"][n] = zp
-                if c is not None:
-                    stores["coarse_dem"][n] = c[:, c0 : c0 + p]
-                records.append(_record(n, r0, c0, p, frac, zp, grid))
+            row = _read_row(emb, dsm, coarse, ((r0, r0 + p), (0, grid.width)))
+            any_valid |= _tile_row(row, r0, cols, s, grid, stores, records)
         for arr in stores.values():
             arr.flush()
         del stores

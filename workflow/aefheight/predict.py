@@ -22,7 +22,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from . import aef
-from .dataset import DemUse, dem_channel
+from .dem import DemUse, dem_channel
 from .errors import ConfigError
 from .files import scratch_path
 from .models import load_checkpoint, pick_device

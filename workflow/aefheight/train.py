@@ -27,7 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aef
-from .dataset import DemUse, PatchDataset, dem_relief
+from .dataset import PatchDataset
+from .dem import DemUse, dem_relief
 from .errors import ConfigError, NoValidData
 from .files import atomic_path
 from .models import BoxRidge, ModelSettings, build_model, pick_device, save_checkpoint

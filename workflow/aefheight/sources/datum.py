@@ -64,7 +64,7 @@ def lattice_offsets(grid: Grid, offset: Offset, step: int = LATTICE_PX) -> Regul
     rows = np.unique(np.r_[np.arange(0, grid.height, step), grid.height - 1]).astype(float)
     cols = np.unique(np.r_[np.arange(0, grid.width, step), grid.width - 1]).astype(float)
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
-    x, y = grid.transform * (cc + 0.5, rr + 0.5)
+    x, y = grid.transform @ (cc + 0.5, rr + 0.5)
     lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
     return RegularGridInterpolator((rows, cols), offset(np.asarray(lon), np.asarray(lat)))
 
