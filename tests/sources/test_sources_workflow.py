@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import helpers
+import numpy as np
 import pytest
 import rasterio
 import yaml
@@ -44,7 +45,7 @@ def test_download_rules_feed_the_unchanged_pipeline(server, tmp_path):
         f"results/{a}/{f}"
         for a in ("fix", "fixrge")
         for f in ("inputs/embeddings.tif", "inputs/dsm.tif", "patches/index.parquet")
-    ]
+    ] + ["results/fixrge/predictions/coarse_dem_seed0.tif"]  # GLO-30 as the no-learning model
     run = snakemake(tmp_path, "--cores", "2", *targets)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     assert "rule fetch_embeddings" in run.stdout + run.stderr
@@ -65,6 +66,25 @@ def test_download_rules_feed_the_unchanged_pipeline(server, tmp_path):
         assert (res / "logs" / "fetch_embeddings.log").exists()
         assert (res / "benchmarks" / "fetch_dsm.tsv").exists()
         assert (res / "patches" / "index.parquet").exists()
+        with rasterio.open(res / "inputs" / "coarse_dem.tif") as c:  # GLO-30, for every AOI
+            assert (c.crs, c.transform, c.shape) == (d.crs, d.transform, d.shape)
+            assert c.tags()["source"] == "copernicus_glo30" and c.tags()["resampling"] == "bilinear"
+            note = c.tags()["vertical_datum_conversion"]
+        assert note.startswith("none needed" if aoi == "fix" else "not applied"), note
+        assert (res / "patches" / "coarse_dem.npy").exists()  # the DEM nets' input
+    # the IGN69 reference: PROJ's grid for EGM2008 -> NGF-IGN69 is not installed here
+    prov = json.loads((tmp_path / "results" / "fixrge" / "inputs" / "coarse_dem.json").read_text())
+    assert (
+        "fr_ign" in prov["vertical_datum_conversion"]
+        and "IGN69" in prov["reference_vertical_datum"]
+    )
+    with (
+        rasterio.open(tmp_path / "results" / "fixrge" / "inputs" / "coarse_dem.tif") as c,
+        rasterio.open(
+            tmp_path / "results" / "fixrge" / "predictions" / "coarse_dem_seed0.tif"
+        ) as p,
+    ):
+        assert np.array_equal(c.read(1), p.read(1))
     for src in ("source_coop", "gcs"):
         index = tmp_path / "resources" / "aef" / "index" / src / "aef_index.parquet"
         assert index.exists() and Path(f"{index}.sha256").exists()
