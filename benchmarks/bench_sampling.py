@@ -53,20 +53,42 @@ def torchgeo_spec() -> str:
 TORCHGEO_VENV = c.ROOT / "benchmarks" / ".venv-torchgeo"
 
 
-def python312() -> str | None:
-    """A Python >= 3.12 interpreter for the TorchGeo venv (PATH, then pyenv)."""
-    for name in ("python3.13", "python3.12"):
-        if found := shutil.which(name):
-            return found
-    cands = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python")))
-    return cands[0] if cands else None
+def _runs_312(py: str) -> bool:
+    """Whether ``py`` starts and is Python >= 3.12 (a pyenv shim of an uninstalled version
+    exits 127)."""
+    try:
+        r = subprocess.run(
+            [py, "-c", "import sys; sys.exit(sys.version_info < (3, 12))"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def python312() -> tuple[str | None, list[str]]:
+    """An installed Python >= 3.12 for the TorchGeo venv, and every candidate tried.
+
+    pyenv's installed versions first (real binaries), then ``python3.13``/``python3.12`` on
+    PATH; each is started once, so a shim of a version pyenv lacks is skipped.
+    """
+    pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python")))
+    on_path = [p for name in ("python3.13", "python3.12") if (p := shutil.which(name))]
+    tried = [*pyenv, *on_path]
+    return next((p for p in tried if _runs_312(p)), None), tried
 
 
 def setup_torchgeo() -> None:
     """Create benchmarks/.venv-torchgeo with TorchGeo (pulls PyPI's torch, several GB)."""
-    py = python312()
+    py, tried = python312()
     if py is None:
-        sys.exit("no Python >= 3.12 found (TorchGeo 0.10 needs it); install one, e.g. pyenv")
+        sys.exit(
+            "no working Python >= 3.12 (TorchGeo 0.10 needs it); tried: "
+            + (", ".join(tried) or "none on PATH or in ~/.pyenv/versions")
+            + ". Install one, e.g. `pyenv install 3.12`"
+        )
+    c.log(f"TorchGeo venv from {py}")
     subprocess.run([py, "-m", "venv", str(TORCHGEO_VENV)], check=True)
     pip = [str(TORCHGEO_VENV / "bin" / "pip"), "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, torchgeo_spec()], check=True)
