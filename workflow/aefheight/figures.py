@@ -232,8 +232,9 @@ def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None 
     ncols = min(len(models), 4)
     nrows = -(-len(models) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), sharey=True, squeeze=False
-    )
+        nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), sharey=True, squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     for ax in axes.flat[len(models) :]:
         ax.set_visible(False)
     allv = np.concatenate([s["prediction"] - s["reference"] for s in samples.values()])
@@ -254,7 +255,7 @@ def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None 
                     label=f"{split} (median {d.median():.1f} m)",
                 )
         ax.axvline(0, color="k", linewidth=0.8)
-        ax.set_title(model_label(m), color=model_color(m))
+        ax.set_title(model_label(m), color=model_color(m), fontsize=9)
         ax.set_xlabel("dh = prediction - reference (m)")
         ax.legend(fontsize=7)
     for row in axes:

@@ -43,7 +43,9 @@ DEMS = [m for m, s in config["models"].items() if s["arch"] == COARSE_DEM]  # no
 NETS = [m for m in MODELS if m not in RIDGES + DEMS]
 # nets that read the coarse DEM (an input channel, or the base of a residual target)
 DEM_NETS = [
-    m for m in NETS if config["models"][m]["dem_channel"] or config["models"][m]["target"] == "residual"
+    m
+    for m in NETS
+    if config["models"][m]["dem_channel"] or config["models"][m]["target"] == "residual"
 ]
 # every prediction scored: each model, followed by its corrected versions (side by side)
 PREDICTIONS = [p for m in MODELS for p in [m, *(c for c, (b, _) in CORRECTED.items() if b == m)]]

@@ -98,7 +98,9 @@ rule tables:
             "results/{{aoi}}/models/{model}/seed{seed}/history.csv", model=NETS, seed=SEEDS
         ),
         by_height=expand(
-            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv", model=PREDICTIONS, seed=SEEDS
+            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv",
+            model=PREDICTIONS,
+            seed=SEEDS,
         ),
         seams=expand(
             "results/{{aoi}}/metrics/seams/{model}_seed{seed}.csv", model=PREDICTIONS, seed=SEEDS
@@ -241,7 +243,9 @@ rule plot_residual_map:
 
 rule plot_dh_hist:
     input:
-        samples=expand("results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=PREDICTIONS),
+        samples=expand(
+            "results/{{aoi}}/metrics/samples/{model}_seed{{seed}}.csv", model=PREDICTIONS
+        ),
     output:
         png=report(
             "results/{aoi}/figures/dh_hist_seed{seed}.png",
@@ -264,7 +268,9 @@ rule plot_dh_hist:
 
 rule plot_error_by_height:
     input:
-        by_height=expand("results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=PREDICTIONS),
+        by_height=expand(
+            "results/{{aoi}}/metrics/by_height/{model}_seed{{seed}}.csv", model=PREDICTIONS
+        ),
     output:
         png=report(
             "results/{aoi}/figures/error_by_height_seed{seed}.png",
