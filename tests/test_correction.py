@@ -138,8 +138,13 @@ def test_coarse_dem_prediction_is_the_dem_with_its_nodata(tmp_path):
     dem = np.arange(H * W, dtype=np.float32).reshape(1, H, W) / 10
     dem[0, :3, :4] = ND
     src = write_tif(tmp_path / "dem.tif", dem, nodata=ND)
-    write_coarse_dem_prediction(src, tmp_path / "p.tif", "coarse_dem", 2)
+    codes = np.ones((64, H, W), np.int8)
+    codes[:, 50:60, 70:90] = -128  # an embedding gap: scored on the nets' pixels only
+    emb = write_tif(tmp_path / "emb.tif", codes, nodata=-128)
+    write_coarse_dem_prediction(src, emb, tmp_path / "p.tif", "coarse_dem", 2)
+    want = dem[0].copy()
+    want[50:60, 70:90] = PRED_NODATA
     with rasterio.open(tmp_path / "p.tif") as ds:
-        assert np.array_equal(ds.read(1), dem[0]) and ds.nodata == PRED_NODATA
+        assert np.array_equal(ds.read(1), want) and ds.nodata == PRED_NODATA
         assert ds.tags()["model"] == "coarse_dem" and ds.tags()["seed"] == "2"
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"

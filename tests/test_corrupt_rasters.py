@@ -113,7 +113,7 @@ READS = {
     "tile": {"embeddings": "embeddings", "dsm": "dsm", "coarse_dem": "coarse_dem"},
     "split": {"grid": "embeddings"},
     "predict": {"embeddings": "embeddings"},
-    "predict-coarse-dem": {"coarse_dem": "coarse_dem"},
+    "predict-coarse-dem": {"coarse_dem": "coarse_dem", "embeddings": "embeddings"},
     "correct": {"prediction": "prediction", "split": "split", "coarse_dem": "coarse_dem"},
     "evaluate": {"prediction": "prediction", "dsm": "dsm", "split": "split",
                  "landcover": "landcover"},
@@ -140,7 +140,7 @@ def test_a_damaged_raster_is_one_line_and_leaves_nothing(good, tmp_path, capsys,
     out.mkdir()
     args = _outputs(out)[step]
     for f, name in {**READS[step], **NON_RASTER.get(step, {})}.items():
-        args += [f"--{f}", str(bad if f == flag else good[name])]
+        args += [f"--{f.replace('_', '-')}", str(bad if f == flag else good[name])]
     rc = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2, f"{step} accepted a {kind} {flag}: {err[-3:]}"
@@ -171,7 +171,7 @@ def test_a_damaged_checkpoint_or_table_is_one_line(good, tmp_path, capsys):
         bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
         args = _outputs(out)[step]
         for f, name in {**READS[step], **NON_RASTER[step]}.items():
-            args += [f"--{f}", str(bad if f == flag else good[name])]
+            args += [f"--{f.replace('_', '-')}", str(bad if f == flag else good[name])]
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"aefheight {step}: error:") and "Traceback" not in "\n".join(err)

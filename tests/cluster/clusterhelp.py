@@ -92,7 +92,9 @@ def study_config() -> dict:
     cfg = tiny_config()
     cfg["training"]["max_epochs"] = 1
     cfg["seeds"] = [0]
-    del cfg["models"]["ridge_ctx"]
+    for name in ("ridge_ctx", "coarse_dem", "unet_dem"):  # the orchestration needs no more
+        del cfg["models"][name]
+    cfg["correction"] = {"methods": []}
     return cfg
 
 

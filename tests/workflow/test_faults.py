@@ -89,6 +89,8 @@ def test_full_disk_is_one_clear_error_and_keeps_complete_files(tmp_path):
                 str(disk / "d.tif"),
                 "--landcover",
                 str(disk / "l.tif"),
+                "--coarse-dem",
+                str(disk / "c.tif"),
             ),
             env=_env(),
             capture_output=True,
@@ -103,9 +105,10 @@ def test_full_disk_is_one_clear_error_and_keeps_complete_files(tmp_path):
     assert last.startswith("aefheight synthesize: error:") and "disk nearly full" in last
     assert "Traceback" not in proc.stderr
     assert names == [
+        "c.tif",
         "d.tif",
         "l.tif",
-    ]  # the complete DSM and land cover stay; no partial embeddings
+    ]  # the complete DSM, land cover and coarse DEM stay; no partial embeddings
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ def predict_coarse_dem(a: A) -> None:
     """Run ``predict-coarse-dem``: the coarse DEM itself as a prediction (no learning)."""
     from .correction import write_coarse_dem_prediction
 
-    write_coarse_dem_prediction(a.coarse_dem, a.prediction, a.model, a.seed)
+    write_coarse_dem_prediction(a.coarse_dem, a.embeddings, a.prediction, a.model, a.seed)
 
 
 def correct(a: A) -> None:
@@ -296,7 +296,7 @@ STEPS: dict[str, Step] = {
     ),
     "predict-coarse-dem": Step(
         predict_coarse_dem, "the coarse DEM as a prediction (no-learning baseline)",
-        inputs=("coarse_dem",), outputs=("prediction",), values=("model", "seed"),
+        inputs=("coarse_dem", "embeddings"), outputs=("prediction",), values=("model", "seed"),
     ),
     "correct": Step(
         correct, "bias-correct one prediction (no test labels)", inputs=("prediction", "split"),

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
+from . import aef
 from .errors import ConfigError, NoValidData
 from .files import scratch_path, write_csv
 from .names import CODES
@@ -66,15 +67,22 @@ def _heights(ds: rasterio.io.DatasetReader, win: Any) -> np.ndarray:
     return read_dsm_block(ds, win)
 
 
-def write_coarse_dem_prediction(coarse_dem: Path, out: Path, model: str, seed: int) -> None:
-    """The coarse DEM itself as a prediction (nodata -9999), the "no learning" baseline."""
-    with open_raster(coarse_dem, bands=1) as src:
+def write_coarse_dem_prediction(
+    coarse_dem: Path, embeddings: Path, out: Path, model: str, seed: int
+) -> None:
+    """The coarse DEM itself as a prediction (nodata -9999), the "no learning" baseline.
+
+    Pixels without valid embeddings are nodata too, so it is scored on the nets' pixels.
+    """
+    with open_raster(coarse_dem, bands=1) as src, open_raster(embeddings, bands=aef.BANDS) as emb:
+        check_same_grid(Grid.of(src), Grid.of(emb), src.name, emb.name)
         tags = src.tags()
 
         def blocks() -> Any:
             for _, win in src.block_windows(1):
                 z = _heights(src, win)
-                yield win, np.where(np.isnan(z), PRED_NODATA, z)
+                ok = ~np.isnan(z) & aef.valid_mask(read_checked(emb, win))
+                yield win, np.where(ok, z, PRED_NODATA)
 
         meta = {k: tags[k] for k in ("source", "product", "resolution_m") if k in tags}
         _write_like(

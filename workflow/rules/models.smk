@@ -98,6 +98,7 @@ rule predict:
 rule predict_coarse_dem:
     input:
         coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
+        embeddings="results/{aoi}/inputs/embeddings.tif",
     output:
         prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
     log:
@@ -111,7 +112,8 @@ rule predict_coarse_dem:
     threads: 1
     shell:
         "python -m aefheight predict-coarse-dem --model {wildcards.model} --seed {wildcards.seed}"
-        " --coarse-dem {input.coarse_dem} --prediction {output.prediction} > {log} 2>&1"
+        " --coarse-dem {input.coarse_dem} --embeddings {input.embeddings}"
+        " --prediction {output.prediction} > {log} 2>&1"
 
 
 rule correct:
