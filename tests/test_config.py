@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aefheight import config, settings
+from aefheight.aoa import AOASettings
 from aefheight.correction import CorrectionSettings
 from aefheight.errors import ConfigError
 from aefheight.models import ModelSettings
@@ -30,6 +31,7 @@ CLASSES = [
     DSMSettings,
     DownloadSettings,
     CorrectionSettings,
+    AOASettings,
 ]
 # keys a user must give: they have no default
 REQUIRED = {"aois", "models", "aois.<name>.source", "aois.<name>.year", "aois.<name>.aoi"}
@@ -79,12 +81,12 @@ def test_settings_classes_mirror_the_schema_and_hold_no_defaults(cls):
 
 
 def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
-    for name in ("config.yaml", "paper.yaml"):
+    for name in ("config.yaml", "paper.yaml", "kfold.yaml"):
         cfg = _load(name)
         config.check_config(cfg)
         assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
     raw = _load("config.yaml")
-    for section in ("tiling", "split", "training", "prediction", "correction"):
+    for section in ("tiling", "split", "aoa", "training", "prediction", "correction"):
         defaults = settings.validate_section({}, section)
         assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
     synthetic = settings.validate_section({}, "aois.<name>.synthetic")

@@ -3,9 +3,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from aefheight.errors import TooFewPatches
+from aefheight.errors import ConfigError, TooFewPatches
 from aefheight.settings import make
-from aefheight.split import CODES, SplitSettings, label_pixels, loss_masks, write_split
+from aefheight.split import (
+    CODES,
+    SplitSettings,
+    fold_strips,
+    label_pixels,
+    loss_masks,
+    write_split,
+)
 from helpers import store_paths
 from scipy import ndimage
 from shapely.geometry import box
@@ -115,3 +122,49 @@ def test_write_split_raster_masks_and_areas(tiny_aoi, tmp_path):
     assert areas["pixels"].sum() == (lab > 0).sum()
     assert areas["pct"].sum() == pytest.approx(100.0)
     assert areas.loc["test", "pct"] == pytest.approx(30.0, abs=100 * 32 / 256)
+
+
+@pytest.mark.parametrize("axis", ["x", "y"])
+@pytest.mark.parametrize("folds", [2, 3, 5])  # 2 is refused by the config, not by the strips
+def test_kfold_strips_partition_the_aoi_and_each_fold_keeps_the_buffer(axis, folds):
+    index = grid_index(8, 12)
+    shape = shape_of(index)
+    s = make(SplitSettings, axis=axis, folds=folds, buffer_px=10)
+    held_out = np.zeros(shape, np.int64)
+    for fold in range(folds):
+        _, pix = label_pixels(index, shape, s, fold=fold)
+        test = pix == CODES["test"]
+        held_out += test
+        dist = ndimage.distance_transform_cdt(~test, metric="chessboard")
+        used = np.isin(pix, [CODES["train"], CODES["val"]])
+        assert used.any() and dist[used].min() > s.buffer_px
+    covered = np.zeros(shape, bool)
+    for r, c, p in index[["row", "col", "size"]].itertuples(index=False):
+        covered[r : r + p, c : c + p] = True
+    assert held_out.max() == 1  # no pixel held out twice: the folds never overlap
+    assert (held_out[covered] == 1).all()  # and every covered pixel once
+    share = [np.mean(fold_strips(covered, axis, folds)[covered] == f) for f in range(folds)]
+    assert max(share) - min(share) <= 64 / min(shape) / folds + 1e-9  # equal up to one line's share
+
+
+def test_kfold_strips_are_contiguous_and_in_order_along_the_axis():
+    cov = np.ones((40, 90), bool)
+    cov[:, :10] = False  # an uncovered margin takes no fold's share
+    f = fold_strips(cov, "x", 3)
+    assert (f[:, :10] == -1).all()
+    cols = f[0, 10:]
+    assert (np.diff(cols) >= 0).all() and set(cols) == {0, 1, 2}
+    assert [int((cols == k).sum()) for k in range(3)] == [27, 27, 26]
+
+
+def test_one_fold_and_a_fold_out_of_range_are_refused(tmp_path):
+    for k in (1, 2):
+        with pytest.raises(ConfigError, match=r"split\.folds: .* use 0 \(off\) or >= 3"):
+            make(SplitSettings, folds=k).check("split")
+    make(SplitSettings, folds=3).check("split")
+    with pytest.raises(ConfigError, match="--fold 3"):
+        write_split(
+            tmp_path / "i.parquet", tmp_path / "g.tif", tmp_path / "s.gpkg",
+            tmp_path / "s.tif", tmp_path / "a.csv", make(SplitSettings, folds=3), fold=3,
+        )  # fmt: skip
+    assert not list(tmp_path.iterdir())

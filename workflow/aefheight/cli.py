@@ -57,6 +57,63 @@ def split(a: A) -> None:
     write_split(a.index, a.grid, a.gpkg, a.raster, a.areas, _settings(SplitSettings, a))
 
 
+def split_fold(a: A) -> None:
+    """Run ``split-fold``: the split holding out k-fold strip ``--fold`` (same outputs)."""
+    from .split import SplitSettings, write_split
+
+    s = _settings(SplitSettings, a)
+    write_split(a.index, a.grid, a.gpkg, a.raster, a.areas, s, fold=a.fold)
+
+
+def aoa(a: A) -> None:
+    """Run ``aoa``: the dissimilarity index raster of one split and its AOA table."""
+    from .aoa import AOASettings, write_aoa
+    from .split import SplitSettings
+
+    sp = _settings(SplitSettings, a, flag="split_settings")
+    s = _settings(AOASettings, a)
+    write_aoa(a.embeddings, a.split, a.aoa_tif, a.aoa_csv, s, sp.axis, sp.folds)
+
+
+def aoa_metrics(a: A) -> None:
+    """Run ``aoa-metrics``: every prediction's metrics inside vs outside the AOA."""
+    from .aoa import write_aoa_metrics
+
+    write_aoa_metrics(a.predictions, a.dsm, a.split, a.aoa_tif, a.metrics)
+
+
+def kfold(a: A) -> None:
+    """Run ``kfold``: the k-fold tables, comparisons, AOA table and findings of one AOI."""
+    from .kfold import write_kfold
+
+    step = STEPS["kfold"]
+    write_kfold(
+        aoi=a.aoi,
+        nets=a.nets,
+        baselines=a.baselines,
+        inputs={k: getattr(a, k) for k in (*step.inputs, *step.lists)},
+        outputs={k: getattr(a, k) for k in step.outputs},
+    )
+
+
+def plot_kfold(a: A) -> None:
+    """Run ``plot-kfold``: held-out heights and test errors per fold."""
+    import pandas as pd
+
+    from .figures import kfold_errors
+
+    kfold_errors(pd.read_csv(a.table), [pd.read_csv(p) for p in a.hists], a.png, a.pdf)
+
+
+def plot_aoa(a: A) -> None:
+    """Run ``plot-aoa``: the area-of-applicability map of every split."""
+    from .figures import aoa_maps
+    from .names import SINGLE_SPLIT
+
+    names = [SINGLE_SPLIT, *(f"fold {i}" for i in range(len(a.aoa_tifs) - 1))]
+    aoa_maps(a.aoa_tifs, a.splits, names, a.png, a.pdf)
+
+
 def train_net(a: A) -> None:
     """Run ``train-net``: train one net for one seed (checkpoint, history, resume state)."""
     from .models import ModelSettings
@@ -276,6 +333,34 @@ STEPS: dict[str, Step] = {
         split, "pixel-level spatial train/val/test split", inputs=("index", "grid"),
         outputs=("gpkg", "raster", "areas"), settings=("settings",),
     ),
+    "split-fold": Step(
+        split_fold, "the split holding out one k-fold strip", inputs=("index", "grid"),
+        outputs=("gpkg", "raster", "areas"), values=("fold",), settings=("settings",),
+    ),
+    "aoa": Step(
+        aoa, "area of applicability of one split (dissimilarity index COG)",
+        inputs=("embeddings", "split"), outputs=("aoa_tif", "aoa_csv"),
+        settings=("settings", "split_settings"),
+    ),
+    "aoa-metrics": Step(
+        aoa_metrics, "metrics inside vs outside the area of applicability",
+        inputs=("dsm", "split", "aoa_tif"), lists=("predictions",), outputs=("metrics",),
+    ),
+    "kfold": Step(
+        kfold, "k-fold tables, comparisons with the single split, AOA table",
+        inputs=("metrics", "aoa", "aoa_metrics"),
+        lists=("fold_metrics", "fold_quantiles", "fold_stats", "fold_aoa", "fold_aoa_metrics"),
+        outputs=("table", "comparisons", "shift_response", "aoa_table", "md", "findings"),
+        values=("aoi",),
+    ),
+    "plot-kfold": Step(
+        plot_kfold, "figure: held-out heights and errors per fold", inputs=("table",),
+        lists=("hists",), outputs=("png", "pdf"),
+    ),
+    "plot-aoa": Step(
+        plot_aoa, "figure: area of applicability per split", lists=("aoa_tifs", "splits"),
+        outputs=("png", "pdf"),
+    ),
     "train-net": Step(
         train_net, "train one net (U-Net, U-Net++, ...)",
         inputs=("store_embeddings", "store_dsm", "store_coarse_dem", "split_gpkg", "split_tif"),
@@ -376,9 +461,9 @@ STEPS: dict[str, Step] = {
         values=("aoi",), settings=("settings", "downloads"), dirs=("cache_dir",),
     ),
 }  # fmt: skip
-INTS = {"seed", "max_epochs"}  # values parsed as integers
+INTS = {"seed", "max_epochs", "fold"}  # values parsed as integers
 # model names, possibly none; corrected: <corrected>=<model> pairs
-LIST_VALUES = {"tables": ("nets", "baselines", "corrected")}
+LIST_VALUES = {"tables": ("nets", "baselines", "corrected"), "kfold": ("nets", "baselines")}
 
 
 def _flag(name: str) -> str:

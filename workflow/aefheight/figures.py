@@ -321,3 +321,78 @@ def error_by_height(
     ax_b.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save(fig, out, pdf)
     return fig
+
+
+def _fold_heights(ax: plt.Axes, hists: list[pd.DataFrame]) -> None:
+    """Box plots (5-95 % whiskers) of each fold's test reference heights (1 m histograms)."""
+    stats = []
+    for fold, h in enumerate(hists):
+        t = h[h["split"] == "test"].sort_values("height_lo_m")
+        mid, n = ((t["height_lo_m"] + t["height_hi_m"]) / 2).to_numpy(), t["n"].to_numpy()
+        q = [mid[np.searchsorted(np.cumsum(n), p * n.sum())] for p in (0.05, 0.25, 0.5, 0.75, 0.95)]
+        stats.append(
+            {"label": f"fold {fold}", "whislo": q[0], "q1": q[1], "med": q[2], "q3": q[3]}
+            | {"whishi": q[4], "mean": float((mid * n).sum() / n.sum()), "fliers": []}
+        )
+    ax.bxp(stats, showmeans=True, patch_artist=True, boxprops={"facecolor": SPLIT_COLORS["test"]})
+    ax.set_ylabel("test reference height (m)")
+    ax.set_title("Held-out heights per fold (box 25-75 %, whiskers 5-95 %, ▲ mean)")
+
+
+def kfold_errors(
+    folds: pd.DataFrame, hists: list[pd.DataFrame], out: Path, pdf: Path | None = None
+) -> Figure:
+    """Per fold: held-out heights (top) above each model's test RMSE and bias.
+
+    One point per seed and a line through the means over seeds, so that one sees whether the
+    error follows the fold's height shift.
+    """
+    fig, (ax_h, ax_r, ax_b) = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
+    _fold_heights(ax_h, hists)
+    models = list(folds["model"].unique())
+    width = 0.6 / max(len(models), 1)
+    for i, m in enumerate(models):
+        g = folds[folds["model"] == m]
+        shift = 1 + (i - (len(models) - 1) / 2) * width  # bxp puts fold k at x = k + 1
+        mean = g.groupby("fold")[["rmse_m", "bias_m"]].mean()
+        for ax, col in ((ax_r, "rmse_m"), (ax_b, "bias_m")):
+            ax.scatter(g["fold"] + shift, g[col], s=12, color=model_color(m), alpha=0.7)
+            ax.plot(mean.index + shift, mean[col], color=model_color(m), label=model_label(m))
+    ax_r.set_ylabel("test RMSE (m)")
+    ax_b.set_ylabel("test bias = mean dh (m)")
+    ax_b.axhline(0, color="k", linewidth=0.8)
+    ax_b.set_xlabel("fold (strip held out, in order along the split axis)")
+    ax_r.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save(fig, out, pdf)
+    return fig
+
+
+def aoa_maps(
+    aoa: list[Path], splits: list[Path], names: list[str], out: Path, pdf: Path | None = None
+) -> Figure:
+    """The dissimilarity index of every split; outside the AOA in red, test area outlined."""
+    cols = int(np.ceil(np.sqrt(len(aoa))))
+    rows = int(np.ceil(len(aoa) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, a, s, name in zip(axes.flat, aoa, splits, names, strict=False):
+        di, extent = overview(a)
+        lab, _ = overview(s)
+        with open_raster(a, bands=1) as ds:
+            thr = float(ds.tags()["threshold"])
+        im = ax.imshow(di, extent=extent, cmap="viridis", vmin=0, vmax=2 * thr)
+        outside = np.where(di > thr, 1.0, np.nan)
+        ax.imshow(outside, extent=extent, cmap="autumn", alpha=0.8, interpolation="nearest")
+        ax.contour(
+            np.nan_to_num(lab) == CODES["test"], levels=[0.5], colors="white", linewidths=1.0,
+            extent=(extent[0], extent[1], extent[3], extent[2]),
+        )  # fmt: skip
+        pct = 100 * np.mean(di[(lab == CODES["test"]) & np.isfinite(di)] > thr)
+        ax.set_title(f"{name}: test {pct:.0f} % outside (DI > {thr:.2f})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, shrink=0.8, label="dissimilarity index")
+    for ax in list(axes.flat)[len(aoa) :]:
+        ax.axis("off")
+    fig.suptitle("Area of applicability (red: outside; white line: held-out area)")
+    save(fig, out, pdf)
+    return fig

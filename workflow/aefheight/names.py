@@ -9,6 +9,7 @@ SPLITS = ("train", "val", "test")
 # values of split.tif; 0 = no patch; unused = in a kept patch but in no split (e.g. the part of a
 # test patch outside the test area)
 CODES = {"train": 1, "val": 2, "test": 3, "buffer": 4, "unused": 5}
+SINGLE_SPLIT = "single split"  # the configured split, beside the k-fold splits "fold <i>"
 
 MODEL_LABELS = {
     "unet": "U-Net",

@@ -22,9 +22,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
@@ -34,6 +33,9 @@ from .errors import ConfigError, TooFewPatches
 from .files import atomic_path, write_csv
 from .names import CODES, SPLITS
 from .raster import Grid, open_raster
+
+if TYPE_CHECKING:  # geopandas only where the split is written (the AOA step reads the strips)
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,16 @@ class SplitSettings:
     buffer_px: int  # train/val pixels this close to the test area are masked
     val: str  # random | spatial (the patches nearest the test area)
     seed: int
+    folds: int  # 0 = no cross-validation; k >= 2 = k contiguous strips, each held out in turn
 
     def check(self, section: str) -> None:
         """Cross-field rule: the three fractions add up to 1."""
+        if self.folds in (1, 2):  # with 2, each fold trains on one strip: no CV for the AOA
+            raise ConfigError(
+                f"{section}.folds: {self.folds} leaves each fold's training area in one strip, so "
+                "the area of applicability has no other fold to take its threshold from; use 0 "
+                "(off) or >= 3"
+            )
         total = sum(self.fractions.values())
         if abs(total - 1.0) > 1e-6 or min(self.fractions.values()) <= 0:
             raise ConfigError(
@@ -87,6 +96,29 @@ def contiguous_test_area(cov: np.ndarray, s: SplitSettings) -> np.ndarray:
     return cov & strip
 
 
+def line_folds(per_line: np.ndarray, folds: int) -> np.ndarray:
+    """Fold of every line (column for axis x, row for y) from its covered-pixel count.
+
+    Lines in order, cut into ``folds`` runs holding ~1/k of the covered pixels each.
+    """
+    per_line = np.asarray(per_line, np.float64)
+    before = np.cumsum(per_line) - per_line  # covered pixels before each line
+    return np.minimum((before * folds / max(per_line.sum(), 1)).astype(np.int64), folds - 1)
+
+
+def fold_strips(cov: np.ndarray, axis: str, folds: int) -> np.ndarray:
+    """Fold of every pixel (-1 outside ``cov``): ``folds`` strips of ~1/k of ``cov`` each.
+
+    Strips run along ``axis`` (x: columns west to east; y: rows north to south). Whole lines go
+    to one fold, so the strips partition the covered AOI: every pixel is held out exactly once.
+    The AOA step recomputes the same strips from ``split.tif`` (non-zero = covered) with
+    :func:`line_folds`, so both see identical folds.
+    """
+    fold = line_folds(cov.sum(axis=0 if axis == "x" else 1), folds)
+    fold = fold[None, :] if axis == "x" else fold[:, None]
+    return np.where(cov, np.broadcast_to(fold, cov.shape), -1)
+
+
 def block_test_area(index: pd.DataFrame, cov: np.ndarray, s: SplitSettings) -> np.ndarray:
     """Random blocks of ``block_patches`` patches, until ``fractions.test`` of the patches."""
     rng = np.random.default_rng(s.seed)
@@ -111,14 +143,27 @@ def _window_stat(
     )
 
 
+def test_area(
+    index: pd.DataFrame, cov: np.ndarray, s: SplitSettings, fold: int | None
+) -> np.ndarray:
+    """The test pixels: fold ``fold``'s strip (k-fold), else the configured method's area."""
+    if fold is not None:
+        return fold_strips(cov, s.axis, s.folds) == fold
+    if s.method == "contiguous":
+        return contiguous_test_area(cov, s)
+    return block_test_area(index, cov, s)
+
+
 def label_pixels(
-    index: pd.DataFrame, shape: tuple[int, int], s: SplitSettings
+    index: pd.DataFrame, shape: tuple[int, int], s: SplitSettings, fold: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split labels per patch (``train``/``val``/``test``/``buffer``) and per pixel (codes)."""
+    """Split labels per patch (``train``/``val``/``test``/``buffer``) and per pixel (codes).
+
+    ``fold`` (0 .. ``s.folds`` - 1) holds out that k-fold strip instead of the configured
+    test area; buffer and validation follow the same rules.
+    """
     cov = coverage(index, shape)
-    test = (
-        contiguous_test_area(cov, s) if s.method == "contiguous" else block_test_area(index, cov, s)
-    )
+    test = test_area(index, cov, s, fold)
     # chessboard distance of every pixel to the nearest test pixel (0 inside the test area)
     dist = ndimage.distance_transform_cdt(~test, metric="chessboard") if test.any() else None
     if dist is None:
@@ -153,7 +198,8 @@ def label_pixels(
             pix[r : r + p, c : c + p] = CODES[name]
     pix[near & cov] = CODES["buffer"]
     pix[test] = CODES["test"]
-    log.info("split (%s, val %s): %s patches", s.method, s.val, counts)
+    how = s.method if fold is None else f"fold {fold} of {s.folds}"
+    log.info("split (%s, val %s): %s patches", how, s.val, counts)
     return labels, pix
 
 
@@ -181,12 +227,21 @@ def write_split(
     raster_path: Path,
     areas_path: Path,
     s: SplitSettings,
+    fold: int | None = None,
 ) -> gpd.GeoDataFrame:
-    """Assign splits; write the patches' GeoPackage, the pixel label raster and the areas."""
+    """Assign splits; write the patches' GeoPackage, the pixel label raster and the areas.
+
+    With ``fold``, the test area is that k-fold strip (rule ``split_fold``).
+    """
+    if fold is not None and not 0 <= fold < s.folds:
+        raise ConfigError(f"--fold {fold}: split.folds is {s.folds}, so folds are 0..{s.folds - 1}")
+    import geopandas as gpd
+
     index = gpd.read_parquet(index_path)
     with open_raster(grid_raster) as ds:
         grid = Grid.of(ds)
-    labels, pix = label_pixels(index, (grid.height, grid.width), s)
+    labels, pix = label_pixels(index, (grid.height, grid.width), s, fold)
+    method = s.method if fold is None else "kfold"
     index["split"] = labels
     with atomic_path(gpkg_path) as tmp:
         index.to_file(tmp, driver="GPKG", layer="patches")
@@ -195,12 +250,14 @@ def write_split(
             dst.write(pix, 1)
             dst.update_tags(
                 codes=",".join(f"{v}:{k}" for k, v in CODES.items()),
-                method=s.method,
+                method=method,
+                fold="" if fold is None else str(fold),
+                folds=str(s.folds),
                 val=s.val,
                 buffer_px=str(s.buffer_px),
             )
     px_area = abs(grid.transform.a * grid.transform.e)
-    areas = area_table(pix, px_area).assign(method=s.method, val=s.val, buffer_px=s.buffer_px)
+    areas = area_table(pix, px_area).assign(method=method, val=s.val, buffer_px=s.buffer_px)
     write_csv(areas, areas_path)
     log.info("realized areas: %s", areas[["split", "area_km2", "pct"]].to_dict("records"))
     return index

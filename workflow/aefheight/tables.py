@@ -40,7 +40,7 @@ NOTE = (
 SPLIT_ORDER = {name: i for i, name in enumerate(SPLITS)}
 
 
-def _cell(values: pd.Series, decimals: int) -> str:
+def cell(values: pd.Series, decimals: int) -> str:
     """``mean ± SD (median; v1, v2, ...)`` over seeds (per-seed values in seed order)."""
     v = values.to_numpy(dtype=float)
     if v.size == 0 or np.isnan(v).all():
@@ -65,7 +65,7 @@ def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "seeds": g["seed"].nunique(),
             "N": f"{int(g['n'].mean()):,}",
         }
-        row |= {head: _cell(g[col], dec) for col, (head, dec) in COLUMNS.items() if col in g}
+        row |= {head: cell(g[col], dec) for col, (head, dec) in COLUMNS.items() if col in g}
         rows.append(row)
     out = pd.DataFrame(rows)
     key = out["split"].map(SPLIT_ORDER).fillna(9)
@@ -234,14 +234,14 @@ def headline(metrics: pd.DataFrame, crossover: pd.DataFrame | None = None) -> pd
         row = {
             "model": model_label(model),
             "seeds": te["seed"].nunique(),
-            "train R²": _cell(tr["r2"], 3),
-            "test R²": _cell(te["r2"], 3),
-            "test RMSE (m)": _cell(te["rmse_m"], 2),
-            "test median dh (m)": _cell(te["median_diff_m"], 2),
+            "train R²": cell(tr["r2"], 3),
+            "test R²": cell(te["r2"], 3),
+            "test RMSE (m)": cell(te["rmse_m"], 2),
+            "test median dh (m)": cell(te["median_diff_m"], 2),
         }
         if crossover is not None:
             c = crossover[(crossover["model"] == model) & (crossover["split"] == "test")]
-            row["test crossover (m)"] = _cell(c.sort_values("seed")["crossover_height_m"], 0)
+            row["test crossover (m)"] = cell(c.sort_values("seed")["crossover_height_m"], 0)
         rows.append(row)
     return pd.DataFrame(rows)
 

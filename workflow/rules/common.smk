@@ -54,6 +54,14 @@ SEEDS = [str(s) for s in config["seeds"]]
 SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
 DOWNLOADED_AOIS = [a for a in AOIS if a not in SYNTHETIC_AOIS]
 NEVER = "(?!x)x"  # a regex matching nothing, for empty name lists
+# Spatial k-fold cross-validation (split.folds >= 2): fold i of AOI a is the split "a/kfold/fold<i>",
+# a value of the {aoi} wildcard with its own split, models, predictions and metrics under
+# results/a/kfold/fold<i>/; it reads a's inputs and patch store (aoi_input). The single split
+# stays where it was, so the rules of the chain serve both without a copy.
+FOLDS = config["split"]["folds"]
+FOLD_INDEX = {f"{a}/kfold/fold{i}": i for a in AOIS for i in range(FOLDS if FOLDS >= 2 else 0)}
+FOLD_AOIS = {f: f.split("/kfold/")[0] for f in FOLD_INDEX}  # fold split -> its AOI
+BASE_AOI = {a: a for a in AOIS} | FOLD_AOIS  # every split -> its AOI
 
 # Rules run `python -m aefheight` from this checkout, so any env with the dependencies runs
 # it (the venv locally, a rule's conda env with --sdm conda); jobs inherit the variable.
@@ -101,6 +109,21 @@ def training_threads():
     return max(1, min(4, int(cores) // 2))
 
 
+def aoi_input(template):
+    """An input function: ``template`` (a path with ``{aoi}``) under the split's AOI, so that a
+    k-fold split reads its AOI's inputs and patch store."""
+
+    def path(wildcards):
+        return template.format(aoi=BASE_AOI[wildcards.aoi])
+
+    return path
+
+
+def fold_outputs(aoi, template):
+    """``template`` (a path with ``{aoi}``) for every k-fold split of ``aoi``, in fold order."""
+    return [template.format(aoi=f) for f, a in FOLD_AOIS.items() if a == aoi]
+
+
 def one_of(names):
     """Regex alternation of exact names (so a wildcard cannot escape into a path)."""
     return "|".join(names) if names else NEVER
@@ -139,6 +162,12 @@ def final_outputs():
             f"results/{aoi}/figures/dh_hist_seed{SEEDS[0]}.png",
             f"results/{aoi}/figures/error_by_height_seed{SEEDS[0]}.png",
         ]
+        if FOLD_AOIS:
+            out += [
+                f"results/{aoi}/tables/kfold.md",
+                f"results/{aoi}/figures/kfold.png",
+                f"results/{aoi}/figures/aoa_map.png",
+            ]
         for seed in SEEDS:
             out.append(f"results/{aoi}/figures/loss_curves_seed{seed}.png")
             for model in PREDICTIONS:
@@ -153,22 +182,24 @@ def final_outputs():
 def coarse_dem_input(wildcards):
     """The coarse DEM, for the nets that read it (optional_flags makes it --coarse-dem)."""
     if wildcards.model in DEM_NETS:
-        return {"coarse_dem": f"results/{wildcards.aoi}/inputs/coarse_dem.tif"}
+        return {"coarse_dem": f"results/{BASE_AOI[wildcards.aoi]}/inputs/coarse_dem.tif"}
     return {}
 
 
 def correction_inputs(wildcards):
     """What a correction reads: the reference DSM (linear: its validation-area pixels) or the
     coarse DEM (quantile_map: label-free); never both, so the label-free one cannot see labels."""
+    aoi = BASE_AOI[wildcards.aoi]
     if wildcards.method == "linear":
-        return {"dsm": f"results/{wildcards.aoi}/inputs/dsm.tif"}
-    return {"coarse_dem": f"results/{wildcards.aoi}/inputs/coarse_dem.tif"}
+        return {"dsm": f"results/{aoi}/inputs/dsm.tif"}
+    return {"coarse_dem": f"results/{aoi}/inputs/coarse_dem.tif"}
 
 
 def landcover_input(wildcards):
     """Land-cover classes where the AOI has them (the synthetic AOI does), else nothing."""
-    if wildcards.aoi in SYNTHETIC_AOIS:
-        return {"landcover": f"results/{wildcards.aoi}/inputs/landcover.tif"}
+    aoi = BASE_AOI[wildcards.aoi]
+    if aoi in SYNTHETIC_AOIS:
+        return {"landcover": f"results/{aoi}/inputs/landcover.tif"}
     return {}
 
 

@@ -5,7 +5,7 @@ rule evaluate:
     input:
         unpack(landcover_input),
         prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
-        dsm="results/{aoi}/inputs/dsm.tif",
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
         split="results/{aoi}/split/split.tif",
     output:
         metrics="results/{aoi}/metrics/per_model/{model}_seed{seed}.csv",
@@ -58,9 +58,9 @@ rule collect_metrics:
 
 rule height_shift:
     input:
-        dsm="results/{aoi}/inputs/dsm.tif",
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
         split="results/{aoi}/split/split.tif",
-        embeddings="results/{aoi}/inputs/embeddings.tif",
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
     output:
         hist="results/{aoi}/shift/height_hist.csv",
         quantiles=report(
@@ -154,6 +154,8 @@ rule tables:
         "results/{aoi}/logs/tables.log",
     benchmark:
         "results/{aoi}/benchmarks/tables.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/tables.yaml"
     threads: 1
@@ -177,7 +179,13 @@ rule tables:
 
 rule report_front:
     input:
-        findings=expand("results/{aoi}/tables/findings.rst", aoi=AOIS),
+        # each AOI's findings, then its k-fold findings (split.folds >= 2)
+        findings=[
+            f
+            for aoi in AOIS
+            for f in [f"results/{aoi}/tables/findings.rst"]
+            + ([f"results/{aoi}/tables/kfold_findings.rst"] if FOLD_AOIS else [])
+        ],
         methods=os.path.normpath(
             os.path.join(str(workflow.current_basedir), "../report/workflow.rst")
         ),
@@ -209,6 +217,8 @@ rule plot_pred_vs_ref:
         "results/{aoi}/logs/plot/pred_vs_ref_{model}_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/plot/pred_vs_ref_{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/plot_pred_vs_ref.yaml"
     threads: 1
@@ -233,6 +243,8 @@ rule plot_residual_map:
         "results/{aoi}/logs/plot/residual_map_{model}_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/plot/residual_map_{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/plot_residual_map.yaml"
     threads: 1
@@ -258,6 +270,8 @@ rule plot_dh_hist:
         "results/{aoi}/logs/plot/dh_hist_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/plot/dh_hist_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/plot_dh_hist.yaml"
     threads: 1
@@ -283,6 +297,8 @@ rule plot_error_by_height:
         "results/{aoi}/logs/plot/error_by_height_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/plot/error_by_height_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/plot_error_by_height.yaml"
     threads: 1
@@ -307,6 +323,8 @@ rule plot_height_shift:
         "results/{aoi}/logs/plot/height_shift.log",
     benchmark:
         "results/{aoi}/benchmarks/plot/height_shift.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/plot_height_shift.yaml"
     threads: 1
@@ -330,6 +348,8 @@ rule plot_loss_curves:
         "results/{aoi}/logs/plot/loss_curves_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/plot/loss_curves_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/plot_loss_curves.yaml"
     threads: 1

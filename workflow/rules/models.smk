@@ -4,9 +4,9 @@
 
 rule train_net:
     input:
-        store_embeddings="results/{aoi}/patches/embeddings.npy",
-        store_dsm="results/{aoi}/patches/dsm.npy",
-        store_coarse_dem="results/{aoi}/patches/coarse_dem.npy",
+        store_embeddings=aoi_input("results/{aoi}/patches/embeddings.npy"),
+        store_dsm=aoi_input("results/{aoi}/patches/dsm.npy"),
+        store_coarse_dem=aoi_input("results/{aoi}/patches/coarse_dem.npy"),
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
     output:
@@ -43,8 +43,8 @@ rule train_net:
 
 rule train_ridge:
     input:
-        store_embeddings="results/{aoi}/patches/embeddings.npy",
-        store_dsm="results/{aoi}/patches/dsm.npy",
+        store_embeddings=aoi_input("results/{aoi}/patches/embeddings.npy"),
+        store_dsm=aoi_input("results/{aoi}/patches/dsm.npy"),
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
     output:
@@ -72,7 +72,7 @@ rule train_ridge:
 rule predict:
     input:
         unpack(coarse_dem_input),
-        embeddings="results/{aoi}/inputs/embeddings.tif",
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
     output:
         prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
@@ -97,8 +97,8 @@ rule predict:
 
 rule predict_coarse_dem:
     input:
-        coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
-        embeddings="results/{aoi}/inputs/embeddings.tif",
+        coarse_dem=aoi_input("results/{aoi}/inputs/coarse_dem.tif"),
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
     output:
         prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
     log:

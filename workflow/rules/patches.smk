@@ -15,6 +15,8 @@ rule tile:
         "results/{aoi}/logs/tile.log",
     benchmark:
         "results/{aoi}/benchmarks/tile.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/tile.yaml"
     threads: 1
@@ -44,6 +46,8 @@ rule split:
         "results/{aoi}/logs/split.log",
     benchmark:
         "results/{aoi}/benchmarks/split.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/split.yaml"
     threads: 1
@@ -72,6 +76,8 @@ rule split_map:
         "results/{aoi}/logs/split_map.log",
     benchmark:
         "results/{aoi}/benchmarks/split_map.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
     conda:
         "../../envs/split_map.yaml"
     threads: 1
