@@ -207,12 +207,14 @@ def test_streamed_map_equals_the_di_computed_in_memory(scene, tmp_path):
         area = ok & (lab == CODES[k])
         assert row["pixels"] == area.sum()
         assert row["outside_pixels"] == (di[area].astype(np.float64) > thr).sum()
+        # the histogram's median is the exact median to within one 0.01 bin
+        assert abs(row["median_di"] - np.median(di[area])) <= 0.01
     pct = df.set_index("split")["outside_pct"]
     assert pct["test"] > 90 and pct["train"] < 10  # the far test embeddings are outside
     csv = pd.read_csv(tmp_path / "aoa.csv")
     assert list(csv.columns) == [
-        "split", "pixels", "outside_pixels", "outside_pct", "threshold", "scale", "sample_px",
-        "folds",
+        "split", "pixels", "outside_pixels", "median_di", "p95_di", "outside_pct", "threshold",
+        "scale", "sample_px", "folds",
     ]  # fmt: skip
     assert list(csv["split"]) == list(SPLITS) and (csv["folds"] == 3).all()
 

@@ -97,6 +97,7 @@ def test_aoa_summary_reports_outside_share_and_error_inside_vs_outside(tmp_path)
     pd.DataFrame(
         {"split": ["train", "val", "test"], "pixels": [10, 5, 8], "outside_pixels": [0, 1, 6]}
         | {"outside_pct": [0.0, 20.0, 75.0], "threshold": 0.8, "scale": 0.1, "sample_px": 10}
+        | {"median_di": [0.2, 0.5, 1.5]}
     ).to_csv(tmp_path / "aoa.csv", index=False)
     rows = [
         {"model": "unet", "seed": s, "split": "test", "area": a, "n": 4, "r2": 0.5}
@@ -107,7 +108,16 @@ def test_aoa_summary_reports_outside_share_and_error_inside_vs_outside(tmp_path)
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     t = kfold.aoa_summary([tmp_path / "aoa.csv"], [tmp_path / "m.csv"], [kfold.SINGLE])
     r = t.iloc[0]
-    assert r["test outside (%)"] == "75.0" and r["threshold"] == "0.800"
+    assert r["test outside"] == "6 px (75.00 %)" and r["threshold"] == "0.800"
+    assert (r["train median DI"], r["test median DI"]) == ("0.20", "1.50")
     assert r["RMSE inside (m)"].startswith("2.00 ± 1.00") and r["RMSE outside (m)"].startswith(
         "6.00"
     )
+
+
+def test_failed_trainings_are_named_in_the_findings(folds):
+    assert kfold._failed_sentence(folds).startswith("Every fold")
+    worse = folds.copy()
+    worse.loc[(worse["model"] == "unet") & (worse["fold"] == 1) & (worse["seed"] == 2), "r2"] = -3.0
+    text = kfold._failed_sentence(worse)
+    assert "in 1 of 18" in text and "U-Net fold 1 seed 2 (R² -3.00" in text

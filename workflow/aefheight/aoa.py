@@ -37,6 +37,7 @@ from .split import line_folds
 log = logging.getLogger(__name__)
 
 DI_NODATA = -9999.0
+DI_BIN, DI_MAX = 0.01, 50.0  # histogram of the DI per split (its quantiles, exact to 0.01)
 AREAS = ("inside", "outside")
 METRICS = ("n", "r2", "rmse_m", "bias_m", "mae_m", "nmad_m")
 
@@ -178,9 +179,9 @@ def cv_threshold(
 
 
 def _di_blocks(
-    em: Reader, sp: Reader, ref: np.ndarray, scale: float, thr: float, counts: dict[str, list[int]]
+    em: Reader, sp: Reader, ref: np.ndarray, scale: float, thr: float, counts: dict[str, list]
 ) -> Iterator[tuple[Any, np.ndarray]]:
-    """DI of every window (nodata where embeddings are); counts (valid, outside) per split."""
+    """DI of every window (nodata where embeddings are); per split: valid, outside, histogram."""
     for _, win in em.block_windows(1):
         e = read_checked(em, win)
         ok = aef.valid_mask(e)
@@ -191,7 +192,18 @@ def _di_blocks(
             v = di[ok & (lab == CODES[k])].astype(np.float64)
             counts[k][0] += v.size
             counts[k][1] += int((v > thr).sum())
+            idx = np.minimum((v / DI_BIN).astype(np.int64), counts[k][2].size - 1)
+            counts[k][2] += np.bincount(idx, minlength=counts[k][2].size)
         yield win, di
+
+
+def _di_quantiles(hist: np.ndarray) -> dict[str, float]:
+    """Median and 95th percentile of the DI from its histogram (bin centres; NaN if empty)."""
+    if hist.sum() == 0:
+        return {"median_di": float("nan"), "p95_di": float("nan")}
+    cum = np.cumsum(hist) / hist.sum()
+    q = {f: (np.searchsorted(cum, f) + 0.5) * DI_BIN for f in (0.5, 0.95)}
+    return {"median_di": float(q[0.5]), "p95_di": float(q[0.95])}
 
 
 def write_aoa(
@@ -207,7 +219,7 @@ def write_aoa(
     ref, groups = sample_training(embeddings, split_tif, axis, folds, s.sample_px, s.seed)
     scale = training_scale(ref)
     threshold, _ = cv_threshold(ref, groups, scale)
-    counts = {k: [0, 0] for k in SPLITS}
+    counts = {k: [0, 0, np.zeros(int(DI_MAX / DI_BIN) + 1, np.int64)] for k in SPLITS}
     tags = {
         "quantity": "dissimilarity index (area of applicability, Meyer & Pebesma 2021)",
         "threshold": repr(threshold),
@@ -230,7 +242,10 @@ def write_aoa(
                 dst.set_band_description(1, "dissimilarity_index")
             to_cog(tmp, aoa_tif)
     df = pd.DataFrame(
-        [{"split": k, "pixels": n, "outside_pixels": o} for k, (n, o) in counts.items()]
+        [
+            {"split": k, "pixels": n, "outside_pixels": o} | _di_quantiles(h)
+            for k, (n, o, h) in counts.items()
+        ]
     )
     df["outside_pct"] = 100 * df["outside_pixels"] / df["pixels"].where(df["pixels"] > 0)
     df = df.assign(threshold=threshold, scale=scale, sample_px=len(ref), folds=folds)

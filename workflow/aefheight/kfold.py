@@ -174,7 +174,12 @@ def aoa_summary(aoa: list[Path], aoa_metrics: list[Path], names: list[str]) -> p
         for model, g in met.groupby("model", sort=False):
             row = {"split": name, "model": model_label(model)}
             row["threshold"] = f"{area['threshold'].iloc[0]:.3f}"
-            row["test outside (%)"] = f"{area.loc['test', 'outside_pct']:.1f}"
+            row["test outside"] = (
+                f"{int(area.loc['test', 'outside_pixels'])} px "
+                f"({area.loc['test', 'outside_pct']:.2f} %)"
+            )
+            for k in ("train", "test"):  # the DI's median: how far test sits from training
+                row[f"{k} median DI"] = f"{area.loc[k, 'median_di']:.2f}"
             for where in ("inside", "outside"):
                 w = g[g["area"] == where]
                 row[f"RMSE {where} (m)"] = tables.cell(w["rmse_m"], 2)
@@ -183,8 +188,28 @@ def aoa_summary(aoa: list[Path], aoa_metrics: list[Path], names: list[str]) -> p
     return pd.DataFrame(rows)
 
 
+def _failed_sentence(folds: pd.DataFrame) -> str:
+    """The trainings that did worse than the test area's mean (test R² < 0), by name."""
+    bad = folds[folds["r2"] < 0].sort_values(["model", "fold", "seed"])
+    if bad.empty:
+        return "Every fold, model and seed scored a test R² >= 0."
+    each = "; ".join(
+        f"{model_label(r.model)} fold {r.fold} seed {r.seed} (R² {r.r2:.2f}, RMSE {r.rmse_m:.1f} m)"
+        for r in bad.itertuples(index=False)
+    )
+    return (
+        f"Test R² < 0 (worse than the held-out mean) in {len(bad)} of {len(folds)} fold × "
+        f"seed runs: {each}. They stay in every mean and SD above."
+    )
+
+
 def _findings(
-    aoi: str, summ: pd.DataFrame, comps: pd.DataFrame, resp: pd.DataFrame, aoa: pd.DataFrame
+    aoi: str,
+    folds: pd.DataFrame,
+    summ: pd.DataFrame,
+    comps: pd.DataFrame,
+    resp: pd.DataFrame,
+    aoa: pd.DataFrame,
 ) -> str:
     """The k-fold and AOA findings of one AOI (reStructuredText, after the single split's)."""
     title = f"Spatial k-fold cross-validation: AOI {aoi}"
@@ -198,6 +223,7 @@ def _findings(
             agree = f" Same sign in {r.folds_same_sign} folds." if r.folds_same_sign else ""
             out.append(f"* {r.verdict}{agree}")
         out.append("")
+    out += [_failed_sentence(folds), ""]
     out.append("Does the error follow the fold's height shift (Pearson r across folds)?\n")
     for r in resp.itertuples(index=False):
         out.append(
@@ -252,4 +278,4 @@ def write_kfold(
         + tables.to_markdown(aoa, "area of applicability: test pixels, inside vs outside")
     )
     tables.write_text(md, outputs["md"])
-    tables.write_text(_findings(aoi, summ, comps, resp, aoa), outputs["findings"])
+    tables.write_text(_findings(aoi, folds, summ, comps, resp, aoa), outputs["findings"])
