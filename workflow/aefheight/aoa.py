@@ -179,7 +179,13 @@ def cv_threshold(
 
 
 def _di_blocks(
-    em: Reader, sp: Reader, ref: np.ndarray, scale: float, thr: float, counts: dict[str, list]
+    em: Reader,
+    sp: Reader,
+    ref: np.ndarray,
+    scale: float,
+    thr: float,
+    counts: dict[str, list[int]],
+    hists: dict[str, np.ndarray],
 ) -> Iterator[tuple[Any, np.ndarray]]:
     """DI of every window (nodata where embeddings are); per split: valid, outside, histogram."""
     for _, win in em.block_windows(1):
@@ -192,8 +198,8 @@ def _di_blocks(
             v = di[ok & (lab == CODES[k])].astype(np.float64)
             counts[k][0] += v.size
             counts[k][1] += int((v > thr).sum())
-            idx = np.minimum((v / DI_BIN).astype(np.int64), counts[k][2].size - 1)
-            counts[k][2] += np.bincount(idx, minlength=counts[k][2].size)
+            idx = np.minimum((v / DI_BIN).astype(np.int64), hists[k].size - 1)
+            hists[k] += np.bincount(idx, minlength=hists[k].size)
         yield win, di
 
 
@@ -219,7 +225,8 @@ def write_aoa(
     ref, groups = sample_training(embeddings, split_tif, axis, folds, s.sample_px, s.seed)
     scale = training_scale(ref)
     threshold, _ = cv_threshold(ref, groups, scale)
-    counts = {k: [0, 0, np.zeros(int(DI_MAX / DI_BIN) + 1, np.int64)] for k in SPLITS}
+    counts = {k: [0, 0] for k in SPLITS}
+    hists = {k: np.zeros(int(DI_MAX / DI_BIN) + 1, np.int64) for k in SPLITS}
     tags = {
         "quantity": "dissimilarity index (area of applicability, Meyer & Pebesma 2021)",
         "threshold": repr(threshold),
@@ -236,15 +243,15 @@ def write_aoa(
         check_same_grid(grid, Grid.of(sp), em.name, sp.name)
         with scratch_path(aoa_tif, ".tif") as tmp:
             with rasterio.open(tmp, "w", **grid.profile(1, "float32", DI_NODATA)) as dst:
-                for win, di in _di_blocks(em, sp, ref, scale, threshold, counts):
+                for win, di in _di_blocks(em, sp, ref, scale, threshold, counts, hists):
                     dst.write(di, 1, window=win)
                 dst.update_tags(**tags)
                 dst.set_band_description(1, "dissimilarity_index")
             to_cog(tmp, aoa_tif)
     df = pd.DataFrame(
         [
-            {"split": k, "pixels": n, "outside_pixels": o} | _di_quantiles(h)
-            for k, (n, o, h) in counts.items()
+            {"split": k, "pixels": n, "outside_pixels": o} | _di_quantiles(hists[k])
+            for k, (n, o) in counts.items()
         ]
     )
     df["outside_pct"] = 100 * df["outside_pixels"] / df["pixels"].where(df["pixels"] > 0)
