@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import rasterio
 import yaml
 from aefheight.names import CODES
-from helpers import TINY_OVERRIDES, snakemake, tiny_config
+from helpers import REPO, TINY_OVERRIDES, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 FOLDS = 3
@@ -89,3 +90,16 @@ def test_kfold_tables_figures_and_findings(kfold_run):
 def test_a_second_run_has_nothing_to_do(kfold_run):
     out = snakemake(kfold_run, "--cores", "2", "-n").stdout
     assert "Nothing to be done" in out
+
+
+def test_a_real_aoi_plans_its_folds_from_its_downloaded_inputs(tmp_path):
+    """config/paper.yaml (a downloaded AOI) with folds: each fold reads its AOI's rasters."""
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    cfg["split"]["folds"] = 3
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--quiet", "rules").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    n_aois, n_runs = len(cfg["aois"]), len(cfg["models"]) * len(cfg["seeds"])
+    assert int(jobs["split_fold"]) == 3 * n_aois and int(jobs["aoa"]) == 4 * n_aois
+    assert int(jobs["kfold"]) == n_aois and int(jobs["fetch_embeddings"]) == n_aois
+    assert int(jobs["evaluate"]) >= 4 * n_aois * n_runs
