@@ -116,8 +116,33 @@ def test_aoa_summary_reports_outside_share_and_error_inside_vs_outside(tmp_path)
 
 
 def test_failed_trainings_are_named_in_the_findings(folds):
+    folds = folds.assign(best_epoch=np.nan, epochs_run=np.nan)  # as merged by write_kfold
     assert kfold._failed_sentence(folds).startswith("Every fold")
     worse = folds.copy()
-    worse.loc[(worse["model"] == "unet") & (worse["fold"] == 1) & (worse["seed"] == 2), "r2"] = -3.0
+    pick = (worse["model"] == "unet") & (worse["fold"] == 1) & (worse["seed"] == 2)
+    worse.loc[pick, ["r2", "best_epoch", "epochs_run"]] = [-3.0, 1, 5]
+    worse.loc[(worse["model"] == "ridge") & (worse["fold"] == 0), "r2"] = -0.5
     text = kfold._failed_sentence(worse)
-    assert "in 1 of 18" in text and "U-Net fold 1 seed 2 (R² -3.00" in text
+    assert "in 4 of 18" in text
+    assert "U-Net fold 1 seed 2 (R² -3.00, RMSE 3.2 m, best epoch 1 of 5 run)" in text
+    assert "Ridge fold 0 seed 0 (R² -0.50, RMSE 6.0 m)" in text  # no epochs for a Ridge
+
+
+def test_fold_training_reads_each_folds_histories_in_order(tmp_path):
+    paths = []
+    for fold, best in ((0, 1), (1, 3)):
+        for seed in (0, 1):
+            h = pd.DataFrame(
+                {"epoch": [1, 2, 3, 4], "steps": [7, 14, 21, 28], "train_loss": 1.0}
+                | {"val_loss": [5.0 if e == best else 9.0 for e in range(1, 5)]}
+                | {"val_rmse_m": 1.0, "best": False, "seconds": 1.0, "model": "unet"}
+                | {"seed": seed, "stopped": "early_stopping"}
+            )
+            paths.append(tmp_path / f"h{fold}{seed}.csv")
+            h.to_csv(paths[-1], index=False)
+    t = kfold.fold_training(paths, 2)
+    assert t.groupby("fold")["best_epoch"].unique().map(list).tolist() == [[1], [3]]
+    assert (t["epochs_run"] == 4).all() and list(t.columns) == kfold.TRAINING
+    with pytest.raises(ValueError, match="do not split into 3 folds"):
+        kfold.fold_training(paths, 3)
+    assert kfold.fold_training([], 3).empty  # a study of baselines only

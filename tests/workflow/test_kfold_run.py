@@ -72,6 +72,11 @@ def test_kfold_tables_figures_and_findings(kfold_run):
     res = kfold_run / "results" / "tiny"
     t = pd.read_csv(res / "tables" / "kfold.csv")
     assert len(t) == FOLDS * len(MODELS) * len(SEEDS) and t["r2"].notna().all()
+    nets = t[t["model"] == "unet"]  # the nets' epochs per fold; none for the baselines
+    assert (
+        nets["best_epoch"].between(1, 2).all()
+        and t.loc[t["model"] != "unet", "best_epoch"].isna().all()
+    )
     comps = pd.read_csv(res / "tables" / "kfold_comparisons.csv")
     vs_single = comps[comps["group"] == "k-fold vs single split"]
     assert set(vs_single["model"]) == set(MODELS) and vs_single["verdict"].str.len().min() > 20

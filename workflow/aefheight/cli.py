@@ -349,7 +349,10 @@ STEPS: dict[str, Step] = {
     "kfold": Step(
         kfold, "k-fold tables, comparisons with the single split, AOA table",
         inputs=("metrics", "aoa", "aoa_metrics"),
-        lists=("fold_metrics", "fold_quantiles", "fold_stats", "fold_aoa", "fold_aoa_metrics"),
+        lists=(
+            "fold_metrics", "fold_quantiles", "fold_stats", "fold_aoa", "fold_aoa_metrics",
+            "fold_histories",
+        ),
         outputs=("table", "comparisons", "shift_response", "aoa_table", "md", "findings"),
         values=("aoi",),
     ),

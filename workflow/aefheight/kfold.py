@@ -32,6 +32,7 @@ from .names import SINGLE_SPLIT as SINGLE
 from .names import model_label
 
 METRICS = ("r2", "rmse_m", "bias_m", "median_diff_m")
+TRAINING = ["fold", "model", "seed", "epochs_run", "best_epoch"]
 
 
 def fold_metrics(metrics: list[Path], quantiles: list[Path], stats: list[Path]) -> pd.DataFrame:
@@ -50,6 +51,25 @@ def fold_metrics(metrics: list[Path], quantiles: list[Path], stats: list[Path]) 
         )
     out = pd.concat(rows, ignore_index=True)
     return out[["fold", "model", "seed", "n", *METRICS, "test_mean_m", "mean_shift_m"]]
+
+
+def fold_training(histories: list[Path], folds: int) -> pd.DataFrame:
+    """Epochs run and best epoch of every fold's nets.
+
+    ``histories`` come in fold order, the same number per fold (as rule ``kfold`` lists them).
+    """
+    if len(histories) % max(folds, 1):
+        raise ValueError(f"{len(histories)} histories do not split into {folds} folds")
+    per = len(histories) // max(folds, 1)
+    if per == 0:  # a study of baselines only
+        return pd.DataFrame(columns=TRAINING)
+    parts = [
+        tables.training_summary(
+            [pd.read_csv(h) for h in histories[i * per : (i + 1) * per]], 0
+        ).assign(fold=i)[["fold", "model", "seed", "epochs_run", "best_epoch"]]
+        for i in range(folds)
+    ]  # max_epochs (0) is not used: only the epochs columns are kept
+    return pd.concat(parts, ignore_index=True)
 
 
 def per_seed(folds: pd.DataFrame) -> pd.DataFrame:
@@ -194,8 +214,10 @@ def _failed_sentence(folds: pd.DataFrame) -> str:
     if bad.empty:
         return "Every fold, model and seed scored a test R² >= 0."
     each = "; ".join(
-        f"{model_label(r.model)} fold {r.fold} seed {r.seed} (R² {r.r2:.2f}, RMSE {r.rmse_m:.1f} m)"
-        for r in bad.itertuples(index=False)
+        f"{model_label(r.model)} fold {r.fold} seed {r.seed} (R² {r.r2:.2f}, RMSE {r.rmse_m:.1f} m"
+        + (f", best epoch {r.best_epoch:.0f} of {r.epochs_run:.0f} run" if r.best_epoch > 0 else "")
+        + ")"
+        for r in bad.fillna({"best_epoch": 0, "epochs_run": 0}).itertuples(index=False)
     )
     return (
         f"Test R² < 0 (worse than the held-out mean) in {len(bad)} of {len(folds)} fold × "
@@ -250,12 +272,15 @@ def write_kfold(
         baselines: model names of the Ridge and coarse-DEM baselines.
         inputs: ``metrics`` (the single split's metrics.csv), ``aoa`` and ``aoa_metrics``
             (single split's), and lists in fold order: ``fold_metrics``, ``fold_quantiles``,
-            ``fold_stats``, ``fold_aoa``, ``fold_aoa_metrics``.
+            ``fold_stats``, ``fold_aoa``, ``fold_aoa_metrics``, ``fold_histories`` (the
+            nets' training histories, the same number per fold).
         outputs: ``table`` (per fold, model, seed), ``comparisons``, ``shift_response``,
             ``aoa_table``, ``md`` and ``findings``.
     """
     single = pd.read_csv(inputs["metrics"])
     folds = fold_metrics(inputs["fold_metrics"], inputs["fold_quantiles"], inputs["fold_stats"])
+    epochs = fold_training(inputs["fold_histories"], len(inputs["fold_metrics"]))
+    folds = folds.merge(epochs, on=["fold", "model", "seed"], how="left")
     write_csv(folds, outputs["table"])
     summ = summary(single, folds)
     comps = comparisons(single, folds, nets, baselines)

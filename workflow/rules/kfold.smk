@@ -87,6 +87,14 @@ rule kfold:
         fold_stats=lambda w: fold_outputs(w.aoi, "results/{aoi}/shift/shift_stats.csv"),
         fold_aoa=lambda w: fold_outputs(w.aoi, "results/{aoi}/aoa/aoa.csv"),
         fold_aoa_metrics=lambda w: fold_outputs(w.aoi, "results/{aoi}/aoa/metrics.csv"),
+        # the nets' histories, fold by fold (the same number per fold: best epochs per fold)
+        fold_histories=lambda w: [
+            h
+            for f in fold_outputs(w.aoi, "results/{aoi}")
+            for h in expand(
+                f"{f}/models/{{model}}/seed{{seed}}/history.csv", model=NETS, seed=SEEDS
+            )
+        ],
     output:
         table=report(
             "results/{aoi}/tables/kfold.csv",
@@ -127,6 +135,7 @@ rule kfold:
         " --aoa-metrics {input.aoa_metrics} --fold-metrics {input.fold_metrics}"
         " --fold-quantiles {input.fold_quantiles} --fold-stats {input.fold_stats}"
         " --fold-aoa {input.fold_aoa} --fold-aoa-metrics {input.fold_aoa_metrics}"
+        " --fold-histories {input.fold_histories}"
         " --table {output.table} --comparisons {output.comparisons}"
         " --shift-response {output.shift_response} --aoa-table {output.aoa_table}"
         " --md {output.md} --findings {output.findings} > {log} 2>&1"
