@@ -54,13 +54,14 @@ SEEDS = [str(s) for s in config["seeds"]]
 SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
 DOWNLOADED_AOIS = [a for a in AOIS if a not in SYNTHETIC_AOIS]
 NEVER = "(?!x)x"  # a regex matching nothing, for empty name lists
-# Spatial k-fold cross-validation (split.folds >= 2): fold i of AOI a is the split "a/kfold/fold<i>",
+# Spatial k-fold cross-validation (split.folds >= 3): fold i of AOI a is the split "a/kfold/fold<i>",
 # a value of the {aoi} wildcard with its own split, models, predictions and metrics under
 # results/a/kfold/fold<i>/; it reads a's inputs and patch store (aoi_input). The single split
 # stays where it was, so the rules of the chain serve both without a copy.
 FOLDS = config["split"]["folds"]
-FOLD_INDEX = {f"{a}/kfold/fold{i}": i for a in AOIS for i in range(FOLDS if FOLDS >= 2 else 0)}
-FOLD_AOIS = {f: f.split("/kfold/")[0] for f in FOLD_INDEX}  # fold split -> its AOI
+FOLD_RANGE = range(FOLDS if FOLDS >= 2 else 0)
+FOLD_AOIS = {f"{a}/kfold/fold{i}": a for a in AOIS for i in FOLD_RANGE}  # fold split -> AOI
+FOLD_INDEX = {f"{a}/kfold/fold{i}": i for a in AOIS for i in FOLD_RANGE}  # fold split -> i
 BASE_AOI = {a: a for a in AOIS} | FOLD_AOIS  # every split -> its AOI
 
 # Rules run `python -m aefheight` from this checkout, so any env with the dependencies runs
