@@ -102,16 +102,15 @@ def plot_kfold(a: A) -> None:
 
     from .figures import kfold_errors
 
-    kfold_errors(pd.read_csv(a.table), [pd.read_csv(p) for p in a.hists], a.png, a.pdf)
+    kfold_errors(pd.read_csv(a.table), [pd.read_csv(p) for p in a.quantiles], a.png, a.pdf)
 
 
 def plot_aoa(a: A) -> None:
     """Run ``plot-aoa``: the area-of-applicability map of every split."""
     from .figures import aoa_maps
-    from .names import SINGLE_SPLIT
+    from .names import split_names
 
-    names = [SINGLE_SPLIT, *(f"fold {i}" for i in range(len(a.aoa_tifs) - 1))]
-    aoa_maps(a.aoa_tifs, a.splits, names, a.png, a.pdf)
+    aoa_maps(a.aoa_tifs, a.splits, split_names(len(a.aoa_tifs) - 1), a.png, a.pdf)
 
 
 def train_net(a: A) -> None:
@@ -358,7 +357,7 @@ STEPS: dict[str, Step] = {
     ),
     "plot-kfold": Step(
         plot_kfold, "figure: held-out heights and errors per fold", inputs=("table",),
-        lists=("hists",), outputs=("png", "pdf"),
+        lists=("quantiles",), outputs=("png", "pdf"),
     ),
     "plot-aoa": Step(
         plot_aoa, "figure: area of applicability per split", lists=("aoa_tifs", "splits"),

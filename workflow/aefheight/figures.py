@@ -323,16 +323,14 @@ def error_by_height(
     return fig
 
 
-def _fold_heights(ax: plt.Axes, hists: list[pd.DataFrame]) -> None:
-    """Box plots (5-95 % whiskers) of each fold's test reference heights (1 m histograms)."""
+def _fold_heights(ax: plt.Axes, quantiles: list[pd.DataFrame]) -> None:
+    """Box plots (5-95 % whiskers) of each fold's test heights, from height_shift's quantiles."""
     stats = []
-    for fold, h in enumerate(hists):
-        t = h[h["split"] == "test"].sort_values("height_lo_m")
-        mid, n = ((t["height_lo_m"] + t["height_hi_m"]) / 2).to_numpy(), t["n"].to_numpy()
-        q = [mid[np.searchsorted(np.cumsum(n), p * n.sum())] for p in (0.05, 0.25, 0.5, 0.75, 0.95)]
+    for fold, table in enumerate(quantiles):
+        q = table.set_index("split").loc["test"]
         stats.append(
-            {"label": f"fold {fold}", "whislo": q[0], "q1": q[1], "med": q[2], "q3": q[3]}
-            | {"whishi": q[4], "mean": float((mid * n).sum() / n.sum()), "fliers": []}
+            {"label": f"fold {fold}", "whislo": q["p05_m"], "q1": q["p25_m"], "med": q["p50_m"]}
+            | {"q3": q["p75_m"], "whishi": q["p95_m"], "mean": q["mean_m"], "fliers": []}
         )
     ax.bxp(stats, showmeans=True, patch_artist=True, boxprops={"facecolor": SPLIT_COLORS["test"]})
     ax.set_ylabel("test reference height (m)")
@@ -340,7 +338,7 @@ def _fold_heights(ax: plt.Axes, hists: list[pd.DataFrame]) -> None:
 
 
 def kfold_errors(
-    folds: pd.DataFrame, hists: list[pd.DataFrame], out: Path, pdf: Path | None = None
+    folds: pd.DataFrame, quantiles: list[pd.DataFrame], out: Path, pdf: Path | None = None
 ) -> Figure:
     """Per fold: held-out heights (top) above each model's test RMSE and bias.
 
@@ -348,7 +346,7 @@ def kfold_errors(
     error follows the fold's height shift.
     """
     fig, (ax_h, ax_r, ax_b) = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
-    _fold_heights(ax_h, hists)
+    _fold_heights(ax_h, quantiles)
     models = list(folds["model"].unique())
     width = 0.6 / max(len(models), 1)
     for i, m in enumerate(models):

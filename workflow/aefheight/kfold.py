@@ -29,7 +29,7 @@ from . import tables
 from .files import write_csv
 from .findings import rst_table
 from .names import SINGLE_SPLIT as SINGLE
-from .names import model_label
+from .names import model_label, split_names
 
 METRICS = ("r2", "rmse_m", "bias_m", "median_diff_m")
 TRAINING = ["fold", "model", "seed", "epochs_run", "best_epoch"]
@@ -66,7 +66,7 @@ def fold_training(histories: list[Path], folds: int) -> pd.DataFrame:
     parts = [
         tables.training_summary(
             [pd.read_csv(h) for h in histories[i * per : (i + 1) * per]], 0
-        ).assign(fold=i)[["fold", "model", "seed", "epochs_run", "best_epoch"]]
+        ).assign(fold=i)[TRAINING]
         for i in range(folds)
     ]  # max_epochs (0) is not used: only the epochs columns are kept
     return pd.concat(parts, ignore_index=True)
@@ -141,10 +141,8 @@ def comparisons(
 
 
 def _kfold_verdict(model: str, label: str, dec: int, d: dict[str, float]) -> str:
-    n, lo, hi, mean = d["n_seeds"], d["ci_low"], d["ci_high"], d["mean_diff"]
-    stat = f"Δ = {mean:+.{dec}f}" + (
-        f", 95 % CI [{lo:+.{dec}f}, {hi:+.{dec}f}], {n} seeds" if n >= 2 else ", one seed"
-    )
+    n, lo, hi = d["n_seeds"], d["ci_low"], d["ci_high"]
+    stat = tables.diff_stat(d, dec)
     if n >= 2 and (lo > 0 or hi < 0):
         word = "higher" if lo > 0 else "lower"
         return (
@@ -287,7 +285,7 @@ def write_kfold(
     write_csv(comps, outputs["comparisons"])
     resp = shift_response(folds)
     write_csv(resp, outputs["shift_response"])
-    names = [SINGLE, *(f"fold {i}" for i in range(len(inputs["fold_aoa"])))]
+    names = split_names(len(inputs["fold_aoa"]))
     aoa = aoa_summary(
         [inputs["aoa"], *inputs["fold_aoa"]], [inputs["aoa_metrics"], *inputs["fold_aoa_metrics"]],
         names,

@@ -25,6 +25,11 @@ MODEL_LABELS = {
 METHOD_LABELS = {"linear": "linear recalibration", "quantile_map": "quantile-mapped"}
 
 
+def split_names(folds: int) -> list[str]:
+    """Display names of the single split and its ``folds`` k-fold splits, in that order."""
+    return [SINGLE_SPLIT, *(f"fold {i}" for i in range(folds))]
+
+
 def model_label(name: str) -> str:
     """The display name of a model or corrected prediction (the config name where none is set)."""
     for method, label in METHOD_LABELS.items():

@@ -163,15 +163,21 @@ def paired_difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict[s
     return {"n_seeds": n, "mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half}
 
 
+def diff_stat(diff: dict[str, float], dec: int) -> str:
+    """``Δ = +x, 95 % CI [lo, hi], n seeds`` of a :func:`paired_difference` (or one seed)."""
+    n, lo, hi = diff["n_seeds"], diff["ci_low"], diff["ci_high"]
+    if n >= 2:
+        return (
+            f"Δ = {diff['mean_diff']:+.{dec}f}, 95 % CI [{lo:+.{dec}f}, {hi:+.{dec}f}], {n} seeds"
+        )
+    return f"Δ = {diff['mean_diff']:+.{dec}f}, one seed: no interval"
+
+
 def verdict(a: str, b: str, metric: str, diff: dict[str, float], split: str = "test") -> str:
     """One sentence: is ``a`` better or worse than ``b`` on ``metric``, or not resolved."""
     label, higher, dec = COMPARED[metric]
     n, lo, hi = diff["n_seeds"], diff["ci_low"], diff["ci_high"]
-    stat = (
-        f"Δ = {diff['mean_diff']:+.{dec}f}, 95 % CI [{lo:+.{dec}f}, {hi:+.{dec}f}], {n} seeds"
-        if n >= 2
-        else f"Δ = {diff['mean_diff']:+.{dec}f}, one seed: no interval"
-    )
+    stat = diff_stat(diff, dec)
     if n >= 2 and (lo > 0 or hi < 0):
         word = "better" if (lo > 0) == higher else "worse"
         return f"{model_label(a)} is {word} than {model_label(b)} on {split} {label} ({stat})."

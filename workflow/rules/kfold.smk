@@ -144,7 +144,7 @@ rule kfold:
 rule plot_kfold:
     input:
         table="results/{aoi}/tables/kfold.csv",
-        hists=lambda w: fold_outputs(w.aoi, "results/{aoi}/shift/height_hist.csv"),
+        quantiles=lambda w: fold_outputs(w.aoi, "results/{aoi}/shift/height_quantiles.csv"),
     output:
         png=report(
             "results/{aoi}/figures/kfold.png",
@@ -163,7 +163,7 @@ rule plot_kfold:
         "../../envs/plot_kfold.yaml"
     threads: 1
     shell:
-        "python -m aefheight plot-kfold --table {input.table} --hists {input.hists}"
+        "python -m aefheight plot-kfold --table {input.table} --quantiles {input.quantiles}"
         " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
