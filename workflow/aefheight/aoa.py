@@ -29,7 +29,7 @@ from rasterio.io import DatasetReader as Reader
 from . import aef
 from .errors import ConfigError, NoValidData, RasterError
 from .files import scratch_path, write_csv
-from .metrics import DiffStats
+from .metrics import DiffStats, hist_quantile
 from .names import CODES, SPLITS
 from .raster import Grid, check_same_grid, open_raster, read_checked, read_dsm_block, to_cog
 from .split import line_folds
@@ -207,9 +207,11 @@ def _di_quantiles(hist: np.ndarray) -> dict[str, float]:
     """Median and 95th percentile of the DI from its histogram (bin centres; NaN if empty)."""
     if hist.sum() == 0:
         return {"median_di": float("nan"), "p95_di": float("nan")}
-    cum = np.cumsum(hist) / hist.sum()
-    q = {f: (np.searchsorted(cum, f) + 0.5) * DI_BIN for f in (0.5, 0.95)}
-    return {"median_di": float(q[0.5]), "p95_di": float(q[0.95])}
+    centres = (np.arange(hist.size) + 0.5) * DI_BIN
+    return {
+        "median_di": hist_quantile(hist, centres, 0.5),
+        "p95_di": hist_quantile(hist, centres, 0.95),
+    }
 
 
 def write_aoa(

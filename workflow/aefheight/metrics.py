@@ -62,7 +62,7 @@ METRIC_COLUMNS = (
 )
 
 
-def _quantile(counts: np.ndarray, values: np.ndarray, q: float) -> float:
+def hist_quantile(counts: np.ndarray, values: np.ndarray, q: float) -> float:
     """q-quantile of values given per-value counts (values sorted ascending)."""
     cum = np.cumsum(counts)
     return float(values[np.searchsorted(cum, q * cum[-1], side="left")])
@@ -116,14 +116,14 @@ class DiffStats:
         if self.n == 0:
             return {k: nan for k in METRIC_COLUMNS} | {"n": 0, "valid_pct": 0.0}
         centers = np.arange(self.hist.size) * HIST_BIN - HIST_RANGE
-        med = _quantile(self.hist, centers, 0.5)
+        med = hist_quantile(self.hist, centers, 0.5)
         # NMAD: median of |dh - median|, from the same histogram folded around the median
         dev = np.abs(centers - med)
         order = np.argsort(dev, kind="stable")
-        nmad = NMAD_FACTOR * _quantile(self.hist[order], dev[order], 0.5)
+        nmad = NMAD_FACTOR * hist_quantile(self.hist[order], dev[order], 0.5)
         absd = np.abs(centers)
         order = np.argsort(absd, kind="stable")
-        abs_q = {q: _quantile(self.hist[order], absd[order], q) for q in (0.683, 0.9, 0.95)}
+        abs_q = {q: hist_quantile(self.hist[order], absd[order], q) for q in (0.683, 0.9, 0.95)}
         mean_d = self.sum_d / self.n
         denom = np.sqrt(self.m2_ref * self.m2_pred)
         return {
