@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import rasterio
 from aefheight import aef
-from aefheight.dataset import PatchDataset
+from aefheight.dataset import PatchDataset, loader
 from aefheight.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
 from aefheight.patches import PatchStore, TilingSettings, tile
 from aefheight.settings import make
@@ -82,9 +82,13 @@ def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_pa
         np.testing.assert_array_equal(z, store.dsm[k])  # NaN where nodata, in the same places
     store.prefetch([0, len(store) - 1])  # a hint only: changes nothing
     ds = PatchDataset(store, np.arange(len(store))[::-1], mean=1.0, std=2.0)
-    for one, many in zip([ds[1], ds[0]], ds.__getitems__([1, 0]), strict=True):
-        for a, b in zip(one, many, strict=True):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    batch = ds.__getitems__([1, 0])  # collated: x, y, mask with the batch first
+    for b, i in enumerate([1, 0]):
+        for one, many in zip(ds[i], batch, strict=True):
+            np.testing.assert_array_equal(one.numpy(), many[b].numpy())
+    x, y, m = next(iter(loader(ds, batch_size=3)))  # the factory's loader keeps them collated
+    assert x.shape == (3, 64, 64, 64) and y.shape == m.shape == (3, 1, 64, 64)
+    np.testing.assert_array_equal(x[2].numpy(), ds[2][0].numpy())
     clone = pickle.loads(pickle.dumps(store))  # e.g. spawned DataLoader workers
     np.testing.assert_array_equal(clone.read(len(store) - 1)[0], codes)
     with pytest.raises(IndexError):

@@ -5,12 +5,16 @@ Kept apart from :mod:`aefheight.patches` so that tiling and every raster step im
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from . import aef
 from .dem import DemUse, dem_channel
 from .patches import PatchStore
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, y, mask, batch first
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -44,26 +48,55 @@ class PatchDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """A batch (the DataLoader's batched fetch): prefetch its patches, then read each."""
+    def __getitems__(self, idx: list[int]) -> Batch:
+        """A collated batch (the DataLoader's batched fetch; use :func:`loader`).
+
+        Prefetches the batch's patches, then de-quantizes each from the store straight into
+        one batch array: no per-patch float32 copy and no stacking afterwards.
+        """
         self.store.prefetch(self.ids[np.asarray(idx, dtype=np.int64)])
-        return [self[i] for i in idx]
+        p = self.store.embeddings.shape[-1]
+        channels = aef.BANDS + int(self.dem is not None and self.dem.channel)
+        x = np.empty((len(idx), channels, p, p), np.float32)
+        y = np.empty((len(idx), 1, p, p), np.float32)
+        mask = np.empty((len(idx), 1, p, p), bool)
+        for b, i in enumerate(idx):
+            y[b, 0], mask[b, 0] = self._fill(i, x[b])
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y, mask = self.__getitems__([i])
+        return x[0], y[0], mask[0]
+
+    def _fill(self, i: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write item ``i``'s input channels into ``x``; return its target and mask (P, P)."""
         k = int(self.ids[i])
-        codes = np.asarray(self.store.embeddings[k])  # views: de-quantizing makes the copy
+        codes = self.store.embeddings[k]  # a view of the map: de-quantizing reads it once
         z = np.asarray(self.store.dsm[k])
         mask = aef.valid_mask(codes) & ~np.isnan(z)
         if self.masks is not None:
             mask &= self.masks[i]
-        x = aef.dequantize(codes, nodata_value=0.0)
+        aef.dequantize(codes, nodata_value=0.0, out=x[: aef.BANDS])
         if self.dem is not None:
             assert self.store.coarse_dem is not None  # checked in __init__
             c = np.asarray(self.store.coarse_dem[k])
             mask &= ~np.isnan(c)
             if self.dem.channel:
-                x = np.concatenate([x, dem_channel(c, self.dem)])
+                x[aef.BANDS :] = dem_channel(c, self.dem)
             if self.dem.residual:
                 z = z - c
-        y = np.where(mask, (z - self.mean) / self.std, 0.0).astype(np.float32)
-        return torch.from_numpy(x), torch.from_numpy(y[None]), torch.from_numpy(mask[None])
+        return np.where(mask, (z - self.mean) / self.std, 0.0), mask
+
+
+def passthrough(batch: Batch) -> Batch:
+    """The collate function of a :class:`PatchDataset`: its batches come collated."""
+    return batch
+
+
+def loader(ds: PatchDataset, **kwargs: Any) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``ds`` (any DataLoader keyword but ``collate_fn``).
+
+    Use it for every loader over patches: it takes the dataset's collated batches as they
+    come (the default collate would stack them again).
+    """
+    return torch.utils.data.DataLoader(ds, collate_fn=passthrough, **kwargs)

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aef
-from .dataset import PatchDataset
+from .dataset import PatchDataset, loader
 from .dem import DemUse, dem_relief
 from .errors import ConfigError, NoValidData
 from .files import atomic_path
@@ -172,7 +172,7 @@ def _train_epoch(
 ) -> tuple[float, int]:
     """One pass over the train patches in the order drawn from ``g``; (mean loss, steps)."""
     order = torch.randperm(len(ds), generator=g).tolist()
-    loader = torch.utils.data.DataLoader(
+    batches = loader(
         ds,
         sampler=order,
         batch_size=ts.batch_size,
@@ -180,7 +180,7 @@ def _train_epoch(
         pin_memory=device.type == "cuda",
     )
     total, count, steps = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", mininterval=10)
+    bar = tqdm(batches, desc=desc, unit="batch", mininterval=10)
     for x, y, mask in bar:
         if ts.augment:
             x, y, mask = augment(x, y, mask, g=g)
@@ -276,7 +276,7 @@ def _load_data(
     return _Data(
         store,
         PatchDataset(store, train_ids, mean, std, train_masks, dem),
-        list(torch.utils.data.DataLoader(val_ds, batch_size=ts.batch_size)),  # cached
+        list(loader(val_ds, batch_size=ts.batch_size)),  # cached
         mean,
         std,
         fp,
