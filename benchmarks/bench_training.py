@@ -7,9 +7,8 @@ training DataLoader (reading, de-quantizing, masking, collating: the wait for da
 the CPU the loader runs in the training process), the batch augmentation, and the validation
 pass (left out of the step time). Share = data wait / training-loop time.
 
-``--variants before after`` also runs the reader as it was before this benchmark (no batch
-prefetch; de-quantized through an int16 copy), in its own process, in the same invocation, so
-the two can be compared.
+The reader compared in earlier runs (``before``: no batch prefetch, numpy's LUT through an
+int16 copy) is gone from the code; its numbers stay in benchmarks/README.md.
 
 Run:  nice -n 19 .venv/bin/python benchmarks/bench_training.py [--patch 128] [--steps 15]
 """
@@ -65,29 +64,11 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
     return store, gpkg, tif
 
 
-def old_reader() -> None:
-    """The reader before this benchmark: no batch prefetch, int16-indexed LUT."""
-    from aefheight import aef
-    from aefheight.dataset import PatchDataset
-
-    def dequantize(codes, nodata_value=np.nan):
-        lut = aef._LUT
-        if not np.isnan(nodata_value):
-            lut = aef._LUT.copy()
-            lut[0] = nodata_value
-        return lut[codes.astype(np.int16) + 128]
-
-    PatchDataset.__getitems__ = None  # the DataLoader then fetches item by item
-    aef.dequantize = dequantize
-
-
 def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out: Path) -> dict:
     import torch
     from aefheight import train
     from aefheight.models import ModelSettings
 
-    if a.variant == "before":
-        old_reader()
     t = {"wait": 0.0, "augment": 0.0, "validation": 0.0, "loop": 0.0, "steps": 0}
     base = torch.utils.data.DataLoader
 
@@ -147,7 +128,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="batch size (the study's 8)")
     ap.add_argument("--steps", type=int, default=15, help="training steps (one epoch)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variants", nargs="*", default=["after"], choices=["before", "after"])
+    ap.add_argument("--variants", nargs="*", default=["after"], choices=["after"])
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     a = ap.parse_args()
     store, split, tif = prepare(a)

@@ -35,7 +35,11 @@ def test_dequantize_is_the_lookup_bit_for_bit_in_any_shape_and_into_out(shape):
 
 def test_dequantize_refuses_an_out_it_cannot_fill():
     codes = np.zeros((2, 3), np.int8)
-    for bad in (np.empty((3, 2), np.float32), np.empty((2, 3)), np.empty((2, 6), np.float32)[:, ::2]):
+    for bad in (
+        np.empty((3, 2), np.float32),
+        np.empty((2, 3)),
+        np.empty((2, 6), np.float32)[:, ::2],
+    ):
         with pytest.raises(ValueError, match="out must be"):
             aef.dequantize(codes, out=bad)
 

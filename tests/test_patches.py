@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
+import torch
 from aefheight import aef
 from aefheight.dataset import PatchDataset, loader
 from aefheight.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
@@ -93,6 +94,32 @@ def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_pa
     np.testing.assert_array_equal(clone.read(len(store) - 1)[0], codes)
     with pytest.raises(IndexError):
         store.read(len(store))
+
+
+def test_batches_reuse_only_arrays_nothing_holds(tiny_aoi, tmp_path):
+    tile(
+        tiny_aoi["embeddings"],
+        tiny_aoi["dsm"],
+        make(TilingSettings, patch_size=64),
+        **store_paths(tmp_path),
+    )
+    store = PatchStore(*store_files(tmp_path))
+    ds = PatchDataset(store, np.arange(len(store)), mean=1.0, std=2.0)
+    held = ds.__getitems__([0, 1])
+    kept = [t.clone() for t in held]
+    other = ds.__getitems__([2, 3])  # the first batch is still held: new arrays
+    assert other[0].data_ptr() != held[0].data_ptr()
+    for a, b in zip(held, kept, strict=True):
+        assert torch.equal(a, b)  # untouched
+    view = held[0][1]  # a view keeps the whole batch alive
+    ptr = held[0].data_ptr()
+    del held, other
+    again = ds.__getitems__([4, 5])
+    assert again[0].data_ptr() != ptr and torch.equal(view, kept[0][1])
+    del view
+    assert ds.__getitems__([0, 1])[0].data_ptr() == ptr  # released: reused
+    for a, b in zip(ds.__getitems__([0, 1]), kept, strict=True):
+        assert torch.equal(a, b)  # reused arrays are filled afresh
 
 
 def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):

@@ -51,7 +51,9 @@ def dequantize(
         lut = _LUT_BYTES.copy()
         lut[NODATA & 0xFF] = nodata_value
     # OpenCV takes 2-D single-channel arrays: rows of the last axis
-    src = np.ascontiguousarray(codes).view(np.uint8).reshape(-1, codes.shape[-1] if codes.ndim else 1)
+    src = (
+        np.ascontiguousarray(codes).view(np.uint8).reshape(-1, codes.shape[-1] if codes.ndim else 1)
+    )
     cv2.LUT(src, lut[None], dst=out.reshape(src.shape))
     return out
 

@@ -5,6 +5,7 @@ Kept apart from :mod:`aefheight.patches` so that tiling and every raster step im
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from .dem import DemUse, dem_channel
 from .patches import PatchStore
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, y, mask, batch first
+SPARE_ARRAYS = 9  # batch arrays a dataset keeps for reuse: x, y, mask of three batches
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -44,6 +46,10 @@ class PatchDataset(torch.utils.data.Dataset):
         self.masks, self.dem = masks, dem
         if dem is not None and store.coarse_dem is None:
             raise ValueError("the model uses the coarse DEM but the patch store has none")
+        self._spare: list[np.ndarray] = []
+
+    def __getstate__(self) -> dict:  # spawned workers: no batch arrays travel with the dataset
+        return {**self.__dict__, "_spare": []}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,9 +63,9 @@ class PatchDataset(torch.utils.data.Dataset):
         self.store.prefetch(self.ids[np.asarray(idx, dtype=np.int64)])
         p = self.store.embeddings.shape[-1]
         channels = aef.BANDS + int(self.dem is not None and self.dem.channel)
-        x = np.empty((len(idx), channels, p, p), np.float32)
-        y = np.empty((len(idx), 1, p, p), np.float32)
-        mask = np.empty((len(idx), 1, p, p), bool)
+        x = self._array((len(idx), channels, p, p), np.float32)
+        y = self._array((len(idx), 1, p, p), np.float32)
+        mask = self._array((len(idx), 1, p, p), np.bool_)
         for b, i in enumerate(idx):
             y[b, 0], mask[b, 0] = self._fill(i, x[b])
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
@@ -67,6 +73,21 @@ class PatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y, mask = self.__getitems__([i])
         return x[0], y[0], mask[0]
+
+    def _array(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A batch array: an earlier one that nothing references any more, else a new one.
+
+        Fresh pages cost the kernel's zeroing, as much as the de-quantization itself
+        (benchmarks/README.md). A batch still held (a tensor, a view, a cached validation
+        batch) keeps its array, so reuse never overwrites data in use.
+        """
+        for a in self._spare:
+            # references: the list, the loop variable and getrefcount's argument
+            if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) == 3:
+                return a
+        a = np.empty(shape, dtype)
+        self._spare = [*self._spare[-(SPARE_ARRAYS - 1) :], a]
+        return a
 
     def _fill(self, i: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Write item ``i``'s input channels into ``x``; return its target and mask (P, P)."""
