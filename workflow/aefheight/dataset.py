@@ -109,8 +109,11 @@ class PatchDataset(torch.utils.data.Dataset):
         return np.where(mask, (z - self.mean) / self.std, 0.0), mask
 
 
-def passthrough(batch: Batch) -> Batch:
-    """The collate function of a :class:`PatchDataset`: its batches come collated."""
+def passthrough(batch: Any) -> Any:
+    """The collate function of a :class:`PatchDataset`: its batches come collated.
+
+    Typed ``Any`` because DataLoader types collate functions as taking a list.
+    """
     return batch
 
 
