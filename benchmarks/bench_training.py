@@ -3,9 +3,10 @@
 Runs the pipeline's own ``aefheight.train.train_net`` (U-Net++ ResNet-18, 64 bands, AdamW,
 augmentation on, the study's batch size) for one epoch on a patch store made by the ``tile``
 step, and times from outside, without touching the training code: every ``next()`` on the
-training DataLoader (reading, de-quantizing, masking, collating: the wait for data, since on
-the CPU the loader runs in the training process), the batch augmentation, and the validation
-pass (left out of the step time). Share = data wait / training-loop time.
+training DataLoader (reading, masking, collating int8 batches: the wait for data, since on the
+CPU the loader runs in the training process), the batch augmentation, ``model_input`` (the
+codes' de-quantization into the float32 channels-last input, inside the step), and the
+validation pass (left out of the step time). Share = that time / training-loop time.
 
 The reader compared in earlier runs (``before``: no batch prefetch, numpy's LUT through an
 int16 copy) is gone from the code; its numbers stay in benchmarks/README.md.
@@ -69,7 +70,8 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
     from aefheight import train
     from aefheight.models import ModelSettings
 
-    t = {"wait": 0.0, "augment": 0.0, "validation": 0.0, "loop": 0.0, "steps": 0}
+    t = {"wait": 0.0, "augment": 0.0, "input": 0.0, "validation": 0.0, "loop": 0.0, "steps": 0}
+    in_eval = [False]
     base = torch.utils.data.DataLoader
 
     class TimedLoader(base):
@@ -93,7 +95,7 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
             if self.is_train:
                 t["loop"] += time.perf_counter() - t_loop
 
-    augment, evaluate = train.augment, train._evaluate
+    augment, evaluate, model_input = train.augment, train._evaluate, train.model_input
 
     def timed_augment(*args, **kw):
         t0 = time.perf_counter()
@@ -103,12 +105,22 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
 
     def timed_evaluate(*args, **kw):
         t0 = time.perf_counter()
+        in_eval[0] = True
         r = evaluate(*args, **kw)
+        in_eval[0] = False
         t["validation"] += time.perf_counter() - t0
+        return r
+
+    def timed_model_input(*args, **kw):
+        t0 = time.perf_counter()
+        r = model_input(*args, **kw)
+        if not in_eval[0]:
+            t["input"] += time.perf_counter() - t0
         return r
 
     torch.utils.data.DataLoader = TimedLoader
     train.augment, train._evaluate = timed_augment, timed_evaluate
+    train.model_input = timed_model_input
     ms = c.settings_of(ModelSettings, arch="unetplusplus")
     ts = c.settings_of(
         train.TrainSettings, max_epochs=1, patience=1, batch_size=a.batch, device="cpu"
@@ -150,8 +162,12 @@ def main() -> None:
                 "step s": t["loop"] / t["steps"],
                 "data wait ms/step": 1000 * t["wait"] / t["steps"],
                 "augment ms/step": 1000 * t["augment"] / t["steps"],
+                "de-quantize ms/step": 1000 * t["input"] / t["steps"],
                 "data wait share": f"{100 * t['wait'] / t['loop']:.2f} %",
-                "wait+augment share": f"{100 * (t['wait'] + t['augment']) / t['loop']:.2f} %",
+                "wait+de-quantize share": f"{100 * (t['wait'] + t['input']) / t['loop']:.2f} %",
+                "wait+augment+de-quantize share": (
+                    f"{100 * (t['wait'] + t['augment'] + t['input']) / t['loop']:.2f} %"
+                ),
                 "validation s": t["validation"],
             }
         )

@@ -1,9 +1,10 @@
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 import torch
 from aefheight import aef
-from aefheight.dataset import PatchDataset, loader
+from aefheight.dataset import PatchDataset, dequantize_on_device, loader, model_input
 from aefheight.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
 from aefheight.patches import PatchStore, TilingSettings, tile
 from aefheight.settings import make
@@ -57,13 +58,28 @@ def test_dataset_dequantizes_and_masks(tiny_aoi, tmp_path):
     )
     store = PatchStore(*store_files(tmp_path))
     ds = PatchDataset(store, np.arange(len(store)), mean=50.0, std=10.0)
-    x, y, m = ds[0]
-    assert x.shape == (64, 64, 64) and y.shape == m.shape == (1, 64, 64)
+    c, e, y, m = ds[0]
+    assert c.dtype == torch.int8 and e.shape == (0, 64, 64)
+    assert c.shape == (64, 64, 64) and y.shape == m.shape == (1, 64, 64)
     codes, z = store.embeddings[0], store.dsm[0]
-    np.testing.assert_allclose(x.numpy(), aef.dequantize(codes, nodata_value=0.0))
+    np.testing.assert_array_equal(c.numpy(), codes)
+    x = model_input(c[None], e[None], torch.device("cpu"))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(x[0].numpy(), aef.dequantize(codes, nodata_value=0.0))
     valid = aef.valid_mask(codes) & ~np.isnan(z)
     np.testing.assert_array_equal(m.numpy()[0], valid)
     np.testing.assert_allclose(y.numpy()[0][valid], (z[valid] - 50.0) / 10.0, rtol=1e-6)
+
+
+def test_device_dequantization_equals_the_cpu_lookup_bit_for_bit():
+    codes = torch.arange(-128, 128, dtype=torch.int8).repeat(3, 64, 1).reshape(3, 64, 16, 16)
+    x = model_input(codes, torch.ones(3, 1, 16, 16), torch.device("cpu"))
+    want = aef.dequantize(codes.numpy(), nodata_value=0.0)
+    assert x.shape == (3, 65, 16, 16) and torch.equal(x[:, 64:], torch.ones(3, 1, 16, 16))
+    np.testing.assert_array_equal(x[:, :64].numpy(), want)
+    # the gather used on GPUs, run here on the CPU: the same float32 values
+    np.testing.assert_array_equal(dequantize_on_device(codes).numpy(), want)
+    assert x[0, 0, 0, 0] == 0.0  # nodata (-128) as 0 for the model
 
 
 def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_path):
@@ -87,9 +103,9 @@ def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_pa
     for b, i in enumerate([1, 0]):
         for one, many in zip(ds[i], batch, strict=True):
             np.testing.assert_array_equal(one.numpy(), many[b].numpy())
-    x, y, m = next(iter(loader(ds, batch_size=3)))  # the factory's loader keeps them collated
-    assert x.shape == (3, 64, 64, 64) and y.shape == m.shape == (3, 1, 64, 64)
-    np.testing.assert_array_equal(x[2].numpy(), ds[2][0].numpy())
+    c, _, y, m = next(iter(loader(ds, batch_size=3)))  # the factory's loader keeps them collated
+    assert c.shape == (3, 64, 64, 64) and y.shape == m.shape == (3, 1, 64, 64)
+    np.testing.assert_array_equal(c[2].numpy(), ds[2][0].numpy())
     clone = pickle.loads(pickle.dumps(store))  # e.g. spawned DataLoader workers
     np.testing.assert_array_equal(clone.read(len(store) - 1)[0], codes)
     with pytest.raises(IndexError):
@@ -177,3 +193,26 @@ def test_coarse_dem_patches_equal_its_windows_and_a_misfit_dem_is_refused(tiny_a
             store_coarse_dem=tmp_path / "b" / "c.npy",
         )  # fmt: skip
     assert not (tmp_path / "b" / "c.npy").exists()
+
+
+@pytest.mark.parametrize("stride", [32, 64, 96])
+def test_tiling_in_column_chunks_writes_the_same_store(tiny_aoi, tmp_path, monkeypatch, stride):
+    import aefheight.patches as patches
+
+    def run(chunk_px: int) -> dict[str, bytes]:
+        monkeypatch.setattr(patches, "CHUNK_PX", chunk_px)
+        out = tmp_path / str(chunk_px)
+        out.mkdir()
+        paths = {**store_paths(out), "store_coarse_dem": out / "coarse_dem.npy"}
+        s = make(TilingSettings, patch_size=64, stride=stride, min_valid_fraction=0.3)
+        tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], s, paths["index"],
+             paths["store_embeddings"], paths["store_dsm"], tiny_aoi["coarse_dem"],
+             paths["store_coarse_dem"])  # fmt: skip
+        return {k: v.read_bytes() for k, v in paths.items() if k != "index"} | {
+            "index": gpd.read_parquet(paths["index"]).to_json().encode()
+        }
+
+    whole = run(10_000)  # the AOI's whole width in one window
+    assert len(np.load(tmp_path / "10000" / "dsm.npy")) > 3
+    assert run(64) == whole  # one patch column per window
+    assert run(130) == whole  # windows of two columns, overlapping when stride < patch

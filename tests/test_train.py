@@ -242,7 +242,7 @@ DEM_NET = {**SMALL, "dem_channel": True, "target": "residual"}
 
 
 def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path):
-    from aefheight.dataset import PatchDataset
+    from aefheight.dataset import PatchDataset, model_input
     from aefheight.train import _dem_use, split_patches, target_stats
 
     ms = make(ModelSettings, **DEM_NET)
@@ -253,7 +253,8 @@ def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path)
     mean, std = target_stats(st, ids, masks, dem)
     height_mean, _ = target_stats(st, ids, masks)
     assert abs(mean) < 0.2 * height_mean  # reference - coarse DEM is small next to the height
-    x, y, m = PatchDataset(st, ids, mean, std, masks, dem)[0]
+    codes, extra, y, m = PatchDataset(st, ids, mean, std, masks, dem)[0]
+    x = model_input(codes[None], extra[None], torch.device("cpu"))[0]
     assert x.shape[0] == 65 and abs(float(x[64][m[0]].mean())) < 1.0  # relief: no height
     k = int(ids[0])
     want = (st.dsm[k] - st.coarse_dem[k] - mean) / std

@@ -46,16 +46,23 @@ def dequantize(
         raise ValueError(f"out must be C-contiguous float32 of shape {codes.shape}")
     if codes.size == 0:
         return out
-    lut = _LUT_BYTES
-    if not np.isnan(nodata_value):
-        lut = _LUT_BYTES.copy()
-        lut[NODATA & 0xFF] = nodata_value
+    lut = dequantization_table(nodata_value)
     # OpenCV takes 2-D single-channel arrays: rows of the last axis
     src = (
         np.ascontiguousarray(codes).view(np.uint8).reshape(-1, codes.shape[-1] if codes.ndim else 1)
     )
     cv2.LUT(src, lut[None], dst=out.reshape(src.shape))
     return out
+
+
+def dequantization_table(nodata_value: float = np.nan) -> np.ndarray:
+    """The 256 float32 values of the codes, indexed by the codes' bytes (``uint8`` view).
+
+    Use it to de-quantize elsewhere (e.g. on a GPU) with the same values bit for bit.
+    """
+    lut = _LUT_BYTES.copy()
+    lut[NODATA & 0xFF] = nodata_value
+    return lut
 
 
 def quantize(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

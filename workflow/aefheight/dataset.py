@@ -15,21 +15,26 @@ from . import aef
 from .dem import DemUse, dem_channel
 from .patches import PatchStore
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, y, mask, batch first
-SPARE_ARRAYS = 9  # batch arrays a dataset keeps for reuse: x, y, mask of three batches
+# codes int8 (B, 64, P, P), extra float32 (B, E, P, P), y float32 (B, 1, P, P), mask bool
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+SPARE_ARRAYS = 12  # batch arrays a dataset keeps for reuse: the 4 arrays of three batches
 
 
 class PatchDataset(torch.utils.data.Dataset):
-    """Patches as tensors: de-quantized embeddings, standardized target, validity mask.
+    """Patches as tensors: int8 embedding codes, extra channels, standardized target, mask.
 
-    Use it for training and validation; augmentation happens on batches in the training loop
-    so that it is reproducible from the seed and epoch alone.
+    Use it for training and validation with :func:`loader`, and turn each batch into the
+    network's input with :func:`model_input` on the training device: the embeddings stay
+    int8 through the DataLoader and the host-to-device copy (a quarter of float32's bytes) and
+    are de-quantized where the model runs. Augmentation happens on batches in the training
+    loop so that it is reproducible from the seed and epoch alone.
 
-    Returns per item ``(x, y, mask)``: x float32 (64, P, P) with nodata as 0, y float32
+    Returns per item ``(codes, extra, y, mask)``: codes int8 (64, P, P) as stored, extra
+    float32 (E, P, P) (E = 1 with the coarse DEM's relief channel, else 0), y float32
     (1, P, P) standardized with ``(h - mean) / std`` (0 where invalid), mask bool (1, P, P).
     ``masks`` (N, P, P), when given, further restricts each patch's mask (e.g. the split's
     buffer pixels are left out of the loss). ``dem`` (the store then holds the coarse DEM)
-    adds its relief as a 65th channel and/or makes the target reference minus coarse DEM;
+    adds its relief as an extra channel and/or makes the target reference minus coarse DEM;
     pixels without a coarse DEM then leave the loss.
     """
 
@@ -57,27 +62,28 @@ class PatchDataset(torch.utils.data.Dataset):
     def __getitems__(self, idx: list[int]) -> Batch:
         """A collated batch (the DataLoader's batched fetch; use :func:`loader`).
 
-        Prefetches the batch's patches, then de-quantizes each from the store straight into
-        one batch array: no per-patch float32 copy and no stacking afterwards.
+        Prefetches the batch's patches, then copies each from the store straight into one
+        batch array: no per-patch copy and no stacking afterwards.
         """
         self.store.prefetch(self.ids[np.asarray(idx, dtype=np.int64)])
-        p = self.store.embeddings.shape[-1]
-        channels = aef.BANDS + int(self.dem is not None and self.dem.channel)
-        x = self._array((len(idx), channels, p, p), np.float32)
-        y = self._array((len(idx), 1, p, p), np.float32)
-        mask = self._array((len(idx), 1, p, p), np.bool_)
+        n, p = len(idx), self.store.embeddings.shape[-1]
+        extra_channels = int(self.dem is not None and self.dem.channel)
+        codes = self._array((n, aef.BANDS, p, p), np.int8)
+        extra = self._array((n, extra_channels, p, p), np.float32)
+        y = self._array((n, 1, p, p), np.float32)
+        mask = self._array((n, 1, p, p), np.bool_)
         for b, i in enumerate(idx):
-            y[b, 0], mask[b, 0] = self._fill(i, x[b])
-        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
+            y[b, 0], mask[b, 0] = self._fill(i, codes[b], extra[b])
+        return tuple(torch.from_numpy(a) for a in (codes, extra, y, mask))  # type: ignore[return-value]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, y, mask = self.__getitems__([i])
-        return x[0], y[0], mask[0]
+    def __getitem__(self, i: int) -> Batch:
+        codes, extra, y, mask = self.__getitems__([i])
+        return codes[0], extra[0], y[0], mask[0]
 
     def _array(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A batch array: an earlier one that nothing references any more, else a new one.
 
-        Fresh pages cost the kernel's zeroing, as much as the de-quantization itself
+        Fresh pages cost the kernel's zeroing, as much as copying the patch into them
         (benchmarks/README.md). A batch still held (a tensor, a view, a cached validation
         batch) keeps its array, so reuse never overwrites data in use.
         """
@@ -89,24 +95,74 @@ class PatchDataset(torch.utils.data.Dataset):
         self._spare = [*self._spare[-(SPARE_ARRAYS - 1) :], a]
         return a
 
-    def _fill(self, i: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Write item ``i``'s input channels into ``x``; return its target and mask (P, P)."""
+    def _fill(self, i: int, codes: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write item ``i``'s codes and extra channels; return its target and mask (P, P)."""
         k = int(self.ids[i])
-        codes = self.store.embeddings[k]  # a view of the map: de-quantizing reads it once
+        np.copyto(codes, self.store.embeddings[k])
         z = np.asarray(self.store.dsm[k])
         mask = aef.valid_mask(codes) & ~np.isnan(z)
         if self.masks is not None:
             mask &= self.masks[i]
-        aef.dequantize(codes, nodata_value=0.0, out=x[: aef.BANDS])
         if self.dem is not None:
             assert self.store.coarse_dem is not None  # checked in __init__
             c = np.asarray(self.store.coarse_dem[k])
             mask &= ~np.isnan(c)
             if self.dem.channel:
-                x[aef.BANDS :] = dem_channel(c, self.dem)
+                extra[0] = dem_channel(c, self.dem)
             if self.dem.residual:
                 z = z - c
         return np.where(mask, (z - self.mean) / self.std, 0.0), mask
+
+
+_DEVICE_LUTS: dict[torch.device, torch.Tensor] = {}
+
+
+def model_input(codes: torch.Tensor, extra: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The network's input from a batch: float32 (B, 64 + E, P, P) on ``device``, channels-last.
+
+    Use it on every batch of a :class:`PatchDataset` right before the model: the int8 codes
+    cross to ``device`` and are de-quantized there (nodata as 0), with the same float32 table
+    as :func:`aefheight.aef.dequantize`, so values are identical on every device. On the CPU
+    the codes are put channels-last as int8 (a quarter of the bytes to move) and OpenCV's
+    threaded lookup writes the float32 input in place; elsewhere a gather on the device.
+    """
+    codes = codes.to(device, non_blocking=True)
+    b, _, p, q = codes.shape
+    shape = (b, aef.BANDS + extra.shape[1], p, q)
+    if device.type != "cpu":
+        x = torch.empty(shape, device=device)
+        x[:, : aef.BANDS] = dequantize_on_device(codes)
+        x[:, aef.BANDS :] = extra.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last)
+    x = torch.empty(shape, memory_format=torch.channels_last)
+    nhwc = x.permute(0, 2, 3, 1).numpy()  # x's own memory, (B, P, P, C) C-contiguous
+    codes_nhwc = _channels_last_codes(codes.numpy())
+    if extra.shape[1] == 0:
+        aef.dequantize(codes_nhwc, nodata_value=0.0, out=nhwc)
+    else:
+        nhwc[..., : aef.BANDS] = aef.dequantize(codes_nhwc, nodata_value=0.0)
+        nhwc[..., aef.BANDS :] = extra.permute(0, 2, 3, 1).numpy()
+    return x
+
+
+def _channels_last_codes(codes: np.ndarray) -> np.ndarray:
+    """int8 (B, C, P, P) -> (B, P, P, C): OpenCV's blocked transpose, ~5x torch's permute here."""
+    import cv2
+
+    b, c, p, q = codes.shape
+    out = np.empty((b, p, q, c), np.int8)
+    for i in range(b):
+        src = np.ascontiguousarray(codes[i]).view(np.uint8).reshape(c, p * q)
+        cv2.transpose(src, dst=out[i].view(np.uint8).reshape(p * q, c))
+    return out
+
+
+def dequantize_on_device(codes: torch.Tensor) -> torch.Tensor:
+    """:func:`aefheight.aef.dequantize` (nodata as 0) as a gather on ``codes``' device."""
+    if codes.device not in _DEVICE_LUTS:
+        lut = aef.dequantization_table(nodata_value=0.0)
+        _DEVICE_LUTS[codes.device] = torch.from_numpy(lut).to(codes.device)
+    return _DEVICE_LUTS[codes.device][codes.view(torch.uint8).int()]
 
 
 def passthrough(batch: Any) -> Any:

@@ -4,7 +4,7 @@ The store is two ``.npy`` files that training memory-maps: ``embeddings.npy`` (N
 int8 codes, exactly as AEF stores them, and ``dsm.npy`` (N, P, P) float32 heights with NaN for
 nodata. Each patch is one contiguous run of bytes, so reading a patch is one sequential read.
 ``index.parquet`` has one row per patch: pixel offsets, footprint, valid fraction and height
-statistics. De-quantization happens at load time (:class:`aefheight.dataset.PatchDataset`).
+statistics. De-quantization happens on the training device (:func:`aefheight.dataset.model_input`).
 No torch here: the tiling env and every raster step stay torch-free.
 """
 
@@ -178,7 +178,7 @@ def _append(fh: BinaryIO, a: np.ndarray, dtype: type) -> None:
     fh.write(np.ascontiguousarray(a, dtype).data)
 
 
-def _read_row(
+def _read_window(
     emb: rasterio.io.DatasetReader,
     dsm: rasterio.io.DatasetReader,
     coarse: rasterio.io.DatasetReader | None,
@@ -189,29 +189,46 @@ def _read_row(
     return read_checked(emb, win), z, None if coarse is None else read_dsm_block(coarse, win)
 
 
-def _tile_row(
-    row: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+CHUNK_PX = 2048  # columns read at once: tiling memory does not grow with the AOI's width
+
+
+def _column_chunks(cols: list[int], p: int, width: int) -> list[tuple[int, int, list[int]]]:
+    """``(start, stop, patch columns)``: windows that cover ``[0, width)`` and each patch once.
+
+    Whole windows, so that "no valid pixel at all" still looks at every column.
+    """
+    per = max(1, CHUNK_PX // p)
+    groups = [cols[i : i + per] for i in range(0, len(cols), per)]
+    starts = [0] + [g[0] for g in groups[1:]]
+    stops = [max(g[-1] + p, nxt) for g, nxt in zip(groups, [*starts[1:], width], strict=True)]
+    return list(zip(starts, stops, groups, strict=True))
+
+
+def _tile_chunk(
+    chunk: tuple[np.ndarray, np.ndarray, np.ndarray | None],
     r0: int,
+    c_start: int,
     cols: list[int],
     s: TilingSettings,
     grid: Grid,
     stores: dict[str, BinaryIO],
     records: list[dict],
 ) -> bool:
-    """Store the kept patches of one patch row; whether the row had any valid pixel."""
-    codes, z, c = row
+    """Store the kept patches of one chunk of a patch row; whether it had any valid pixel."""
+    codes, z, c = chunk
     p = s.patch_size
     valid = aef.valid_mask(codes) & ~np.isnan(z)
     for c0 in cols:
-        frac = float(valid[:, c0 : c0 + p].mean())
+        j = c0 - c_start
+        frac = float(valid[:, j : j + p].mean())
         if frac < s.min_valid_fraction:
             continue
-        zp = np.where(valid[:, c0 : c0 + p], z[:, c0 : c0 + p], np.nan)
+        zp = np.where(valid[:, j : j + p], z[:, j : j + p], np.nan)
         n = len(records)
-        _append(stores["embeddings"], codes[:, :, c0 : c0 + p], np.int8)
+        _append(stores["embeddings"], codes[:, :, j : j + p], np.int8)
         _append(stores["dsm"], zp, np.float32)
         if c is not None:
-            _append(stores["coarse_dem"], c[:, c0 : c0 + p], np.float32)
+            _append(stores["coarse_dem"], c[:, j : j + p], np.float32)
         records.append(_record(n, r0, c0, p, frac, zp, grid))
     return bool(valid.any())
 
@@ -263,9 +280,11 @@ def tile(
             stack.callback(fh.close)
         records: list[dict] = []
         any_valid = False
+        chunks = _column_chunks(cols, p, grid.width)
         for r0 in tqdm(rows, desc="tiling", unit="patch row", mininterval=5):
-            row = _read_row(emb, dsm, coarse, ((r0, r0 + p), (0, grid.width)))
-            any_valid |= _tile_row(row, r0, cols, s, grid, stores, records)
+            for start, stop, group in chunks:
+                chunk = _read_window(emb, dsm, coarse, ((r0, r0 + p), (start, stop)))
+                any_valid |= _tile_chunk(chunk, r0, start, group, s, grid, stores, records)
         for fh in stores.values():
             fh.close()
         _no_patch(len(records), n_max, any_valid, s, f"{embeddings_path}, {dsm_path}")

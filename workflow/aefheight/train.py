@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aef
-from .dataset import PatchDataset, loader
+from .dataset import PatchDataset, loader, model_input
 from .dem import DemUse, dem_relief
 from .errors import ConfigError, NoValidData
 from .files import atomic_path
@@ -147,9 +147,9 @@ def _evaluate(
     model.eval()
     se, n = 0.0, 0.0
     with torch.inference_mode():
-        for x, y, mask in batches:
-            x, y, mask = x.to(device), y.to(device), mask.to(device)
-            x = x.contiguous(memory_format=torch.channels_last)
+        for codes, extra, y, mask in batches:
+            x = model_input(codes, extra, device)
+            y, mask = y.to(device), mask.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 p = model(x)
             m = mask.float()
@@ -181,10 +181,10 @@ def _train_epoch(
     )
     total, count, steps = 0.0, 0, 0
     bar = tqdm(batches, desc=desc, unit="batch", mininterval=10)
-    for x, y, mask in bar:
+    for codes, extra, y, mask in bar:
         if ts.augment:
-            x, y, mask = augment(x, y, mask, g=g)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
+            codes, extra, y, mask = augment(codes, extra, y, mask, g=g)
+        x = model_input(codes, extra, device)
         y, mask = y.to(device), mask.to(device)
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
