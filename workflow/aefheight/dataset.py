@@ -130,11 +130,11 @@ def model_input(codes: torch.Tensor, extra: torch.Tensor, device: torch.device) 
     b, _, p, q = codes.shape
     shape = (b, aef.BANDS + extra.shape[1], p, q)
     if device.type != "cpu":
-        x = torch.empty(shape, device=device)
+        x = torch.empty(shape, dtype=torch.float32, device=device)
         x[:, : aef.BANDS] = dequantize_on_device(codes)
         x[:, aef.BANDS :] = extra.to(device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last)
-    x = torch.empty(shape, memory_format=torch.channels_last)
+    x = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
     nhwc = x.permute(0, 2, 3, 1).numpy()  # x's own memory, (B, P, P, C) C-contiguous
     codes_nhwc = _channels_last_codes(codes.numpy())
     if extra.shape[1] == 0:

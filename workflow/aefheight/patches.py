@@ -155,8 +155,10 @@ def _origins(grid: Grid, s: TilingSettings) -> tuple[list[int], list[int]]:
     return rows, cols
 
 
-def _open_stores(paths: dict[str, Path], n_max: int, p: int) -> dict[str, BinaryIO]:
-    """The stores being written (``paths``: name -> temporary path), as open files.
+def _open_stores(
+    paths: dict[str, Path], n_max: int, p: int, stack: contextlib.ExitStack
+) -> dict[str, BinaryIO]:
+    """The stores being written (``paths``: name -> temporary path), as files open in ``stack``.
 
     Each is positioned after its ``.npy`` header for ``n_max`` patches (:func:`_shrink_npy`
     sets the kept count at the end). Patches are appended with plain writes: through a memory
@@ -166,7 +168,7 @@ def _open_stores(paths: dict[str, Path], n_max: int, p: int) -> dict[str, Binary
     stores: dict[str, BinaryIO] = {}
     for k, v in paths.items():
         dtype, shape = dtypes.get(k, (np.float32, (n_max, p, p)))
-        fh = open(v, "wb")  # closed by tile (its exit stack), before the header is rewritten
+        fh = stack.enter_context(open(v, "wb"))  # tile closes it before rewriting the header
         header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(fh, header)
         stores[k] = fh
@@ -275,9 +277,7 @@ def tile(
         rows, cols = _origins(grid, s)
         n_max = len(rows) * len(cols)
         tmp = {k: stack.enter_context(atomic_path(v)) for k, v in outputs.items()}
-        stores = _open_stores(tmp, n_max, p)
-        for fh in stores.values():
-            stack.callback(fh.close)
+        stores = _open_stores(tmp, n_max, p, stack)
         records: list[dict] = []
         any_valid = False
         chunks = _column_chunks(cols, p, grid.width)
