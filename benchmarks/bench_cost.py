@@ -105,7 +105,7 @@ def predict_rates(size: int, threads: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(c.ROOT / "workflow")}
     rates = {}
     for arch in ("unet", "unetplusplus", "ridge"):
-        ckpt = make_checkpoint(arch, c.DATA / f"{arch}_random.pt")
+        ckpt = make_checkpoint(arch, c.DATA / f"{arch}_random.pt", PREDICT["window"])
         out = c.DATA / "cost_pred.tif"
         cmd = [sys.executable, "-m", "aefheight", "predict", "--settings", json.dumps(PREDICT)]
         cmd += ["--model", arch, "--seed", "0", "--embeddings", str(paths["embeddings"])]

@@ -37,14 +37,14 @@ import numpy as np
 os.environ.setdefault("GDAL_CACHEMAX", "256")  # as `python -m aefheight` sets it for every step
 
 
-def make_checkpoint(arch: str, path: Path) -> Path:
+def make_checkpoint(arch: str, path: Path, patch: int) -> Path:
+    """A checkpoint with random weights (the same cost as trained ones), as train.py writes it."""
     import torch
     from aefheight.models import ModelSettings, build_model, save_checkpoint
 
-    if not path.exists():
-        torch.manual_seed(0)
-        ms = c.settings_of(ModelSettings, arch=arch)
-        save_checkpoint(path, build_model(ms), ms, mean=60.0, std=25.0)
+    torch.manual_seed(0)
+    ms = c.settings_of(ModelSettings, arch=arch)
+    save_checkpoint(path, build_model(ms), ms, mean=60.0, std=25.0, patch_size=patch)
     return path
 
 
@@ -84,7 +84,7 @@ def part_overhead(a: argparse.Namespace) -> dict:
 
     torch.set_num_threads(a.threads)
     paths = c.make_aoi(a.overhead_size, a.overhead_size, f"aoi_{a.overhead_size}")
-    ckpt = make_checkpoint("unetplusplus", c.DATA / "unetplusplus_random.pt")
+    ckpt = make_checkpoint("unetplusplus", c.DATA / "unetplusplus_random.pt", 256)
     s = c.settings_of(PredictSettings, window=256, overlap=64, batch_size=4)  # the study's config
     batches = window_batches(paths["embeddings"], s)
     model, _ = load_checkpoint(ckpt)
@@ -214,7 +214,7 @@ def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, 
 
 
 def part_memory(a: argparse.Namespace) -> list[dict]:
-    ckpt = make_checkpoint("ridge", c.DATA / "ridge_random.pt")
+    ckpt = make_checkpoint("ridge", c.DATA / "ridge_random.pt", a.window)
     settings = {"window": a.window, "overlap": a.overlap, "batch_size": a.batch, "device": "cpu"}
     env = {**os.environ, "PYTHONPATH": str(c.ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
     rows = []
