@@ -74,7 +74,8 @@ class PatchDataset(torch.utils.data.Dataset):
         mask = self._array((n, 1, p, p), np.bool_)
         for b, i in enumerate(idx):
             y[b, 0], mask[b, 0] = self._fill(i, codes[b], extra[b])
-        return tuple(torch.from_numpy(a) for a in (codes, extra, y, mask))  # type: ignore[return-value]
+        t = torch.from_numpy
+        return t(codes), t(extra), t(y), t(mask)
 
     def __getitem__(self, i: int) -> Batch:
         codes, extra, y, mask = self.__getitems__([i])
