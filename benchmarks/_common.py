@@ -179,3 +179,22 @@ def tile_store(paths: dict[str, Path], store_dir: Path, patch: int):
     emb, dsm = store_files(store_dir)
     s = settings_of(TilingSettings, patch_size=patch)
     return tile(paths["embeddings"], paths["dsm"], s, store_dir / "index.parquet", emb, dsm)
+
+
+_TILE = """
+import sys
+sys.path.insert(0, {workflow!r})
+from pathlib import Path
+from aefheight.patches import TilingSettings, tile
+from aefheight.settings import make
+out = Path({out!r})
+tile(Path({emb!r}), Path({dsm!r}), make(TilingSettings, patch_size={patch}), out / "index.parquet",
+     out / "embeddings.npy", out / "dsm.npy")
+"""
+
+
+def tile_code(paths: dict[str, Path], store_dir: Path, patch: int) -> str:
+    """Python source running the tile step into ``store_dir``, for ``python -c`` in a fresh
+    process (so that its time and peak RSS are the step's own, with only what it imports)."""
+    return _TILE.format(workflow=str(ROOT / "workflow"), out=str(store_dir), patch=patch,
+                        emb=str(paths["embeddings"]), dsm=str(paths["dsm"]))  # fmt: skip

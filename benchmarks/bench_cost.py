@@ -41,17 +41,6 @@ AOIS = {  # name -> pixels at 10 m
 TRAIN_SHARE = 0.6  # the split's train fraction (config/paper.yaml)
 PREDICT = {"window": 512, "overlap": 128, "batch_size": 4, "device": "cpu"}
 
-TILE = """
-import sys
-sys.path.insert(0, {workflow!r})
-from pathlib import Path
-from aefheight.patches import TilingSettings, tile
-from aefheight.settings import make
-out = Path({out!r})
-tile(Path({emb!r}), Path({dsm!r}), make(TilingSettings, patch_size=512), out / "index.parquet",
-     out / "embeddings.npy", out / "dsm.npy")
-"""
-
 
 def tile_rate(size: int) -> tuple[float, dict[str, float]]:
     """AOI px/s of tiling, and bytes per AOI pixel of the GeoTIFFs and of the store."""
@@ -61,8 +50,7 @@ def tile_rate(size: int) -> tuple[float, dict[str, float]]:
     out = c.DATA / "cost_store"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    code = TILE.format(workflow=str(c.ROOT / "workflow"), out=str(out),
-                       emb=str(paths["embeddings"]), dsm=str(paths["dsm"]))  # fmt: skip
+    code = c.tile_code(paths, out, patch=512)
     wall, _, _ = c.run_measured([sys.executable, "-c", code], env={**os.environ})
     px = size * size
     per_px = {

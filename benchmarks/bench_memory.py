@@ -23,17 +23,6 @@ import sys
 
 import _common as c
 
-TILE = """
-import sys
-sys.path.insert(0, {workflow!r})
-from pathlib import Path
-from aefheight.patches import TilingSettings, tile
-from aefheight.settings import make
-out = Path({out!r})
-tile(Path({emb!r}), Path({dsm!r}), make(TilingSettings, patch_size=256), out / "index.parquet",
-     out / "embeddings.npy", out / "dsm.npy")
-"""
-
 SYNTH = """
 import sys
 sys.path.insert(0, {workflow!r})
@@ -70,8 +59,7 @@ def main() -> None:
     rows = []
     for size in a.sizes:
         paths = c.make_aoi(size, size, f"aoi_{size}")
-        code = TILE.format(workflow=workflow, out=str(scratch), emb=str(paths["embeddings"]),
-                           dsm=str(paths["dsm"]))  # fmt: skip
+        code = c.tile_code(paths, scratch, patch=256)
         rows.append(measure("tile", code, size, scratch))
     for size in a.synth:
         code = SYNTH.format(workflow=workflow, out=str(scratch), size=size)
