@@ -46,7 +46,7 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "seaborn": ("seaborn-base", "seaborn"),
     "geopandas": ("geopandas", "geopandas-base"),
 }
-TORCH_RULES = {"train_net", "train_ridge", "predict"}  # no other env carries torch
+TORCH_RULES = {"train_net", "train_ridge", "predict", "predict_shard"}  # no other env carries torch
 # conda-forge name -> PyPI name in pyproject.toml, where they differ
 PYPI_NAMES = {
     "pytorch": "torch",

@@ -50,6 +50,25 @@ def tile(a: A) -> None:
     )  # fmt: skip
 
 
+def tile_shard(a: A) -> None:
+    """Run ``tile-shard``: the patch store and index of one shard's patches."""
+    from .patches import TilingSettings, tile
+    from .shards import ShardingSettings, shard_of
+
+    window = shard_of(a.embeddings, a.shard, _settings(ShardingSettings, a, flag="sharding"))
+    tile(
+        a.embeddings, a.dsm, _settings(TilingSettings, a), a.index, a.store_embeddings,
+        a.store_dsm, a.coarse_dem, a.store_coarse_dem, window,
+    )  # fmt: skip
+
+
+def merge_patches(a: A) -> None:
+    """Run ``merge-patches``: one index over every shard's patch store."""
+    from .patches import merge_shard_indexes
+
+    merge_shard_indexes(a.indexes, a.index)
+
+
 def split(a: A) -> None:
     """Run ``split``: write the split's patch GeoPackage, label raster and areas table."""
     from .split import SplitSettings, write_split
@@ -150,6 +169,26 @@ def predict(a: A) -> None:
     )  # fmt: skip
 
 
+def predict_shard(a: A) -> None:
+    """Run ``predict-shard``: one shard of the whole-AOI prediction (a tiled GeoTIFF)."""
+    from .predict import PredictSettings, predict_raster
+    from .shards import ShardingSettings, shard_of
+
+    window = shard_of(a.embeddings, a.shard, _settings(ShardingSettings, a, flag="sharding"))
+    meta = {"model": a.model, "seed": str(a.seed)}
+    predict_raster(
+        a.embeddings, a.checkpoint, a.prediction, _settings(PredictSettings, a), a.threads,
+        meta=meta, coarse_dem_path=a.coarse_dem, window=window,
+    )  # fmt: skip
+
+
+def assemble_prediction(a: A) -> None:
+    """Run ``assemble-prediction``: the shards' predictions as one COG of the AOI."""
+    from .raster import mosaic_cog
+
+    mosaic_cog(a.shards, a.prediction)
+
+
 def predict_coarse_dem(a: A) -> None:
     """Run ``predict-coarse-dem``: the coarse DEM itself as a prediction (no learning)."""
     from .correction import write_coarse_dem_prediction
@@ -174,6 +213,24 @@ def evaluate(a: A) -> None:
 
     outputs = {k: getattr(a, k) for k in ("metrics", "samples", "by_height", "by_class", "seams")}
     write_evaluation(a.prediction, a.dsm, a.split, a.landcover, a.model, a.seed, outputs)
+
+
+def evaluate_shard(a: A) -> None:
+    """Run ``evaluate-shard``: the partial statistics of one prediction in one shard."""
+    from .metrics import evaluate_partials, write_partials
+    from .shards import ShardingSettings, shard_of
+
+    window = shard_of(a.prediction, a.shard, _settings(ShardingSettings, a, flag="sharding"))
+    parts = evaluate_partials(a.prediction, a.dsm, a.split, a.landcover, window, seed=a.seed)
+    write_partials(parts, a.partials)
+
+
+def merge_evaluation(a: A) -> None:
+    """Run ``merge-evaluation``: ``evaluate``'s five tables from every shard's statistics."""
+    from .metrics import write_merged_evaluation
+
+    outputs = {k: getattr(a, k) for k in ("metrics", "samples", "by_height", "by_class", "seams")}
+    write_merged_evaluation(a.partials, a.model, a.seed, outputs)
 
 
 def collect_metrics(a: A) -> None:
@@ -328,6 +385,16 @@ STEPS: dict[str, Step] = {
         outputs=("index", "store_embeddings", "store_dsm", "store_coarse_dem"),
         settings=("settings",),
     ),
+    "tile-shard": Step(
+        tile_shard, "cut one shard's patches into its patch store",
+        inputs=("embeddings", "dsm", "coarse_dem"),
+        outputs=("index", "store_embeddings", "store_dsm", "store_coarse_dem"),
+        values=("shard",), settings=("settings", "sharding"),
+    ),
+    "merge-patches": Step(
+        merge_patches, "one patch index over every shard's store", lists=("indexes",),
+        outputs=("index",),
+    ),
     "split": Step(
         split, "pixel-level spatial train/val/test split", inputs=("index", "grid"),
         outputs=("gpkg", "raster", "areas"), settings=("settings",),
@@ -364,15 +431,15 @@ STEPS: dict[str, Step] = {
         outputs=("png", "pdf"),
     ),
     "train-net": Step(
-        train_net, "train one net (U-Net, U-Net++, ...)",
-        inputs=("store_embeddings", "store_dsm", "store_coarse_dem", "split_gpkg", "split_tif"),
+        train_net, "train one net (U-Net, U-Net++, ...)", inputs=("split_gpkg", "split_tif"),
+        lists=("store_embeddings", "store_dsm", "store_coarse_dem"),  # one store per shard
         outputs=("checkpoint", "history", "resume"),  # resume: the rule's param (state)
         values=("model", "seed"),
         settings=("settings", "model_settings"),
     ),
     "train-ridge": Step(
-        train_ridge, "fit one Ridge baseline",
-        inputs=("store_embeddings", "store_dsm", "split_gpkg", "split_tif"),
+        train_ridge, "fit one Ridge baseline", inputs=("split_gpkg", "split_tif"),
+        lists=("store_embeddings", "store_dsm"),
         outputs=("checkpoint", "history"), values=("model", "seed"),
         settings=("model_settings",),
     ),
@@ -380,6 +447,15 @@ STEPS: dict[str, Step] = {
         predict, "predict the whole AOI into a COG", inputs=("embeddings", "checkpoint"),
         optional=("coarse_dem",), outputs=("prediction",), values=("model", "seed"),
         settings=("settings",),
+    ),
+    "predict-shard": Step(
+        predict_shard, "predict one shard of the AOI", inputs=("embeddings", "checkpoint"),
+        optional=("coarse_dem",), outputs=("prediction",), values=("model", "seed", "shard"),
+        settings=("settings", "sharding"),
+    ),
+    "assemble-prediction": Step(
+        assemble_prediction, "the shards' predictions as one COG", lists=("shards",),
+        outputs=("prediction",),
     ),
     "predict-coarse-dem": Step(
         predict_coarse_dem, "the coarse DEM as a prediction (no-learning baseline)",
@@ -393,6 +469,16 @@ STEPS: dict[str, Step] = {
     "evaluate": Step(
         evaluate, "metrics of one prediction per split", inputs=("prediction", "dsm", "split"),
         optional=("landcover",), values=("model", "seed"),
+        outputs=("metrics", "samples", "by_height", "by_class", "seams"),
+    ),
+    "evaluate-shard": Step(
+        evaluate_shard, "partial statistics of one prediction in one shard",
+        inputs=("prediction", "dsm", "split"), optional=("landcover",),
+        values=("model", "seed", "shard"), outputs=("partials",), settings=("sharding",),
+    ),
+    "merge-evaluation": Step(
+        merge_evaluation, "metrics of one prediction from its shards' statistics",
+        lists=("partials",), values=("model", "seed"),
         outputs=("metrics", "samples", "by_height", "by_class", "seams"),
     ),
     "collect-metrics": Step(

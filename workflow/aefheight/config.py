@@ -64,6 +64,7 @@ def check_sections(config: dict[str, Any]) -> None:
     from .models import ModelSettings
     from .patches import TilingSettings
     from .predict import PredictSettings
+    from .shards import ShardingSettings
     from .sources.spec import DownloadSettings, RealAOISettings
     from .split import SplitSettings
     from .synthetic import SyntheticSettings
@@ -79,6 +80,7 @@ def check_sections(config: dict[str, Any]) -> None:
     from_mapping(SplitSettings, config["split"], "split")
     from_mapping(TrainSettings, config["training"], "training")
     from_mapping(PredictSettings, config["prediction"], "prediction")
+    from_mapping(ShardingSettings, config["sharding"], "sharding")
     for name, model in config["models"].items():
         from_mapping(ModelSettings, model, f"models.{name}")
     corrections(config)

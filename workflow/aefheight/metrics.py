@@ -10,19 +10,21 @@ rho needs ranks, so it is computed on the uniform random pixel sample (its size 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import rasterio
+from rasterio.windows import Window
 from scipy import stats as sps
 
 from . import aef
 from .errors import NoValidData
-from .files import write_csv
+from .files import atomic_path, write_csv
 from .names import CODES, SPLITS
 from .raster import (
     Grid,
@@ -32,15 +34,14 @@ from .raster import (
     read_dsm_block,
     window_phase,
 )
-
-if TYPE_CHECKING:
-    from rasterio.windows import Window
+from .shards import BLOCK_PX
 
 log = logging.getLogger(__name__)
 
 DIFF_CONVENTION = "prediction - reference"
 HIST_BIN = 0.01  # m; resolution of every dh quantile
 HIST_RANGE = 2000.0  # m; |dh| beyond this is counted in the edge bins
+HIST_BINS = int(2 * HIST_RANGE / HIST_BIN) + 1
 NMAD_FACTOR = 1.4826
 HEIGHT_BIN = 10.0  # m; width of the reference-height bins of the stratified errors
 METRIC_COLUMNS = (
@@ -68,6 +69,38 @@ def hist_quantile(counts: np.ndarray, values: np.ndarray, q: float) -> float:
     return float(values[np.searchsorted(cum, q * cum[-1], side="left")])
 
 
+BLOCK_FIELDS = (
+    "n",
+    "mean_ref",
+    "mean_pred",
+    "m2_ref",
+    "m2_pred",
+    "c_rp",
+    "sum_d",
+    "sum_d2",
+    "sum_abs",
+)
+
+
+def block_stats(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """What a block of valid pixels adds to :class:`DiffStats` (:data:`BLOCK_FIELDS`)."""
+    if ref.size == 0:
+        return np.zeros(len(BLOCK_FIELDS))
+    r, p = ref.astype(np.float64), pred.astype(np.float64)
+    mr, mp = r.mean(), p.mean()
+    dr, dp = r - mr, p - mp
+    d = p - r
+    sums = ((dr * dr).sum(), (dp * dp).sum(), (dr * dp).sum(), d.sum(), (d * d).sum())
+    return np.array([r.size, mr, mp, *sums, np.abs(d).sum()])
+
+
+def diff_hist(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Counts of ``dh`` in :data:`HIST_BIN` bins over +-:data:`HIST_RANGE` (edges clipped)."""
+    d = pred.astype(np.float64) - ref.astype(np.float64)
+    idx = np.clip(np.rint((d + HIST_RANGE) / HIST_BIN), 0, HIST_BINS - 1)
+    return np.bincount(idx.astype(np.int64), minlength=HIST_BINS)
+
+
 @dataclass
 class DiffStats:
     """Running statistics of (reference, prediction) pairs; feed it with :meth:`update`."""
@@ -82,33 +115,32 @@ class DiffStats:
     sum_d: float = 0.0
     sum_d2: float = 0.0
     sum_abs: float = 0.0
-    hist: np.ndarray = field(
-        default_factory=lambda: np.zeros(int(2 * HIST_RANGE / HIST_BIN) + 1, np.int64)
-    )
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
 
     def update(self, ref: np.ndarray, pred: np.ndarray) -> None:
         """Add pixels (1-D arrays of valid values only)."""
         if ref.size == 0:
             return
-        r, p = ref.astype(np.float64), pred.astype(np.float64)
-        nb = r.size
-        mr, mp = r.mean(), p.mean()
-        dr, dp = r - mr, p - mp
-        n = self.n + nb
+        self.merge(block_stats(ref, pred))
+        self.hist += diff_hist(ref, pred)
+
+    def merge(self, b: np.ndarray) -> None:
+        """Add the statistics of a block of pixels (:func:`block_stats`), Chan's parallel update."""
+        nb, mr, mp, m2r, m2p, crp, sum_d, sum_d2, sum_abs = b
+        if nb == 0:
+            return
+        n = self.n + int(nb)
         delta_r, delta_p = mr - self.mean_ref, mp - self.mean_pred
         f = self.n * nb / n
-        self.m2_ref += (dr * dr).sum() + delta_r * delta_r * f
-        self.m2_pred += (dp * dp).sum() + delta_p * delta_p * f
-        self.c_rp += (dr * dp).sum() + delta_r * delta_p * f
+        self.m2_ref += m2r + delta_r * delta_r * f
+        self.m2_pred += m2p + delta_p * delta_p * f
+        self.c_rp += crp + delta_r * delta_p * f
         self.mean_ref += delta_r * nb / n
         self.mean_pred += delta_p * nb / n
         self.n = n
-        d = p - r
-        self.sum_d += d.sum()
-        self.sum_d2 += (d * d).sum()
-        self.sum_abs += np.abs(d).sum()
-        idx = np.clip(np.rint((d + HIST_RANGE) / HIST_BIN), 0, self.hist.size - 1)
-        self.hist += np.bincount(idx.astype(np.int64), minlength=self.hist.size)
+        self.sum_d += sum_d
+        self.sum_d2 += sum_d2
+        self.sum_abs += sum_abs
 
     def result(self) -> dict[str, float]:
         """Every metric of :data:`METRIC_COLUMNS` but Spearman's (see :func:`evaluate`)."""
@@ -194,14 +226,17 @@ class SeamCheck:
             self.sx, self.cx = window_phase(width, self.window, self.overlap, band)
         self.sums = np.zeros((2, 2))  # (seam, centre) x (sum |dh|, n)
 
-    def update(self, win: Window, ok: np.ndarray, absd: np.ndarray) -> None:
+    def block_sums(self, win: Window, ok: np.ndarray, absd: np.ndarray) -> np.ndarray:
+        """(seam, centre) x (sum |dh|, n) of one block; :attr:`sums` adds them up in order."""
+        out = np.zeros((2, 2))
         if not self.window:
-            return
+            return out
         rows, cols = win.toslices()
         sy, cy = self.sy[rows, None], self.cy[rows, None]
         sx, cx = self.sx[None, cols], self.cx[None, cols]
         for i, sel in enumerate(((sy | sx) & ok, (cy & cx) & ok)):
-            self.sums[i] += (absd[sel].sum(), sel.sum())
+            out[i] = (absd[sel].sum(), sel.sum())
+        return out
 
     def table(self) -> pd.DataFrame:
         seam, centre = (s[0] / s[1] if s[1] else float("nan") for s in self.sums)
@@ -223,7 +258,7 @@ class SeamCheck:
 
 @dataclass
 class _Tally:
-    """What :func:`evaluate` accumulates window by window, per split."""
+    """The statistics :func:`fold_partials` folds from the blocks, per split."""
 
     stats: dict[str, DiffStats] = field(default_factory=lambda: {k: DiffStats() for k in SPLITS})
     by_h: dict[str, BinnedErrors] = field(
@@ -232,34 +267,77 @@ class _Tally:
     by_c: dict[str, BinnedErrors] = field(
         default_factory=lambda: {k: BinnedErrors() for k in SPLITS}
     )
-    samples: list[pd.DataFrame] = field(default_factory=list)
 
-    def update(
-        self,
-        ref: np.ndarray,
-        pred: np.ndarray,
-        ok: np.ndarray,
-        lab: np.ndarray,
-        cls: np.ndarray | None,
-        pick: np.ndarray,
-        height_bin: float,
-    ) -> None:
-        """Add one window: reference, prediction, validity, split labels, classes, sample."""
-        for name in SPLITS:
-            area = lab == CODES[name]
-            self.stats[name].n_total += int(area.sum())
-            m = ok & area
-            r, p = ref[m], pred[m]
-            self.stats[name].update(r, p)
-            d = p.astype(np.float64) - r
-            self.by_h[name].update(np.floor(r / height_bin).astype(np.int64), d)
-            if cls is not None:
-                self.by_c[name].update(cls[m].astype(np.int64), d)
-            s = m & pick
-            if s.any():
-                self.samples.append(
-                    pd.DataFrame({"split": name, "reference": ref[s], "prediction": pred[s]})
-                )
+
+@dataclass
+class _Partials:
+    """What each evaluation block adds, kept apart so that shards merge in one fixed order.
+
+    Rows of ``binned_h``/``binned_c``: block row, block column, split, key, n, sum dh,
+    sum dh^2; of ``samples``: block row, block column, split, reference, prediction.
+    """
+
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    diff: list[np.ndarray] = field(default_factory=list)  # (splits, 1 + BLOCK_FIELDS)
+    seams: list[np.ndarray] = field(default_factory=list)  # (2, 2)
+    binned_h: list[np.ndarray] = field(default_factory=list)
+    binned_c: list[np.ndarray] = field(default_factory=list)
+    samples: list[np.ndarray] = field(default_factory=list)
+    hist: np.ndarray = field(default_factory=lambda: np.zeros((len(SPLITS), HIST_BINS), np.int64))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays (what :func:`write_partials` saves)."""
+
+        def rows(parts: list[np.ndarray], n: int) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros((0, n))
+
+        return {
+            "blocks": np.array(self.blocks, np.int64).reshape(-1, 2),
+            "diff": np.array(self.diff).reshape(-1, len(SPLITS), 1 + len(BLOCK_FIELDS)),
+            "seams": np.array(self.seams).reshape(-1, 2, 2),
+            "binned_h": rows(self.binned_h, 7),
+            "binned_c": rows(self.binned_c, 7),
+            "samples": rows(self.samples, 5),
+            "hist": self.hist,
+        }
+
+
+def _binned_rows(key: tuple[int, int, int], keys: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Rows (block, split, key, n, sum dh, sum dh^2) of one block and split (keys ascending)."""
+    uniq, inv = np.unique(keys, return_inverse=True)
+    sums = [np.bincount(inv, minlength=uniq.size), np.bincount(inv, weights=d, minlength=uniq.size)]
+    sums.append(np.bincount(inv, weights=d * d, minlength=uniq.size))
+    head = np.broadcast_to(np.array(key, np.float64), (uniq.size, 3))
+    return np.column_stack([head, uniq, *sums])
+
+
+def _add_block(
+    out: _Partials,
+    key: tuple[int, int],
+    pixels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
+    height_bin: float,
+) -> None:
+    """Add one block: reference, prediction, validity, split labels, classes, sample picks."""
+    ref, pred, ok, lab, cls, pick = pixels
+    diff = np.zeros((len(SPLITS), 1 + len(BLOCK_FIELDS)))
+    for i, name in enumerate(SPLITS):
+        area = lab == CODES[name]
+        m = ok & area
+        r, p = ref[m], pred[m]
+        diff[i] = (int(area.sum()), *block_stats(r, p))
+        if r.size == 0:
+            continue
+        out.hist[i] += diff_hist(r, p)
+        d = p.astype(np.float64) - r
+        out.binned_h.append(_binned_rows((*key, i), np.floor(r / height_bin).astype(np.int64), d))
+        if cls is not None:
+            out.binned_c.append(_binned_rows((*key, i), cls[m].astype(np.int64), d))
+        sm = m & pick
+        if sm.any():
+            head = np.broadcast_to(np.array((*key, i), np.float64), (int(sm.sum()), 3))
+            out.samples.append(np.column_stack([head, ref[sm], pred[sm]]))
+    out.blocks.append(key)
+    out.diff.append(diff)
 
 
 def _metrics_table(tally: _Tally, sample: pd.DataFrame) -> pd.DataFrame:
@@ -305,23 +383,36 @@ def _class_names(lc: rasterio.io.DatasetReader) -> dict[str, str]:
     return dict(kv.split(":", 1) for kv in lc.tags().get("classes", "").split(",") if kv)
 
 
-def evaluate(
+def _blocks(window: Window) -> list[tuple[tuple[int, int], Window]]:
+    """The evaluation blocks of ``window``, as ((block row, block column), window), row by row.
+
+    Whole :data:`~aefheight.shards.BLOCK_PX` blocks of the AOI's grid, clipped at its edges.
+    """
+    (r0, r1), (c0, c1) = window.toranges()
+    return [
+        ((r // BLOCK_PX, c // BLOCK_PX), Window(c, r, min(BLOCK_PX, c1 - c), min(BLOCK_PX, r1 - r)))
+        for r in range(r0, r1, BLOCK_PX)
+        for c in range(c0, c1, BLOCK_PX)
+    ]
+
+
+def evaluate_partials(
     pred_path: Path,
     dsm_path: Path,
     split_path: Path,
     landcover_path: Path | None = None,
+    window: Window | None = None,
     max_samples: int = 200_000,
     seed: int = 0,
     height_bin: float = HEIGHT_BIN,
-) -> Evaluation:
-    """Metrics per split (train, val, test), stratified errors and a random pixel sample.
+) -> dict[str, np.ndarray]:
+    """What every evaluation block of ``window`` (a shard; None = the AOI) adds to the metrics.
 
-    Streams the rasters block by block (memory flat in the AOI size); pixels of the split's
-    buffer and unused labels enter no metric.
+    :func:`fold_partials` turns them into the metrics; blocks from several shards fold into
+    exactly the metrics of the whole AOI, since blocks fold in one fixed order whoever computed
+    them. Each block draws its sample pixels from its own seeded stream, for the same reason.
     """
-    tally = _Tally()
-    rng = np.random.default_rng(seed)
-    names = None
+    out = _Partials()
     with (
         open_raster(pred_path, bands=1) as pr,
         open_raster(dsm_path, bands=1) as dm,
@@ -334,26 +425,99 @@ def evaluate(
             check_same_grid(grid, Grid.of(other), pr.name, other.name)
         keep = min(1.0, max_samples / (grid.width * grid.height))
         seams = SeamCheck(pr.tags(), grid.height, grid.width)
-        for _, win in pr.block_windows(1):
+        for key, win in _blocks(window or Window(0, 0, grid.width, grid.height)):
             pred = read_checked(pr, win, indexes=1)
             ref = read_dsm_block(dm, win)
             lab = read_checked(sp, win, indexes=1)
             cls = read_checked(lc, win, indexes=1) if lc is not None else None
             ok = (pred != pr.nodata) & np.isfinite(pred) & np.isfinite(ref)
-            pick = rng.random(ref.shape) < keep
-            seams.update(win, ok, np.abs(pred.astype(np.float64) - ref))
-            tally.update(ref, pred, ok, lab, cls, pick, height_bin)
-        if lc is not None:
-            names = _class_names(lc)
+            pick = np.random.default_rng([seed, *key]).random(ref.shape) < keep
+            out.seams.append(seams.block_sums(win, ok, np.abs(pred.astype(np.float64) - ref)))
+            _add_block(out, key, (ref, pred, ok, lab, cls, pick), height_bin)
+        about = {"tags": pr.tags(), "shape": [grid.height, grid.width], "pred": str(pred_path)}
+        about["classes"] = _class_names(lc) if lc is not None else None
+    return out.arrays() | {"about": np.array(json.dumps(about, sort_keys=True))}
+
+
+def write_partials(parts: dict[str, np.ndarray], path: Path) -> None:
+    """Save one shard's partial statistics (``.npz``), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **parts)
+
+
+def merge_partials(paths: Sequence[Path]) -> dict[str, np.ndarray]:
+    """The partial statistics of several shards of one prediction, as one."""
+    loaded = []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as z:
+            loaded.append({k: z[k] for k in z.files})
+    abouts = {str(p["about"]) for p in loaded}
+    if len(abouts) != 1:
+        raise NoValidData(f"{', '.join(map(str, paths))} do not come from one prediction")
+    out = {
+        k: np.concatenate([p[k] for p in loaded]) for k in loaded[0] if k not in ("hist", "about")
+    }
+    return out | {"hist": sum(p["hist"] for p in loaded), "about": loaded[0]["about"]}
+
+
+def _stable_by_block(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (block row, block column first) sorted by block, keeping their order within."""
+    return rows[np.lexsort((rows[:, 1], rows[:, 0]))] if len(rows) else rows
+
+
+def fold_partials(parts: dict[str, np.ndarray], height_bin: float = HEIGHT_BIN) -> Evaluation:
+    """Metrics per split, stratified errors, seams and the sample, from the blocks' partials.
+
+    Blocks are folded in row-major order of the AOI's block grid, so the result does not
+    depend on how the blocks were shared out among shards.
+    """
+    about = json.loads(str(parts["about"]))
+    tally = _Tally()
+    seams = SeamCheck(about["tags"], *about["shape"])
+    for b in np.lexsort((parts["blocks"][:, 1], parts["blocks"][:, 0])):
+        for i, name in enumerate(SPLITS):
+            tally.stats[name].n_total += int(parts["diff"][b, i, 0])
+            tally.stats[name].merge(parts["diff"][b, i, 1:])
+        seams.sums += parts["seams"][b]
+    for i, name in enumerate(SPLITS):
+        tally.stats[name].hist = parts["hist"][i]
+    for kind, binned in (("binned_h", tally.by_h), ("binned_c", tally.by_c)):
+        for _, _, i, key, n, s1, s2 in _stable_by_block(parts[kind]):
+            acc = binned[SPLITS[int(i)]].sums.setdefault(int(key), np.zeros(3))
+            acc += (n, s1, s2)
     if all(st.n == 0 for st in tally.stats.values()):
-        raise NoValidData(f"no pixel where both {pred_path} and {dsm_path} are valid")
-    sample = (
-        pd.concat(tally.samples, ignore_index=True)
-        if tally.samples
-        else pd.DataFrame(columns=["split", "reference", "prediction"])
+        raise NoValidData(f"no pixel where both {about['pred']} and the reference DSM are valid")
+    rows = _stable_by_block(parts["samples"])
+    sample = pd.DataFrame(
+        {
+            "split": np.array(SPLITS, dtype=object)[rows[:, 2].astype(np.int64)],
+            "reference": rows[:, 3].astype(np.float32),
+            "prediction": rows[:, 4].astype(np.float32),
+        }
     )
-    by_height, by_class = _binned_tables(tally, height_bin, names)
+    by_height, by_class = _binned_tables(tally, height_bin, about["classes"])
     return Evaluation(_metrics_table(tally, sample), sample, by_height, by_class, seams.table())
+
+
+def evaluate(
+    pred_path: Path,
+    dsm_path: Path,
+    split_path: Path,
+    landcover_path: Path | None = None,
+    max_samples: int = 200_000,
+    seed: int = 0,
+    height_bin: float = HEIGHT_BIN,
+) -> Evaluation:
+    """Metrics per split (train, val, test), stratified errors and a random pixel sample.
+
+    Streams the rasters block by block (memory flat in the AOI size); pixels of the split's
+    buffer and unused labels enter no metric. The same as evaluating every shard of a
+    sharded AOI and merging (:func:`evaluate_partials`, :func:`merge_partials`).
+    """
+    parts = evaluate_partials(
+        pred_path, dsm_path, split_path, landcover_path, None, max_samples, seed, height_bin
+    )
+    return fold_partials(parts, height_bin)
 
 
 def height_histograms(
@@ -473,7 +637,23 @@ def write_evaluation(
     ``outputs`` names the CSVs: ``metrics``, ``samples``, ``by_height``, ``by_class``,
     ``seams``. Every table carries the ``model`` and ``seed`` it belongs to.
     """
-    ev = evaluate(prediction, dsm, split, landcover, seed=seed)
+    return _write_tables(
+        evaluate(prediction, dsm, split, landcover, seed=seed), model, seed, outputs
+    )
+
+
+def write_merged_evaluation(
+    partials: Sequence[Path], model: str, seed: int, outputs: dict[str, Path]
+) -> Evaluation:
+    """The ``merge_evaluation`` rule: ``evaluate``'s five tables from the shards' partials.
+
+    Each shard's ``evaluate_shard`` job wrote them (:func:`evaluate_partials`); the tables are
+    byte for byte those of the unsharded ``evaluate`` rule.
+    """
+    return _write_tables(fold_partials(merge_partials(partials)), model, seed, outputs)
+
+
+def _write_tables(ev: Evaluation, model: str, seed: int, outputs: dict[str, Path]) -> Evaluation:
     tables = {
         "metrics": ev.metrics,
         "samples": ev.sample,

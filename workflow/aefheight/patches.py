@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar
@@ -22,6 +22,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+from rasterio.crs import CRS
+from rasterio.windows import Window
 from shapely.geometry import box
 from tqdm import tqdm
 
@@ -110,22 +112,19 @@ def patch_origins(size: int, patch: int, stride: int) -> list[int]:
     return list(range(0, size - patch + 1, stride))
 
 
+INDEX_COLUMNS = (
+    *("patch_id", "row", "col", "size", "valid_fraction"),
+    *("h_mean", "h_min", "h_max", "h_std", "geometry"),
+)
+
+
 def _record(n: int, r0: int, c0: int, p: int, frac: float, zp: np.ndarray, grid: Grid) -> dict:
     """The index row of patch ``n`` (pixel offsets, footprint, validity, height statistics)."""
     x0, y0 = grid.transform @ (c0, r0)
     x1, y1 = grid.transform @ (c0 + p, r0 + p)
-    return {
-        "patch_id": n,
-        "row": r0,
-        "col": c0,
-        "size": p,
-        "valid_fraction": frac,
-        "h_mean": float(np.nanmean(zp)),
-        "h_min": float(np.nanmin(zp)),
-        "h_max": float(np.nanmax(zp)),
-        "h_std": float(np.nanstd(zp)),
-        "geometry": box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-    }
+    heights = (float(f(zp)) for f in (np.nanmean, np.nanmin, np.nanmax, np.nanstd))
+    footprint = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    return dict(zip(INDEX_COLUMNS, (n, r0, c0, p, frac, *heights, footprint), strict=True))
 
 
 def _no_patch(n: int, n_max: int, any_valid: bool, s: TilingSettings, names: str) -> None:
@@ -142,8 +141,13 @@ def _no_patch(n: int, n_max: int, any_valid: bool, s: TilingSettings, names: str
         )
 
 
-def _origins(grid: Grid, s: TilingSettings) -> tuple[list[int], list[int]]:
-    """Row and column origins of the patches, or stop if the AOI holds none."""
+def _origins(
+    grid: Grid, s: TilingSettings, window: Window | None = None
+) -> tuple[list[int], list[int]]:
+    """Row and column origins of the patches, or stop if the AOI holds none.
+
+    With ``window`` (a shard), only the origins inside it.
+    """
     p = s.patch_size
     stride = s.stride or p
     rows, cols = patch_origins(grid.height, p, stride), patch_origins(grid.width, p, stride)
@@ -152,6 +156,9 @@ def _origins(grid: Grid, s: TilingSettings) -> tuple[list[int], list[int]]:
             f"the AOI ({grid.width}x{grid.height} px) is smaller than one "
             f"{p}x{p} px patch; use a larger AOI or a smaller tiling.patch_size"
         )
+    if window is not None:
+        (r0, r1), (c0, c1) = window.toranges()
+        rows, cols = [r for r in rows if r0 <= r < r1], [c for c in cols if c0 <= c < c1]
     return rows, cols
 
 
@@ -194,15 +201,17 @@ def _read_window(
 CHUNK_PX = 2048  # columns read at once: tiling memory does not grow with the AOI's width
 
 
-def _column_chunks(cols: list[int], p: int, width: int) -> list[tuple[int, int, list[int]]]:
-    """``(start, stop, patch columns)``: windows that cover ``[0, width)`` and each patch once.
+def _column_chunks(cols: list[int], p: int, lo: int, hi: int) -> list[tuple[int, int, list[int]]]:
+    """``(start, stop, patch columns)``: windows that cover ``[lo, hi)`` and each patch once.
 
     Whole windows, so that "no valid pixel at all" still looks at every column.
     """
+    if not cols:
+        return []
     per = max(1, CHUNK_PX // p)
     groups = [cols[i : i + per] for i in range(0, len(cols), per)]
-    starts = [0] + [g[0] for g in groups[1:]]
-    stops = [max(g[-1] + p, nxt) for g, nxt in zip(groups, [*starts[1:], width], strict=True)]
+    starts = [lo] + [g[0] for g in groups[1:]]
+    stops = [max(g[-1] + p, nxt) for g, nxt in zip(groups, [*starts[1:], hi], strict=True)]
     return list(zip(starts, stops, groups, strict=True))
 
 
@@ -235,6 +244,12 @@ def _tile_chunk(
     return bool(valid.any())
 
 
+def _index_table(records: list[dict], crs: CRS) -> gpd.GeoDataFrame:
+    """The index of ``records`` (also of none: a shard may hold no patch)."""
+    frame = pd.DataFrame.from_records(records, columns=list(INDEX_COLUMNS))
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
+
+
 def tile(
     embeddings_path: Path,
     dsm_path: Path,
@@ -244,6 +259,7 @@ def tile(
     store_dsm: Path,
     coarse_dem_path: Path | None = None,
     store_coarse_dem: Path | None = None,
+    window: Window | None = None,
 ) -> gpd.GeoDataFrame:
     """Cut the AOI into patches: the patch store (``.npy`` files) and its index.
 
@@ -259,6 +275,8 @@ def tile(
         store_dsm: the float32 heights written, (N, P, P), NaN where invalid.
         coarse_dem_path: the AOI's coarse DEM on the same grid (given with the next).
         store_coarse_dem: its float32 patches written, (N, P, P), NaN where nodata.
+        window: a shard (:mod:`aefheight.shards`): only the patches whose origin lies in it,
+            possibly none (:func:`merge_shard_indexes` checks the AOI as a whole).
 
     Returns:
         The index.
@@ -274,26 +292,85 @@ def tile(
             None if coarse_dem_path is None else stack.enter_context(open_raster(coarse_dem_path))
         )
         grid = check_inputs(emb, dsm, coarse)
-        rows, cols = _origins(grid, s)
+        rows, cols = _origins(grid, s, window)
         n_max = len(rows) * len(cols)
         tmp = {k: stack.enter_context(atomic_path(v)) for k, v in outputs.items()}
         stores = _open_stores(tmp, n_max, p, stack)
         records: list[dict] = []
         any_valid = False
-        chunks = _column_chunks(cols, p, grid.width)
+        lo, hi = (0, grid.width) if window is None else window.toranges()[1]
+        chunks = _column_chunks(cols, p, lo, hi)
         for r0 in tqdm(rows, desc="tiling", unit="patch row", mininterval=5):
             for start, stop, group in chunks:
                 chunk = _read_window(emb, dsm, coarse, ((r0, r0 + p), (start, stop)))
                 any_valid |= _tile_chunk(chunk, r0, start, group, s, grid, stores, records)
         for fh in stores.values():
             fh.close()
-        _no_patch(len(records), n_max, any_valid, s, f"{embeddings_path}, {dsm_path}")
+        if window is None:
+            _no_patch(len(records), n_max, any_valid, s, f"{embeddings_path}, {dsm_path}")
         for t in tmp.values():
             _shrink_npy(t, len(records))
-        table = gpd.GeoDataFrame(pd.DataFrame.from_records(records), crs=grid.crs)
+        table = _index_table(records, grid.crs)
         table.to_parquet(stack.enter_context(atomic_path(index)))
     log.info("kept %d of %d patches of %d px", len(records), n_max, p)
     return table
+
+
+def merge_shard_indexes(shards: Sequence[Path], index: Path) -> gpd.GeoDataFrame:
+    """One index over the patch stores of all shards, in the unsharded index's order.
+
+    ``patch_id`` becomes the patch's position in the shards' stores taken one after another,
+    in the order given (:class:`PatchStore` opens them in the same order); ``shard`` and
+    ``shard_row`` say where it lies, so that a store list in another order is caught.
+    """
+    tables = []
+    offset = 0
+    for i, path in enumerate(shards):
+        t = gpd.read_parquet(path)
+        t["shard"], t["shard_row"] = i, t["patch_id"]
+        t["patch_id"] = t["patch_id"] + offset
+        offset += len(t)
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True).sort_values(["row", "col"], kind="stable")
+    table = gpd.GeoDataFrame(table.reset_index(drop=True), geometry="geometry", crs=tables[0].crs)
+    if table.empty:
+        raise TooFewPatches(
+            f"none of the {len(shards)} shards kept a patch: check the inputs' nodata and "
+            "that they cover the AOI, or lower tiling.min_valid_fraction"
+        )
+    with atomic_path(index) as tmp:
+        table.to_parquet(tmp)
+    log.info("merged %d patches of %d shards", len(table), len(shards))
+    return table
+
+
+class Rows:
+    """The rows of several ``.npy`` memory maps of one shape, read as one array's rows.
+
+    A sharded patch store (one store per shard, :func:`merge_shard_indexes`) reads through it.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+        self.arrays = list(arrays)
+        self.starts = np.cumsum([0, *(len(a) for a in self.arrays)])
+        self.shape = (int(self.starts[-1]), *self.arrays[0].shape[1:])
+        self.dtype = self.arrays[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def locate(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(array, row in it) of every row ``ks``."""
+        i = np.searchsorted(self.starts, ks, side="right") - 1
+        return i, ks - self.starts[i]
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        (i,), (j,) = self.locate(np.array([int(k)]))
+        return self.arrays[i][j]
+
+
+def _paths(p: Path | Sequence[Path] | None) -> list[Path]:
+    return [] if p is None else [Path(p)] if isinstance(p, str | Path) else [Path(q) for q in p]
 
 
 class PatchStore:
@@ -302,33 +379,62 @@ class PatchStore:
     ``embeddings``, ``dsm`` (and ``coarse_dem`` when given) are memory maps; a patch is one
     contiguous run of bytes in each. The training reader reads a batch with :meth:`prefetch`
     first, so that the disk fetches the batch's patches at once instead of one page fault after
-    another (benchmarks/README.md).
+    another (benchmarks/README.md). A sharded AOI has one store per shard: give each file's
+    list in the shards' order (patch ``k`` is then row ``k`` of the stores taken in turn).
     """
 
-    def __init__(self, embeddings: Path, dsm: Path, coarse_dem: Path | None = None) -> None:
-        self.paths = tuple(Path(p) for p in (embeddings, dsm, coarse_dem) if p is not None)
-        self.embeddings = np.load(self.paths[0], mmap_mode="r")
-        self.dsm = np.load(self.paths[1], mmap_mode="r")
-        self.coarse_dem = np.load(coarse_dem, mmap_mode="r") if coarse_dem is not None else None
-        if self.coarse_dem is not None and self.coarse_dem.shape != self.dsm.shape:
-            raise RasterError(
-                f"{coarse_dem} holds {self.coarse_dem.shape} patches, {dsm} {self.dsm.shape}: "
-                "both come from one tile run; rerun tile"
-            )
-        self._fds: tuple[int, ...] | None = None
+    def __init__(
+        self,
+        embeddings: Path | Sequence[Path],
+        dsm: Path | Sequence[Path],
+        coarse_dem: Path | Sequence[Path] | None = None,
+    ) -> None:
+        self.files = (_paths(embeddings), _paths(dsm), _paths(coarse_dem))
+        parts = [[np.load(q, mmap_mode="r") for q in f] for f in self.files]
+        for f, arrays in zip(self.files[1:], parts[1:], strict=True):
+            if arrays and [a.shape[0] for a in arrays] != [a.shape[0] for a in parts[0]]:
+                raise RasterError(
+                    f"{', '.join(map(str, f))} hold other patch counts than "
+                    f"{', '.join(map(str, self.files[0]))}: all come from one tile run; rerun tile"
+                )
+        self.parts = [tuple(a) for a in zip(*(p for p in parts if p), strict=True)]
+        one = len(self.parts) == 1
+        self.embeddings, self.dsm = (a[0] if one else Rows(a) for a in parts[:2])
+        self.coarse_dem = (parts[2][0] if one else Rows(parts[2])) if parts[2] else None
+        self.shards = Rows([a[0] for a in self.parts])  # where each patch lies
+        self._fds: list[tuple[int, ...]] | None = None
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
     def __getstate__(self) -> dict:  # pickled (spawned workers): reopen, never copy the data
-        return {"paths": self.paths}
+        return {"files": self.files}
 
     def __setstate__(self, state: dict) -> None:
-        PatchStore.__init__(self, *state["paths"])
+        PatchStore.__init__(self, *state["files"])
 
     def __del__(self) -> None:
-        for fd in getattr(self, "_fds", None) or ():
-            os.close(fd)
+        for fds in getattr(self, "_fds", None) or ():
+            for fd in fds:
+                os.close(fd)
+
+    def check_index(self, table: pd.DataFrame) -> None:
+        """Stop unless ``table``'s patches lie where its ``shard`` and ``shard_row`` say.
+
+        A sharded index read with its stores in another order would train on wrong patches.
+        """
+        sharded = "shard" in table.columns
+        if not sharded and len(self.parts) == 1:
+            return
+        i, j = self.shards.locate(table["patch_id"].to_numpy(np.int64))
+        if not sharded or not (
+            (i == table["shard"].to_numpy()).all() and (j == table["shard_row"].to_numpy()).all()
+        ):
+            raise RasterError(
+                f"the patch index does not match the {len(self.parts)} stores "
+                f"{', '.join(map(str, self.files[0]))}: give the shards' stores in the order "
+                "of the index's merge (rule merge_patches), one store per shard"
+            )
 
     def prefetch(self, ks: Iterable[int] | np.ndarray) -> None:
         """Ask the kernel to start reading these patches now (``POSIX_FADV_WILLNEED``).
@@ -339,12 +445,15 @@ class PatchStore:
         that is read. The descriptors carry no file position, so forked workers may share them.
         """
         if self._fds is None:
-            self._fds = tuple(os.open(p, os.O_RDONLY) for p in self.paths)
-        arrays = [a for a in (self.embeddings, self.dsm, self.coarse_dem) if a is not None]
-        for fd, arr in zip(self._fds, arrays, strict=True):
-            size = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
-            for k in ks:
-                os.posix_fadvise(fd, arr.offset + int(k) * size, size, os.POSIX_FADV_WILLNEED)
+            files = [f for f in self.files if f]
+            self._fds = [
+                tuple(os.open(f[i], os.O_RDONLY) for f in files) for i in range(len(files[0]))
+            ]
+        shard, row = self.shards.locate(np.fromiter(ks, np.int64))
+        for i, j in zip(shard.tolist(), row.tolist(), strict=True):
+            for fd, arr in zip(self._fds[i], self.parts[i], strict=True):
+                size = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
+                os.posix_fadvise(fd, arr.offset + j * size, size, os.POSIX_FADV_WILLNEED)
 
     def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Patch ``k`` copied into RAM: int8 codes (64, P, P) and float32 heights (P, P)."""

@@ -24,9 +24,16 @@ from tqdm import tqdm
 from . import aef
 from .dem import DemUse, dem_channel
 from .errors import ConfigError
-from .files import scratch_path
+from .files import atomic_path, scratch_path
 from .models import load_checkpoint, pick_device
-from .raster import Grid, check_same_grid, open_raster, read_checked, to_cog, window_origins
+from .raster import (
+    Grid,
+    check_same_grid,
+    open_raster,
+    read_checked,
+    to_cog,
+    window_origins,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,27 +106,39 @@ def _load_model(checkpoint_path: Path, s: PredictSettings, device: torch.device)
 
 
 class _Rows:
-    """Weighted sums of the window predictions over ``win`` rows, written out as they finish."""
+    """Weighted sums of the window predictions over ``win`` rows, written out as they finish.
 
-    def __init__(self, win: int, width: int) -> None:
-        self.acc = np.zeros((win, width), np.float32)  # weighted sum of predictions
-        self.wsum = np.zeros((win, width), np.float32)  # sum of weights of valid pixels
-        self.base, self.width = 0, width  # AOI row of acc[0]
+    The buffer spans AOI columns ``cols``; only the pixels inside ``out`` (the AOI, or a shard)
+    are written, to ``dst`` whose first pixel is ``out``'s.
+    """
+
+    def __init__(self, win: int, cols: tuple[int, int], out: Window, first_row: int) -> None:
+        self.c0, self.out = cols[0], out
+        self.acc = np.zeros((win, cols[1] - cols[0]), np.float32)  # weighted sum of predictions
+        self.wsum = np.zeros_like(self.acc)  # sum of weights of valid pixels
+        self.base = first_row  # AOI row of acc[0]
 
     def add(self, r0: int, c0: int, pred: np.ndarray, weight: np.ndarray) -> None:
         h, w = pred.shape
-        self.acc[r0 - self.base : r0 - self.base + h, c0 : c0 + w] += pred * weight
-        self.wsum[r0 - self.base : r0 - self.base + h, c0 : c0 + w] += weight
+        r, c = r0 - self.base, c0 - self.c0
+        self.acc[r : r + h, c : c + w] += pred * weight
+        self.wsum[r : r + h, c : c + w] += weight
 
     def flush(self, dst: rasterio.io.DatasetWriter, upto: int) -> None:
         """Write the rows above ``upto`` (no later window reaches them) and shift the buffer."""
-        n, width = upto - self.base, self.width
+        n = upto - self.base
         if n <= 0:
             return
-        out = np.full((n, width), PRED_NODATA, np.float32)
-        ok = self.wsum[:n] > 0
-        out[ok] = self.acc[:n][ok] / self.wsum[:n][ok]
-        dst.write(out, 1, window=Window(0, self.base, width, n))
+        (o0, o1), (oc0, oc1) = self.out.toranges()
+        lo, hi = max(self.base, o0), min(upto, o1)
+        if hi > lo:
+            rows, cols = slice(lo - self.base, hi - self.base), slice(oc0 - self.c0, oc1 - self.c0)
+            acc, wsum = self.acc[rows, cols], self.wsum[rows, cols]
+            out = np.full(acc.shape, PRED_NODATA, np.float32)
+            ok = wsum > 0
+            out[ok] = acc[ok] / wsum[ok]
+            dst.write(out, 1, window=Window(0, lo - o0, oc1 - oc0, hi - lo))
+        width = self.acc.shape[1]
         self.acc = np.concatenate([self.acc[n:], np.zeros((n, width), np.float32)])
         self.wsum = np.concatenate([self.wsum[n:], np.zeros((n, width), np.float32)])
         self.base = upto
@@ -177,6 +196,7 @@ def predict_raster(
     threads: int = 1,
     meta: dict[str, str] | None = None,
     coarse_dem_path: Path | None = None,
+    window: Window | None = None,
 ) -> None:
     """Predict heights over the whole embedding raster into a float32 COG (nodata -9999).
 
@@ -184,6 +204,9 @@ def predict_raster(
     with :func:`blend_weights`; rows are written as soon as no later window reaches them, so
     memory stays one window row deep at any AOI size. A model trained with the coarse DEM
     (``dem_channel`` or ``target: residual``) reads ``coarse_dem_path`` window by window too.
+    With ``window`` (a shard), only its pixels, into a tiled GeoTIFF on its part of the grid:
+    the same values as the whole AOI's prediction there (:func:`~aefheight.raster.mosaic_cog`
+    assembles the shards).
     """
     torch.set_num_threads(max(1, threads))
     device = pick_device(s.device, "prediction.device")
@@ -197,22 +220,47 @@ def predict_raster(
         if m.dem is not None and coarse_dem_path is not None:
             coarse = stack.enter_context(open_raster(coarse_dem_path, bands=1))
             check_same_grid(grid, Grid.of(coarse), str(embeddings_path), str(coarse_dem_path))
-        tmp = stack.enter_context(scratch_path(out_path, ".tif"))
-        # a plain tiled GeoTIFF first (written in strips), then copied into a COG
-        with rasterio.open(tmp, "w", **grid.profile(1, "float32", PRED_NODATA)) as dst:
-            n = _predict_rows(m, src, coarse, dst, s.batch_size, device)
-            dst.update_tags(
-                units="m",
-                quantity="predicted surface height",
-                checkpoint=str(checkpoint_path),
-                window=str(m.win),
-                overlap=str(m.overlap),
-                train_patch_size=str(m.patch),
-                **(meta or {}),
-            )
+        out = window or Window(0, 0, grid.width, grid.height)
+        # the whole AOI: a plain tiled GeoTIFF first (written in strips), then copied into a COG
+        tmp = stack.enter_context(
+            atomic_path(out_path) if window else scratch_path(out_path, ".tif")
+        )
+        with rasterio.open(tmp, "w", **grid.part(out).profile(1, "float32", PRED_NODATA)) as dst:
+            n = _predict_rows(m, src, coarse, dst, s.batch_size, device, out)
+            dst.update_tags(**_tags(m, checkpoint_path), **(meta or {}))
             dst.set_band_description(1, "height_m")
-        to_cog(tmp, out_path)
-    log.info("wrote %s (%dx%d px, %d windows)", out_path, grid.width, grid.height, n)
+        if window is None:
+            to_cog(tmp, out_path)
+    log.info("wrote %s (%dx%d px, %d windows)", out_path, out.width, out.height, n)
+
+
+def _tags(m: _Model, checkpoint_path: Path) -> dict[str, str]:
+    """What a prediction says about itself (the seam check reads the window layout)."""
+    return {
+        "units": "m",
+        "quantity": "predicted surface height",
+        "checkpoint": str(checkpoint_path),
+        "window": str(m.win),
+        "overlap": str(m.overlap),
+        "train_patch_size": str(m.patch),
+    }
+
+
+def _layout(
+    m: _Model, height: int, width: int, out: Window, batch_size: int
+) -> tuple[list[int], list[list[int]], set[int]]:
+    """(rows, batches, columns) of the windows reaching into ``out`` (the AOI or a shard).
+
+    The batches are the unsharded run's (``batch_size`` consecutive columns of the whole AOI),
+    so that a shard feeds the model exactly the same batches and gets the same bits.
+    """
+    (o0, o1), (oc0, oc1) = out.toranges()
+    step = m.win - m.overlap
+    rows = [r for r in window_origins(height, m.win, step) if r < o1 and r + m.win > o0]
+    cols = window_origins(width, m.win, step)
+    hit = {c for c in cols if c < oc1 and c + m.win > oc0}
+    batches = [cols[i : i + batch_size] for i in range(0, len(cols), batch_size)]
+    return rows, [b for b in batches if hit.intersection(b)], hit
 
 
 def _predict_rows(
@@ -222,24 +270,25 @@ def _predict_rows(
     dst: rasterio.io.DatasetWriter,
     batch_size: int,
     device: torch.device,
+    out: Window,
 ) -> int:
-    """Predict every window row by row into ``dst``; the number of windows."""
+    """Predict every window reaching into ``out`` row by row into ``dst``; the number run."""
     height, width = src.height, src.width
     weights = blend_weights(m.win)
-    rows = window_origins(height, m.win, m.win - m.overlap)
-    cols = window_origins(width, m.win, m.win - m.overlap)
-    buf = _Rows(m.win, width)
-    bar = tqdm(total=len(rows) * len(cols), desc="predict", unit="window", mininterval=10)
+    rows, batches, hit = _layout(m, height, width, out, batch_size)
+    buf = _Rows(m.win, (min(hit), min(width, max(hit) + m.win)), out, rows[0])
+    n = len(rows) * sum(map(len, batches))
+    bar = tqdm(total=n, desc="predict", unit="window", mininterval=10)
     for r0 in rows:
         buf.flush(dst, r0)
-        for i in range(0, len(cols), batch_size):
-            batch_cols = cols[i : i + batch_size]
+        for batch_cols in batches:
             pred, valid = _predict_windows(m, src, coarse, r0, batch_cols, device)
             h = min(m.win, height - r0)
             for k, c0 in enumerate(batch_cols):
-                w = min(m.win, width - c0)
-                buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
+                if c0 in hit:
+                    w = min(m.win, width - c0)
+                    buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
             bar.update(len(batch_cols))
-    buf.flush(dst, height)
+    buf.flush(dst, out.row_off + out.height)
     bar.close()
-    return len(rows) * len(cols)
+    return n

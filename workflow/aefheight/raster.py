@@ -8,9 +8,11 @@ partial file under its final name.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -21,9 +23,10 @@ from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
 from .errors import ConfigError, GridMismatch, RasterError, first_line
-from .files import atomic_path
+from .files import atomic_path, scratch_path
 
 BLOCK = 256  # internal tile size of every GeoTIFF we write; patch sizes align to it
+NODATA = -9999.0  # of the float32 rasters we write (DSMs, predictions): same as the synthetic DSM
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class Grid:
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
         return array_bounds(self.height, self.width, self.transform)
+
+    def part(self, window: Window) -> Grid:
+        """The grid of a window of this grid (e.g. a shard)."""
+        t = rasterio.windows.transform(window, self.transform)
+        return Grid(self.crs, t, int(window.width), int(window.height))
 
     def profile(self, count: int, dtype: str, nodata: float | int) -> dict:
         """A tiled, compressed GeoTIFF profile on this grid."""
@@ -162,6 +170,84 @@ def strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
     """(row_off, n_rows) pairs covering ``height`` in strips of ``rows`` rows."""
     for r in range(0, height, rows):
         yield r, min(rows, height - r)
+
+
+def _vrt_metadata(tags: dict[str, str], indent: str) -> list[str]:
+    if not tags:
+        return []
+    items = [f'{indent}  <MDI key="{escape(k)}">{escape(v)}</MDI>' for k, v in tags.items()]
+    return [f"{indent}<Metadata>", *items, f"{indent}</Metadata>"]
+
+
+def build_vrt(
+    files: list[Path],
+    out: Path,
+    crs: CRS,
+    nodata: float | None,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+) -> Path:
+    """Write a mosaic VRT of north-up float32 rasters sharing a CRS and pixel size, atomically.
+
+    Later files fill only where earlier ones are nodata (ComplexSource with NODATA), so tiles
+    delivered twice (a département border) combine. ``tags`` and the band's ``description``
+    go into the VRT, so that a copy of it (e.g. :func:`to_cog`) carries them.
+    """
+    infos = []
+    for f in files:
+        with open_raster(f) as ds:
+            infos.append((f, ds.transform, ds.width, ds.height, ds.nodata, ds.dtypes[0]))
+    a, e = infos[0][1].a, infos[0][1].e
+    x0 = min(t.c for _, t, *_ in infos)
+    y0 = max(t.f for _, t, *_ in infos)
+    x1 = max(t.c + a * w for _, t, w, *_ in infos)
+    y1 = min(t.f + e * h for _, t, _, h, *_ in infos)
+    width, height = round((x1 - x0) / a), round((y1 - y0) / e)
+    band_nodata = NODATA if nodata is None else nodata
+    parts = [
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
+        f"  <SRS>{escape(crs.to_wkt())}</SRS>",
+        f"  <GeoTransform>{x0!r}, {a!r}, 0.0, {y0!r}, 0.0, {e!r}</GeoTransform>",
+        *_vrt_metadata(tags or {}, "  "),
+        '  <VRTRasterBand dataType="Float32" band="1">',
+        *([f"    <Description>{escape(description)}</Description>"] if description else []),
+        f"    <NoDataValue>{band_nodata!r}</NoDataValue>",
+    ]
+    for f, t, w, h, nd, _dt in infos:
+        xo, yo = round((t.c - x0) / a), round((t.f - y0) / e)
+        src_nd = nodata if nodata is not None else nd
+        parts += [
+            "    <ComplexSource>",
+            f'      <SourceFilename relativeToVRT="0">{escape(str(Path(f).resolve()))}'
+            "</SourceFilename>",
+            "      <SourceBand>1</SourceBand>",
+            f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
+            f'      <DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/>',
+            *([f"      <NODATA>{src_nd!r}</NODATA>"] if src_nd is not None else []),
+            "    </ComplexSource>",
+        ]
+    parts += ["  </VRTRasterBand>", "</VRTDataset>"]
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(parts) + "\n")
+    return out
+
+
+def mosaic_cog(parts: Sequence[Path], out: Path) -> None:
+    """One COG of the float32 rasters ``parts`` (e.g. a sharded AOI's predictions).
+
+    Through a mosaic VRT: pixel values are copied as they are; the first part's tags and band
+    description are carried over.
+    """
+    with open_raster(parts[0], bands=1) as first:
+        tags, crs, nodata, description = (
+            first.tags(),
+            first.crs,
+            first.nodata,
+            first.descriptions[0],
+        )
+    with scratch_path(out, ".vrt") as vrt:
+        build_vrt(list(parts), vrt, crs, nodata, tags, description)
+        to_cog(vrt, out)
 
 
 def window_origins(length: int, window: int, stride: int) -> list[int]:

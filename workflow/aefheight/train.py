@@ -62,9 +62,16 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def split_patches(split_gpkg: Path, split_tif: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Patch ids and loss masks (pixels of the split in ``split.tif``) for train and val."""
+def split_patches(
+    split_gpkg: Path, split_tif: Path, store: PatchStore | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Patch ids and loss masks (pixels of the split in ``split.tif``) for train and val.
+
+    ``store``: the patch store they will be read from, checked against the index.
+    """
     df = gpd.read_file(split_gpkg, layer="patches", ignore_geometry=True)
+    if store is not None:
+        store.check_index(df)
     out = {}
     for name in ("train", "val"):
         sub = df[df["split"] == name]
@@ -248,7 +255,7 @@ def _load_data(
     amp: bool,
 ) -> _Data:
     """Train/val patches with their loss masks, target scaling and the run's fingerprint."""
-    parts = split_patches(split_gpkg, split_tif)
+    parts = split_patches(split_gpkg, split_tif, store)
     (train_ids, train_masks), (val_ids, val_masks) = parts["train"], parts["val"]
     dem = _dem_use(store, ms, train_ids, train_masks)
     mean, std = target_stats(store, train_ids, train_masks, dem)
@@ -360,8 +367,8 @@ def _record_epoch(
 
 
 def train_net(
-    store_embeddings: Path,
-    store_dsm: Path,
+    store_embeddings: Path | Sequence[Path],
+    store_dsm: Path | Sequence[Path],
     split_gpkg: Path,
     split_tif: Path,
     ms: ModelSettings,
@@ -372,7 +379,7 @@ def train_net(
     history: Path,
     resume: Path,
     threads: int = 1,
-    store_coarse_dem: Path | None = None,
+    store_coarse_dem: Path | Sequence[Path] | None = None,
 ) -> pd.DataFrame:
     """Train one net; write its checkpoint (best val loss) and its history (one row an epoch).
 
@@ -482,8 +489,8 @@ def sample_pixels(
 
 
 def train_ridge(
-    store_embeddings: Path,
-    store_dsm: Path,
+    store_embeddings: Path | Sequence[Path],
+    store_dsm: Path | Sequence[Path],
     split_gpkg: Path,
     split_tif: Path,
     ms: ModelSettings,
@@ -499,7 +506,7 @@ def train_ridge(
     from sklearn.linear_model import Ridge
 
     store = PatchStore(store_embeddings, store_dsm)
-    train_ids, train_masks = split_patches(split_gpkg, split_tif)["train"]
+    train_ids, train_masks = split_patches(split_gpkg, split_tif, store)["train"]
     model = build_model(ms)
     assert isinstance(model, BoxRidge)  # arch ridge
     x, y = sample_pixels(store, train_ids, train_masks, ms.max_pixels, seed, model.features)

@@ -12,7 +12,8 @@ from snakemake.exceptions import WorkflowError
 PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 sys.path.insert(0, PACKAGE_ROOT)
 from aefheight.config import COARSE_DEM, RIDGE, check_sections, corrections, fill_defaults
-from aefheight.errors import ConfigError
+from aefheight.errors import AefHeightError, ConfigError
+from aefheight.shards import aoi_shape, shard_names
 
 # The schema (workflow/schemas/config.schema.yaml) checks every key and fills in its default,
 # in every Snakemake process (jobs read the filled sections). The cross-field rules of every
@@ -63,6 +64,18 @@ FOLD_RANGE = range(FOLDS if FOLDS >= 2 else 0)
 FOLD_AOIS = {f"{a}/kfold/fold{i}": a for a in AOIS for i in FOLD_RANGE}  # fold split -> AOI
 FOLD_INDEX = {f"{a}/kfold/fold{i}": i for a in AOIS for i in FOLD_RANGE}  # fold split -> i
 BASE_AOI = {a: a for a in AOIS} | FOLD_AOIS  # every split -> its AOI
+
+# Sharding (sharding.shard_px): tiling, prediction and evaluation of an AOI run one job per
+# shard {shard} (r<i>c<j>) under results/<aoi>/shards/; merge_patches, assemble_prediction and
+# merge_evaluation join them into the files the unsharded rules write, so every later rule is
+# the same. SHARDS: AOI -> its shards in order (the stores' order in the merged patch index).
+SHARD_PX = config["sharding"]["shard_px"]
+try:
+    SHARDS = {a: shard_names(*aoi_shape(a, config["aois"][a]), SHARD_PX) for a in AOIS} if SHARD_PX else {}
+except AefHeightError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
+SHARDED = [s for s, a in BASE_AOI.items() if a in SHARDS]  # splits of sharded AOIs
+UNSHARDED = [s for s in BASE_AOI if s not in SHARDED]
 
 # Rules run `python -m aefheight` from this checkout, so any env with the dependencies runs
 # it (the venv locally, a rule's conda env with --sdm conda); jobs inherit the variable.
@@ -118,6 +131,29 @@ def aoi_input(template):
         return template.format(aoi=BASE_AOI[wildcards.aoi])
 
     return path
+
+
+def store_input(kind):
+    """An input function: the patch store file ``kind`` (embeddings, dsm, coarse_dem) of the
+    split's AOI; for a sharded AOI one file per shard, in the order merge_patches merged them."""
+
+    def files(wildcards):
+        aoi = BASE_AOI[wildcards.aoi]
+        if aoi in SHARDS:
+            return [f"results/{aoi}/shards/{s}/patches/{kind}.npy" for s in SHARDS[aoi]]
+        return f"results/{aoi}/patches/{kind}.npy"
+
+    return files
+
+
+def per_shard(template):
+    """An input function: ``template`` for every shard of the split's AOI, in order, the
+    job's other wildcards filled in."""
+
+    def files(wildcards):
+        return expand(template, shard=SHARDS[BASE_AOI[wildcards.aoi]], **dict(wildcards.items()))
+
+    return files
 
 
 def fold_outputs(aoi, template):

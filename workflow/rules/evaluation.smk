@@ -1,4 +1,5 @@
-# Metrics per model and split, the height-shift analysis, tables, and the report's figures.
+# Metrics per model and split (one job per shard for a sharded AOI, then merged), the
+# height-shift analysis, tables, and the report's figures.
 
 
 rule evaluate:
@@ -17,6 +18,8 @@ rule evaluate:
         "results/{aoi}/logs/evaluate/{model}_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/evaluate/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(UNSHARDED),
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -26,6 +29,58 @@ rule evaluate:
         "python -m aefheight evaluate --model {wildcards.model} --seed {wildcards.seed}"
         " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
         " {params.landcover} --metrics {output.metrics} --samples {output.samples}"
+        " --by-height {output.by_height} --by-class {output.by_class}"
+        " --seams {output.seams} > {log} 2>&1"
+
+
+rule evaluate_shard:
+    input:
+        unpack(landcover_input),
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
+        split="results/{aoi}/split/split.tif",
+    output:
+        partials="results/{aoi}/metrics/shards/{shard}/{model}_seed{seed}.npz",
+    log:
+        "results/{aoi}/logs/evaluate/{shard}/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/evaluate/{shard}/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(SHARDED),
+    conda:
+        "../../envs/evaluate_shard.yaml"
+    threads: 1
+    params:
+        landcover=optional_flags(landcover_input),
+        sharding=lambda w: section_json("sharding"),
+    shell:
+        "python -m aefheight evaluate-shard --model {wildcards.model} --seed {wildcards.seed}"
+        " --shard {wildcards.shard} --sharding {params.sharding:q}"
+        " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
+        " {params.landcover} --partials {output.partials} > {log} 2>&1"
+
+
+rule merge_evaluation:
+    input:
+        partials=per_shard("results/{aoi}/metrics/shards/{shard}/{model}_seed{seed}.npz"),
+    output:
+        metrics="results/{aoi}/metrics/per_model/{model}_seed{seed}.csv",
+        samples="results/{aoi}/metrics/samples/{model}_seed{seed}.csv",
+        by_height="results/{aoi}/metrics/by_height/{model}_seed{seed}.csv",
+        by_class="results/{aoi}/metrics/by_landcover/{model}_seed{seed}.csv",
+        seams="results/{aoi}/metrics/seams/{model}_seed{seed}.csv",
+    log:
+        "results/{aoi}/logs/merge_evaluation/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/merge_evaluation/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        aoi=one_of(SHARDED),
+    conda:
+        "../../envs/merge_evaluation.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight merge-evaluation --model {wildcards.model} --seed {wildcards.seed}"
+        " --partials {input.partials} --metrics {output.metrics} --samples {output.samples}"
         " --by-height {output.by_height} --by-class {output.by_class}"
         " --seams {output.seams} > {log} 2>&1"
 

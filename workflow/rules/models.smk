@@ -1,12 +1,12 @@
-# Training (nets and the Ridge baselines), whole-AOI prediction, the coarse-DEM baseline and
-# the bias corrections.
+# Training (nets and the Ridge baselines), whole-AOI prediction (one job per shard for a
+# sharded AOI, then assembled), the coarse-DEM baseline and the bias corrections.
 
 
 rule train_net:
     input:
-        store_embeddings=aoi_input("results/{aoi}/patches/embeddings.npy"),
-        store_dsm=aoi_input("results/{aoi}/patches/dsm.npy"),
-        store_coarse_dem=aoi_input("results/{aoi}/patches/coarse_dem.npy"),
+        store_embeddings=store_input("embeddings"),
+        store_dsm=store_input("dsm"),
+        store_coarse_dem=store_input("coarse_dem"),
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
     output:
@@ -43,8 +43,8 @@ rule train_net:
 
 rule train_ridge:
     input:
-        store_embeddings=aoi_input("results/{aoi}/patches/embeddings.npy"),
-        store_dsm=aoi_input("results/{aoi}/patches/dsm.npy"),
+        store_embeddings=store_input("embeddings"),
+        store_dsm=store_input("dsm"),
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
     output:
@@ -82,6 +82,7 @@ rule predict:
         "results/{aoi}/benchmarks/predict/{model}_seed{seed}.tsv"
     wildcard_constraints:
         model=one_of(NETS + RIDGES),
+        aoi=one_of(UNSHARDED),
     conda:
         "../../envs/predict.yaml"
     threads: 2
@@ -93,6 +94,55 @@ rule predict:
         " --seed {wildcards.seed} --embeddings {input.embeddings} {params.optional}"
         " --checkpoint {input.checkpoint} --prediction {output.prediction} --threads {threads}"
         " > {log} 2>&1"
+
+
+rule predict_shard:
+    input:
+        unpack(coarse_dem_input),
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
+        checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
+    output:
+        prediction="results/{aoi}/shards/{shard}/predictions/{model}_seed{seed}.tif",
+    log:
+        "results/{aoi}/logs/predict/{shard}/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/predict/{shard}/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(NETS + RIDGES),
+        aoi=one_of(SHARDED),
+    conda:
+        "../../envs/predict_shard.yaml"
+    threads: 2
+    params:
+        settings=lambda w: section_json("prediction"),
+        sharding=lambda w: section_json("sharding"),
+        optional=optional_flags(coarse_dem_input),
+    shell:
+        "python -m aefheight predict-shard --settings {params.settings:q}"
+        " --sharding {params.sharding:q} --shard {wildcards.shard} --model {wildcards.model}"
+        " --seed {wildcards.seed} --embeddings {input.embeddings} {params.optional}"
+        " --checkpoint {input.checkpoint} --prediction {output.prediction} --threads {threads}"
+        " > {log} 2>&1"
+
+
+rule assemble_prediction:
+    input:
+        shards=per_shard("results/{aoi}/shards/{shard}/predictions/{model}_seed{seed}.tif"),
+    output:
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
+    log:
+        "results/{aoi}/logs/assemble_prediction/{model}_seed{seed}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/assemble_prediction/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(NETS + RIDGES),
+        aoi=one_of(SHARDED),
+    conda:
+        "../../envs/assemble_prediction.yaml"
+    threads: 2
+    shell:
+        "python -m aefheight assemble-prediction --shards {input.shards}"
+        " --prediction {output.prediction} --threads {threads} > {log} 2>&1"
 
 
 rule predict_coarse_dem:

@@ -20,7 +20,6 @@ import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -31,57 +30,13 @@ from rasterio.warp import calculate_default_transform, reproject, transform_boun
 
 from ..errors import NoValidData, RasterError
 from ..files import atomic_path
-from ..raster import Grid, open_raster, strips
+from ..raster import NODATA, Grid, build_vrt, open_raster, strips
 from .aoi import AOI
 from .dsm import DSMSource
 
 log = logging.getLogger(__name__)
 
-NODATA = -9999.0  # same as the synthetic DSM
 STRIP_ROWS = 1024
-
-
-def build_vrt(files: list[Path], out: Path, crs: CRS, nodata: float | None) -> Path:
-    """Write a mosaic VRT of north-up rasters sharing a CRS and pixel size, atomically.
-
-    Later files fill only where earlier ones are nodata (ComplexSource with NODATA), so tiles
-    delivered twice (a département border) combine.
-    """
-    infos = []
-    for f in files:
-        with open_raster(f) as ds:
-            infos.append((f, ds.transform, ds.width, ds.height, ds.nodata, ds.dtypes[0]))
-    a, e = infos[0][1].a, infos[0][1].e
-    x0 = min(t.c for _, t, *_ in infos)
-    y0 = max(t.f for _, t, *_ in infos)
-    x1 = max(t.c + a * w for _, t, w, *_ in infos)
-    y1 = min(t.f + e * h for _, t, _, h, *_ in infos)
-    width, height = round((x1 - x0) / a), round((y1 - y0) / e)
-    band_nodata = NODATA if nodata is None else nodata
-    parts = [
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
-        f"  <SRS>{escape(crs.to_wkt())}</SRS>",
-        f"  <GeoTransform>{x0!r}, {a!r}, 0.0, {y0!r}, 0.0, {e!r}</GeoTransform>",
-        '  <VRTRasterBand dataType="Float32" band="1">',
-        f"    <NoDataValue>{band_nodata!r}</NoDataValue>",
-    ]
-    for f, t, w, h, nd, _dt in infos:
-        xo, yo = round((t.c - x0) / a), round((t.f - y0) / e)
-        src_nd = nodata if nodata is not None else nd
-        parts += [
-            "    <ComplexSource>",
-            f'      <SourceFilename relativeToVRT="0">{escape(str(Path(f).resolve()))}'
-            "</SourceFilename>",
-            "      <SourceBand>1</SourceBand>",
-            f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
-            f'      <DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/>',
-            *([f"      <NODATA>{src_nd!r}</NODATA>"] if src_nd is not None else []),
-            "    </ComplexSource>",
-        ]
-    parts += ["  </VRTRasterBand>", "</VRTDataset>"]
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(parts) + "\n")
-    return out
 
 
 def mosaics(src: DSMSource, work: Path) -> list[Path]:
