@@ -442,7 +442,7 @@ def evaluate_partials(
 def write_partials(parts: dict[str, np.ndarray], path: Path) -> None:
     """Save one shard's partial statistics (``.npz``), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **parts)
+        np.savez_compressed(fh, allow_pickle=False, **parts)
 
 
 def merge_partials(paths: Sequence[Path]) -> dict[str, np.ndarray]:

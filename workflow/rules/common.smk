@@ -71,7 +71,11 @@ BASE_AOI = {a: a for a in AOIS} | FOLD_AOIS  # every split -> its AOI
 # the same. SHARDS: AOI -> its shards in order (the stores' order in the merged patch index).
 SHARD_PX = config["sharding"]["shard_px"]
 try:
-    SHARDS = {a: shard_names(*aoi_shape(a, config["aois"][a]), SHARD_PX) for a in AOIS} if SHARD_PX else {}
+    SHARDS = (
+        {a: shard_names(*aoi_shape(a, config["aois"][a]), SHARD_PX) for a in AOIS}
+        if SHARD_PX
+        else {}
+    )
 except AefHeightError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 SHARDED = [s for s, a in BASE_AOI.items() if a in SHARDS]  # splits of sharded AOIs
