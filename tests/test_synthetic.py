@@ -4,7 +4,13 @@ import numpy as np
 import rasterio
 from aefheight import aef
 from aefheight.settings import make
-from aefheight.synthetic import SyntheticSettings, coarse_dem, make_fields, write_synthetic
+from aefheight.synthetic import (
+    Scene,
+    SyntheticSettings,
+    coarse_dem_window,
+    make_fields,
+    write_synthetic,
+)
 from scipy import ndimage
 
 
@@ -65,7 +71,7 @@ def _elevation_features(s: SyntheticSettings):
 
     def elev_feats(z):
         f.terrain[:] = z
-        return features(s, f, 10, 11)[0, 10, 7:9]
+        return features(s, f, f.terrain, 0, 0)[10, 10, 7:9]
 
     return elev_feats
 
@@ -100,14 +106,35 @@ def test_slope_left_at_the_saturation_height_is_as_documented():
 
 def test_nuisance_is_spatially_coherent_not_white():
     # parcels carry one offset each: neighbouring pixels share it, so a box mean keeps it
-    from aefheight.synthetic import voronoi_parcels
-
-    ids, n = voronoi_parcels(np.random.default_rng(0), (300, 300), 30)
-    assert 50 < n and len(np.unique(ids)) > 50
+    f = make_fields(make(SyntheticSettings, width=300, height=300, seed=0, parcel_px=30))
+    off = f.parcel_offsets.reshape(3, -1)
+    ids = np.unique(off, axis=1, return_inverse=True)[1].reshape(300, 300)
+    assert len(np.unique(ids)) > 50
     same = (ids[:, 1:] == ids[:, :-1]).mean()
     assert same > 0.9  # a pixel's right neighbour is in its parcel ~29 times out of 30
     sizes = np.bincount(ids.ravel())
     assert np.median(sizes[sizes > 0]) > 0.3 * 30 * 30
+
+
+def test_any_window_equals_that_window_of_the_whole_aoi():
+    """What lets synthesize stream tile by tile: a window computed alone is the whole's."""
+    s = make(SyntheticSettings, width=700, height=530, seed=6, holes=3)
+    scene = Scene(s)
+    whole, dem = make_fields(s), coarse_dem_window(scene, 0, 530, 0, 700)
+    for r0, r1, c0, c1 in ((0, 256, 0, 700), (101, 355, 257, 613), (500, 530, 690, 700)):
+        part = scene.fields(r0, r1, c0, c1)
+        for name in ("terrain", "objects", "landcover", "dsm_valid", "emb_valid"):
+            assert np.array_equal(getattr(part, name), getattr(whole, name)[r0:r1, c0:c1]), name
+        assert np.array_equal(part.nuisance, whole.nuisance[:, r0:r1, c0:c1])
+        assert np.array_equal(coarse_dem_window(scene, r0, r1, c0, c1), dem[r0:r1, c0:c1])
+
+
+def test_smooth_fields_have_zero_mean_and_unit_sd_over_the_aoi():
+    scene = Scene(make(SyntheticSettings, width=640, height=400, seed=8))
+    for field in (scene.forest, scene.nuisance[2], scene.terrain[0][1]):
+        v = field.window(0, 400, 0, 640).astype(np.float64)
+        assert abs(v.mean()) < 1e-6 and abs(v.std() - 1.0) < 1e-6
+        assert 0.1 < np.abs(np.diff(v, axis=1)).mean() * field.scale < 5  # smooth over ~scale
 
 
 def test_coarse_dem_is_deterministic_and_leaves_the_other_rasters_unchanged(
@@ -130,7 +157,7 @@ def test_coarse_dem_errs_as_glo30_does():
     (below the DSM, above the terrain), and it is smooth at 30 m (3 x 3 px cells)."""
     s = make(SyntheticSettings, width=384, height=256, seed=2, dem_noise_m=0.0, dem_error_m=0.0)
     f = make_fields(s)
-    c = coarse_dem(s, f)
+    c = coarse_dem_window(Scene(s), 0, 256, 0, 384)
     dsm = f.terrain + f.objects
     interior = np.zeros(c.shape, bool)  # away from land-cover edges (the 30 m averaging)
     for lc in (0, 1):
@@ -144,5 +171,7 @@ def test_coarse_dem_errs_as_glo30_does():
     assert np.mean(c[forest] - dsm[forest]) < -5  # below the canopy top: the DSM it misses
     # 10 m detail is gone: pixel-to-pixel steps are far smaller than the DSM's
     assert np.abs(np.diff(c, axis=1)).mean() < 0.5 * np.abs(np.diff(dsm, axis=1)).mean()
-    noisy = coarse_dem(make(SyntheticSettings, width=384, height=256, seed=2), f)
+    noisy = coarse_dem_window(
+        Scene(make(SyntheticSettings, width=384, height=256, seed=2)), 0, 256, 0, 384
+    )
     assert 1.0 < np.std(noisy - c) < 3.0  # white 1 m per cell + smooth 1.5 m

@@ -20,11 +20,16 @@ not to make any model look good (README, "The synthetic AOI", states the design)
 * vectors are normalised to unit length and quantized with AEF's int8 scheme. No band is a
   (linear function of the) height.
 
-Everything follows from ``seed``; the same settings give byte-identical rasters.
+Everything follows from ``seed``; the same settings give byte-identical rasters. The AOI is
+generated tile by tile (:data:`TILE`), so memory does not grow with its size: the few random
+draws that span the AOI are small (lattices one point every ``scale`` px, parcel centres, hole
+centres), and every per-pixel draw is a pure function of the pixel (:func:`hash_uniform`), so
+any window of the AOI can be computed alone and equals that window of the whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +39,12 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from scipy import ndimage
+from scipy import ndimage, sparse
+from tqdm import tqdm
 
 from . import aef
 from .files import atomic_path
-from .raster import Grid, parse_crs, strips
+from .raster import Grid, parse_crs
 
 log = logging.getLogger(__name__)
 
@@ -83,98 +89,188 @@ class SyntheticSettings:
         return Grid(CRS.from_user_input(self.crs), t, self.width, self.height)
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: int) -> np.ndarray:
-    """Unit-variance Gaussian-like noise, correlated over about ``scale_px`` pixels."""
-    h, w = shape
-    low = rng.standard_normal((h // scale_px + 4, w // scale_px + 4)).astype(np.float32)
-    up = ndimage.zoom(low, scale_px, order=3, prefilter=False)[:h, :w]
-    up -= up.mean()
-    return (up / (up.std() + 1e-12)).astype(np.float32)
+TILE = (256, 1024)  # rows, columns generated at once: memory bounded at any AOI size
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer: a bijective scramble of 64-bit integers (wraps on purpose)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_uniform(
+    seed: int, stream: int, rows: np.ndarray, cols: np.ndarray, k: int = 1
+) -> np.ndarray:
+    """``k`` independent uniforms in (0, 1) per pixel of ``rows`` x ``cols``, shape (k, n, m).
+
+    A counter-based draw: a pure function of (seed, stream, row, column), so a window of the
+    AOI draws exactly what the whole AOI draws there.
+    """
+    key = _mix(np.array([seed * 1_000_003 + stream], np.uint64))
+    h = _mix(key + rows.astype(np.uint64)[:, None] * GOLDEN)
+    h = _mix(h + cols.astype(np.uint64)[None, :])
+    out = np.empty((k, *h.shape))
+    for i in range(k):
+        h = _mix(h + GOLDEN)
+        out[i] = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    return out
+
+
+def hash_normal(seed: int, stream: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Standard normal per pixel (Box-Muller on :func:`hash_uniform`), float32."""
+    u = hash_uniform(seed, stream, rows, cols, 2)
+    return (np.sqrt(-2.0 * np.log(u[0])) * np.cos(2.0 * np.pi * u[1])).astype(np.float32)
+
+
+def _bspline(coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice indices and cubic B-spline weights, both (n, 4), at lattice coordinates."""
+    i = np.floor(coord).astype(np.int64)
+    f = coord - i
+    w = [(1 - f) ** 3, 4 - 6 * f**2 + 3 * f**3, 1 + 3 * f + 3 * f**2 - 3 * f**3, f**3]
+    return i[:, None] + np.arange(-1, 3), np.stack(w, -1) / 6.0
+
+
+def _spline_matrix(n: int, scale: int, lattice: int) -> sparse.csr_matrix:
+    """(n, lattice) cubic B-spline weights from lattice points ``scale`` px apart to n pixels."""
+    idx, w = _bspline((np.arange(n) + 0.5) / scale + 1)
+    return sparse.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, 4 * n + 1, 4)), (n, lattice))
+
+
+@dataclass
+class Smooth:
+    """Gaussian-like noise correlated over about ``scale`` px, computed window by window.
+
+    Cubic B-spline interpolation (no prefilter) of white noise on a lattice one point every
+    ``scale`` px, shifted and scaled to zero mean and unit SD over the AOI. Both statistics
+    are exact and come from the small lattice alone (the field is linear in it), so no pass
+    over the AOI's pixels is needed.
+    """
+
+    lattice: np.ndarray
+    scale: int
+    mean: float
+    sd: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, shape: tuple[int, int], scale: int) -> Smooth:
+        h, w = shape
+        lat = rng.standard_normal((h // scale + 4, w // scale + 4))
+        wy, wx = (_spline_matrix(n, scale, m) for n, m in zip(shape, lat.shape, strict=True))
+        mean = float(np.asarray(wy.sum(0)).ravel() @ lat @ np.asarray(wx.sum(0)).ravel()) / (h * w)
+        # sum of squares of wy @ lat @ wx.T = <lat, (wy.T wy) lat (wx.T wx)>
+        gl = (wy.T @ wy) @ lat
+        sumsq = float(np.sum(lat * (wx.T @ wx @ gl.T).T))
+        return cls(lat, scale, mean, float(np.sqrt(max(sumsq / (h * w) - mean**2, 1e-24))))
+
+    def window(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        yi, yw = _bspline((np.arange(r0, r1) + 0.5) / self.scale + 1)
+        xi, xw = _bspline((np.arange(c0, c1) + 0.5) / self.scale + 1)
+        lo, hi = xi.min(), xi.max() + 1
+        rows = sum(yw[:, k, None] * self.lattice[yi[:, k], lo:hi] for k in range(4))
+        out = sum(xw[None, :, k] * rows[:, xi[:, k] - lo] for k in range(4))
+        return ((out - self.mean) / self.sd).astype(np.float32)
 
 
 PARCEL_DIMS = 3  # latent dimensions of a parcel's coherent offset
 
 
-def voronoi_parcels(
-    rng: np.random.Generator, shape: tuple[int, int], size_px: int, strip_rows: int = 256
-) -> tuple[np.ndarray, int]:
-    """Parcel ids (Voronoi cells of jittered grid points ``size_px`` apart) and their count."""
-    from scipy.spatial import cKDTree
-
+def parcel_centres(rng: np.random.Generator, shape: tuple[int, int], size_px: int) -> np.ndarray:
+    """Parcel centres: grid points ``size_px`` apart, each jittered within its cell, (n, 2)."""
     h, w = shape
     gy, gx = np.mgrid[-1 : h // size_px + 2, -1 : w // size_px + 2]
-    pts = (np.stack([gy.ravel(), gx.ravel()], -1) + rng.random((gy.size, 2))) * size_px
-    tree = cKDTree(pts)
-    ids = np.empty(shape, np.int32)
-    cols = np.arange(w)
-    for r0, n in strips(h, strip_rows):  # bounded memory for large AOIs
-        yy, xx = np.meshgrid(np.arange(r0, r0 + n), cols, indexing="ij")
-        ids[r0 : r0 + n] = tree.query(np.stack([yy.ravel(), xx.ravel()], -1))[1].reshape(n, w)
-    return ids, len(pts)
+    return (np.stack([gy.ravel(), gx.ravel()], -1) + rng.random((gy.size, 2))) * size_px
 
 
 @dataclass
 class Fields:
-    """Whole-AOI single-band fields (float32/uint8); the 64 bands are built in strips."""
+    """Single-band fields of one window of the AOI (float32/uint8)."""
 
     terrain: np.ndarray
     objects: np.ndarray
     landcover: np.ndarray
     nuisance: np.ndarray  # (3, h, w) smooth fields
-    parcels: np.ndarray  # (h, w) int32 parcel id
-    parcel_offsets: np.ndarray  # (n_parcels, PARCEL_DIMS) latent offset per parcel
+    parcel_offsets: np.ndarray  # (PARCEL_DIMS, h, w) latent offset of each pixel's parcel
     dsm_valid: np.ndarray
     emb_valid: np.ndarray
 
 
-def make_fields(s: SyntheticSettings) -> Fields:
-    """Terrain, land cover, object heights and masks, deterministic from ``s.seed``."""
-    rng = np.random.default_rng(s.seed)
-    shape = (s.height, s.width)
-    h, w = shape
-    # terrain: three scales plus a logistic regional trend along x (east side higher)
-    terrain = np.full(shape, s.base_m, np.float32)
-    for scale, amp in ((256, 1.0), (64, 0.35), (16, 0.08)):
-        terrain += s.relief_m * amp * smooth_noise(rng, shape, max(2, min(scale, w // 2)))
-    xf = (np.arange(w, dtype=np.float32) + 0.5) / w
-    trend = s.shift_m / (1.0 + np.exp(-(xf - 0.55) / 0.08))
-    terrain += trend[None, :]
-    terrain = np.maximum(terrain, 0.5)
+class Scene:
+    """The AOI's random draws, small at any AOI size; :meth:`fields` computes any window."""
 
-    # land cover from smooth fields: forest patches, small urban clusters
-    forest_f = smooth_noise(rng, shape, 48)
-    urban_f = smooth_noise(rng, shape, 32)
-    landcover = np.zeros(shape, np.uint8)
-    landcover[forest_f > 0.35] = 1
-    landcover[urban_f > 1.3] = 2
+    def __init__(self, s: SyntheticSettings) -> None:
+        from scipy.spatial import cKDTree
 
-    # object heights: canopy varies smoothly; buildings are 2x2 px blocks of random height
-    canopy = 18.0 + 5.0 * smooth_noise(rng, shape, 24) + rng.normal(0, 1.5, shape)
-    canopy = np.clip(canopy, 4.0, 35.0).astype(np.float32)
-    bh, bw = -(-h // 2), -(-w // 2)
-    blocks = np.where(rng.random((bh, bw)) < 0.45, rng.gamma(3.0, 4.0, (bh, bw)) + 4.0, 0.0)
-    buildings = np.kron(blocks, np.ones((2, 2)))[:h, :w].astype(np.float32)
-    objects = np.zeros(shape, np.float32)
-    objects[landcover == 1] = canopy[landcover == 1]
-    objects[landcover == 2] = buildings[landcover == 2]
-
-    nuisance = np.stack([smooth_noise(rng, shape, sc) for sc in (96, 40, 200)])
-    parcels, n_parcels = voronoi_parcels(rng, shape, s.parcel_px)
-    parcel_offsets = rng.standard_normal((n_parcels, PARCEL_DIMS)).astype(np.float32)
-
-    yy, xx = np.mgrid[0:h, 0:w]
-    dsm_valid = np.ones(shape, bool)
-    for _ in range(s.holes):
-        cy, cx = rng.integers(0, h), rng.integers(0, w)
-        r = rng.integers(4, 14)
-        dsm_valid &= (yy - cy) ** 2 + (xx - cx) ** 2 > r * r
-    emb_valid = np.ones(shape, bool)
-    if s.embedding_gap:
+        self.s = s
+        rng = np.random.default_rng(s.seed)
+        shape = (s.height, s.width)
+        w = s.width
+        # terrain: three scales plus a logistic regional trend along x (east side higher)
+        self.terrain = [
+            (amp, Smooth.draw(rng, shape, max(2, min(scale, w // 2))))
+            for scale, amp in ((256, 1.0), (64, 0.35), (16, 0.08))
+        ]
+        self.forest, self.urban = Smooth.draw(rng, shape, 48), Smooth.draw(rng, shape, 32)
+        self.canopy = Smooth.draw(rng, shape, 24)
+        self.nuisance = [Smooth.draw(rng, shape, sc) for sc in (96, 40, 200)]
+        self.parcels = cKDTree(parcel_centres(rng, shape, s.parcel_px))
+        self.offsets = rng.standard_normal((self.parcels.n, PARCEL_DIMS)).astype(np.float32)
+        h = s.height
+        self.holes = [
+            (rng.integers(0, h), rng.integers(0, w), rng.integers(4, 14)) for _ in range(s.holes)
+        ]
         gy, gx = rng.integers(0, max(1, h - h // 12)), rng.integers(0, max(1, w - w // 20))
-        emb_valid[gy : gy + h // 12, gx : gx + w // 20] = False
-    return Fields(
-        terrain, objects, landcover, nuisance, parcels, parcel_offsets, dsm_valid, emb_valid
-    )
+        self.gap = (gy, gy + h // 12, gx, gx + w // 20) if s.embedding_gap else (0, 0, 0, 0)
+        # the coarse DEM's own stream ([seed, 13]): the other rasters stay unchanged by it
+        k = s.dem_resolution_px
+        cells = (-(-s.height // k), -(-w // k))
+        scale = max(2, min(100 // k, cells[1] // 2))
+        self.dem_error = Smooth.draw(np.random.default_rng([s.seed, 13]), cells, scale)
+
+    def terrain_window(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        s = self.s
+        z = np.full((r1 - r0, c1 - c0), s.base_m, np.float32)
+        for amp, field in self.terrain:
+            z += s.relief_m * amp * field.window(r0, r1, c0, c1)
+        xf = (np.arange(c0, c1, dtype=np.float32) + 0.5) / s.width
+        z += (s.shift_m / (1.0 + np.exp(-(xf - 0.55) / 0.08)))[None, :]
+        return np.maximum(z, 0.5)
+
+    def surface_window(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, ...]:
+        """Terrain, land cover and object heights (canopy, buildings) of a window."""
+        s, rows, cols = self.s, np.arange(r0, r1), np.arange(c0, c1)
+        landcover = np.zeros((r1 - r0, c1 - c0), np.uint8)
+        landcover[self.forest.window(r0, r1, c0, c1) > 0.35] = 1
+        landcover[self.urban.window(r0, r1, c0, c1) > 1.3] = 2
+        # canopy varies smoothly; buildings are 2x2 px blocks of random height (gamma(3, 4) + 4)
+        canopy = 18.0 + 5.0 * self.canopy.window(r0, r1, c0, c1)
+        canopy = np.clip(canopy + 1.5 * hash_normal(s.seed, 1, rows, cols), 4.0, 35.0)
+        u = hash_uniform(s.seed, 2, rows // 2, cols // 2, 4)
+        buildings = np.where(u[0] < 0.45, 4.0 - 4.0 * np.log(u[1] * u[2] * u[3]), 0.0)
+        objects = np.zeros(landcover.shape, np.float32)
+        objects[landcover == 1] = canopy[landcover == 1]
+        objects[landcover == 2] = buildings[landcover == 2]
+        return self.terrain_window(r0, r1, c0, c1), landcover, objects
+
+    def fields(self, r0: int, r1: int, c0: int, c1: int) -> Fields:
+        """Every field of rows ``r0:r1`` and columns ``c0:c1``."""
+        terrain, landcover, objects = self.surface_window(r0, r1, c0, c1)
+        nuisance = np.stack([n.window(r0, r1, c0, c1) for n in self.nuisance])
+        yy, xx = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
+        ids = self.parcels.query(np.stack([yy.ravel(), xx.ravel()], -1))[1]
+        offsets = np.moveaxis(self.offsets[ids].reshape(*yy.shape, PARCEL_DIMS), -1, 0)
+        dsm_valid = np.ones(yy.shape, bool)
+        for cy, cx, r in self.holes:
+            dsm_valid &= (yy - cy) ** 2 + (xx - cx) ** 2 > r * r
+        g0, g1, h0, h1 = self.gap
+        emb_valid = ~((yy >= g0) & (yy < g1) & (xx >= h0) & (xx < h1))
+        return Fields(terrain, objects, landcover, nuisance, offsets, dsm_valid, emb_valid)
+
+
+def make_fields(s: SyntheticSettings) -> Fields:
+    """Every field of the whole AOI (small AOIs: tests, figures)."""
+    return Scene(s).fields(0, s.height, 0, s.width)
 
 
 def _mixer(seed: int, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,88 +282,103 @@ def _mixer(seed: int, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return a, b, c
 
 
-def features(s: SyntheticSettings, f: Fields, r0: int, r1: int) -> np.ndarray:
-    """Physical features of rows ``r0:r1``, shape (rows, cols, n_features).
+def features(s: SyntheticSettings, f: Fields, z: np.ndarray, top: int, left: int) -> np.ndarray:
+    """Physical features of a window, shape (rows, cols, n_features).
 
-    Terrain enters only through local derivatives and two saturating tanh responses of
-    elevation (7 % of their peak slope left at ``saturation_m``); both are bounded, so no
-    feature is (a linear function of) the height. The nuisance features (smooth fields and
-    parcel offsets) are spatially coherent.
+    ``z`` is the window's terrain with the pixels around it that lie in the AOI (for the
+    derivatives), the window starting at ``z[top, left]``. Terrain enters only through local
+    derivatives and two saturating tanh responses of elevation (7 % of their peak slope left at
+    ``saturation_m``); both are bounded, so no feature is (a linear function of) the height. The
+    nuisance features (smooth fields and parcel offsets) are spatially coherent.
     """
-    lo, hi = max(0, r0 - 1), min(s.height, r1 + 1)
-    z = f.terrain[lo:hi]
-    gy, gx = np.gradient(z, s.pixel_size)
-    curv = ndimage.laplace(z) / s.pixel_size**2
-    sl = slice(r0 - lo, r0 - lo + (r1 - r0))
-    gx, gy, curv, z = gx[sl], gy[sl], curv[sl], z[sl]
-    lc = f.landcover[r0:r1]
-    sat = s.saturation_m
+    h, w = f.terrain.shape
+    sl = (slice(top, top + h), slice(left, left + w))
+    gy, gx = (g[sl] for g in np.gradient(z, s.pixel_size))
+    curv = (ndimage.laplace(z) / s.pixel_size**2)[sl]
+    lc, sat, zi = f.landcover, s.saturation_m, z[sl]
     feats = [
         (lc == 0).astype(np.float32),
         (lc == 1).astype(np.float32),
         (lc == 2).astype(np.float32),
-        np.tanh(f.objects[r0:r1] / 15.0),
+        np.tanh(f.objects / 15.0),
         np.tanh(gx * 15.0),
         np.tanh(gy * 15.0),
         np.tanh(curv * 400.0),
-        np.tanh(2.0 * z / sat),
-        np.tanh(4.0 * (z - 0.5 * sat) / sat),
-        *(0.7 * n[r0:r1] for n in f.nuisance),
-        *np.moveaxis(0.7 * f.parcel_offsets[f.parcels[r0:r1]], -1, 0),
+        np.tanh(2.0 * zi / sat),
+        np.tanh(4.0 * (zi - 0.5 * sat) / sat),
+        *(0.7 * n for n in f.nuisance),
+        *(0.7 * o for o in f.parcel_offsets),
     ]
     return np.stack(feats, axis=-1).astype(np.float32)
 
 
-def embed_rows(s: SyntheticSettings, f: Fields, r0: int, r1: int) -> np.ndarray:
-    """int8 AEF-like codes of rows ``r0:r1``, shape (64, rows, cols)."""
-    x = features(s, f, r0, r1)
+def embed_tile(scene: Scene, f: Fields, r0: int, c0: int) -> np.ndarray:
+    """int8 AEF-like codes of the tile at ``(r0, c0)`` whose fields are ``f``, (64, rows, cols).
+
+    The per-pixel noise comes from the tile's own stream: always generate whole tiles.
+    """
+    s = scene.s
+    h, w = f.terrain.shape
+    top, left = min(r0, 1), min(c0, 1)
+    z = scene.terrain_window(
+        r0 - top, min(s.height, r0 + h + 1), c0 - left, min(s.width, c0 + w + 1)
+    )
+    x = features(s, f, z, top, left)
     a, b, c = _mixer(s.seed, x.shape[-1])
-    hidden = np.tanh(x @ a + b)
-    e = hidden @ c
-    rng = np.random.default_rng([s.seed, 11, r0])
-    e += rng.normal(0, s.noise, e.shape).astype(np.float32)
+    e = np.tanh(x @ a + b) @ c
+    e += np.random.default_rng([s.seed, 11, r0, c0]).normal(0, s.noise, e.shape).astype(np.float32)
     e /= np.linalg.norm(e, axis=-1, keepdims=True) + 1e-12
-    codes = aef.quantize(np.moveaxis(e, -1, 0), valid=f.emb_valid[r0:r1][None])
-    return codes
+    return aef.quantize(np.moveaxis(e, -1, 0), valid=f.emb_valid[None])
 
 
-def coarse_dem(s: SyntheticSettings, f: Fields) -> np.ndarray:
+def _cells(n: int, k: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear weights from cell centres to the pixels ``lo:hi`` along one axis.
+
+    Cells of ``k`` px, the edge cells repeated: (lower cell, upper cell, upper cell's weight).
+    """
+    cells = -(-n // k)
+    y = np.clip((np.arange(lo, hi) + 0.5) / k - 0.5, 0, cells - 1)
+    i0 = np.minimum(np.floor(y).astype(np.int64), cells - 1)
+    return i0, np.minimum(i0 + 1, cells - 1), (y - i0).astype(np.float32)
+
+
+def coarse_dem_window(scene: Scene, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """A coarse DEM that errs as Copernicus GLO-30 does against a DSM, float32 metres.
 
     The surface with part of the canopy (``dem_canopy_fraction``) and of the buildings
-    (``dem_building_fraction``), averaged over ``dem_resolution_px`` cells, plus white noise
-    per cell and a smooth error (~1 km); then bilinear back onto the grid, as the real GLO-30
-    is co-registered. Its own random stream (``[seed, 13]``): the other rasters stay unchanged.
+    (``dem_building_fraction``), averaged over ``dem_resolution_px`` cells (edge pixels
+    repeated past the AOI), plus white noise per cell and a smooth error (~1 km); then bilinear
+    from the cell centres onto the 10 m pixels, as the real GLO-30 is co-registered.
     """
-    rng = np.random.default_rng([s.seed, 13])
-    k = s.dem_resolution_px
-    share = np.select(
-        [f.landcover == 1, f.landcover == 2], [s.dem_canopy_fraction, s.dem_building_fraction], 0.0
+    s, k = scene.s, scene.s.dem_resolution_px
+    y0, y1, fy = _cells(s.height, k, r0, r1)
+    x0, x1, fx = _cells(s.width, k, c0, c1)
+    ci, cj = (int(y0.min()), int(y1.max()) + 1), (int(x0.min()), int(x1.max()) + 1)
+    pr = np.minimum(np.arange(ci[0] * k, ci[1] * k), s.height - 1)  # edge rows repeated
+    pc = np.minimum(np.arange(cj[0] * k, cj[1] * k), s.width - 1)
+    terrain, lc, objects = scene.surface_window(
+        int(pr[0]), int(pr[-1]) + 1, int(pc[0]), int(pc[-1]) + 1
     )
-    surface = f.terrain + share.astype(np.float32) * f.objects
-    h, w = surface.shape
-    ch, cw = -(-h // k), -(-w // k)
-    pad = np.pad(surface, ((0, ch * k - h), (0, cw * k - w)), mode="edge")
-    cells = pad.reshape(ch, k, cw, k).mean(axis=(1, 3))
-    cells += rng.normal(0.0, s.dem_noise_m, cells.shape)
-    cells += s.dem_error_m * smooth_noise(rng, cells.shape, max(2, min(100 // k, cw // 2)))
-    # grid_mode: cells are areas, so each 10 m pixel centre interpolates between cell centres
-    up = ndimage.zoom(cells, k, order=1, grid_mode=True, mode="nearest")
-    return up[:h, :w].astype(np.float32)
+    share = np.select([lc == 1, lc == 2], [s.dem_canopy_fraction, s.dem_building_fraction], 0.0)
+    surface = (terrain + share.astype(np.float32) * objects)[np.ix_(pr - pr[0], pc - pc[0])]
+    n, m = ci[1] - ci[0], cj[1] - cj[0]
+    cells = surface.reshape(n, k, m, k).mean(axis=(1, 3))
+    rows, cols = np.arange(*ci), np.arange(*cj)
+    cells += s.dem_noise_m * hash_normal(s.seed, 13, rows, cols)
+    cells += s.dem_error_m * scene.dem_error.window(*ci, *cj)
+    a, b = cells[y0 - ci[0]], cells[y1 - ci[0]]
+    j0, j1 = x0 - cj[0], x1 - cj[0]
+    top = a[:, j0] * (1 - fx) + a[:, j1] * fx
+    bottom = b[:, j0] * (1 - fx) + b[:, j1] * fx
+    return (top * (1 - fy[:, None]) + bottom * fy[:, None]).astype(np.float32)
 
 
-def _write_coarse_dem(s: SyntheticSettings, f: Fields, path: Path, tags: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **s.grid.profile(1, "float32", DSM_NODATA)) as dst:
-            dst.write(coarse_dem(s, f), 1)
-            dst.update_tags(
-                **tags,
-                product="synthetic coarse DEM (GLO-30-like)",
-                units="m",
-                resolution_m=str(s.pixel_size * s.dem_resolution_px),
-                vertical_datum_conversion="none needed (same datum as the reference)",
-            )
-            dst.set_band_description(1, "height_m")
+def tiles(s: SyntheticSettings) -> list[tuple[int, int, int, int]]:
+    """(r0, r1, c0, c1) of the generation tiles, row by row."""
+    (th, tw), h, w = TILE, s.height, s.width
+    return [
+        (r, min(h, r + th), c, min(w, c + tw)) for r in range(0, h, th) for c in range(0, w, tw)
+    ]
 
 
 def write_synthetic(
@@ -276,45 +387,64 @@ def write_synthetic(
     dsm_path: Path,
     landcover_path: Path | None = None,
     coarse_dem_path: Path | None = None,
-    strip_rows: int = 256,
 ) -> None:
-    """Write the synthetic AOI's co-registered rasters (each atomically).
+    """Write the synthetic AOI's co-registered rasters (each atomically), tile by tile.
 
     Args:
         s: generator settings.
         embeddings_path: int8 x 64 GeoTIFF, nodata -128 (same form as downloaded AEF).
         dsm_path: float32 reference DSM in metres, nodata -9999.
         landcover_path: optional uint8 land-cover classes (0 open, 1 forest, 2 urban).
-        coarse_dem_path: optional float32 coarse DEM (GLO-30-like, :func:`coarse_dem`).
-        strip_rows: rows generated at once; bounds memory of the 64-band step.
+        coarse_dem_path: optional float32 coarse DEM (GLO-30-like, :func:`coarse_dem_window`).
     """
-    g = s.grid
     log.info(
         "synthesizing %dx%d px AOI (seed %d, shift %.0f m)", s.width, s.height, s.seed, s.shift_m
     )
-    f = make_fields(s)
-    dsm = (f.terrain + f.objects).astype(np.float32)
-    dsm[~f.dsm_valid] = DSM_NODATA
-    tags = {"source": "synthetic", "seed": str(s.seed), "vertical_datum": "none (synthetic)"}
+    scene = Scene(s)
+    named = {"embeddings": embeddings_path, "dsm": dsm_path, "landcover": landcover_path}
+    paths = {k: v for k, v in (named | {"coarse_dem": coarse_dem_path}).items() if v is not None}
+    with contextlib.ExitStack() as stack:
+        dst = {
+            k: stack.enter_context(_open(s, k, stack.enter_context(atomic_path(v))))
+            for k, v in paths.items()
+        }
+        for r0, r1, c0, c1 in tqdm(tiles(s), desc="synthesize", unit="tile", mininterval=10):
+            win = ((r0, r1), (c0, c1))
+            f = scene.fields(r0, r1, c0, c1)
+            dsm = f.terrain + f.objects
+            dst["dsm"].write(
+                np.where(f.dsm_valid, dsm, DSM_NODATA).astype(np.float32), 1, window=win
+            )
+            dst["embeddings"].write(embed_tile(scene, f, r0, c0), window=win)
+            if "landcover" in dst:
+                dst["landcover"].write(f.landcover, 1, window=win)
+            if "coarse_dem" in dst:
+                dst["coarse_dem"].write(coarse_dem_window(scene, r0, r1, c0, c1), 1, window=win)
 
-    with atomic_path(dsm_path) as tmp:
-        with rasterio.open(tmp, "w", **g.profile(1, "float32", DSM_NODATA)) as dst:
-            dst.write(dsm, 1)
-            dst.update_tags(**tags, units="m", resolution_m=str(s.pixel_size))
-            dst.set_band_description(1, "height_m")
-    if landcover_path is not None:
-        with atomic_path(landcover_path) as tmp:
-            prof = g.profile(1, "uint8", LANDCOVER_NODATA)
-            with rasterio.open(tmp, "w", **prof) as dst:
-                dst.write(f.landcover, 1)
-                dst.update_tags(classes=",".join(f"{k}:{v}" for k, v in LANDCOVER_CLASSES.items()))
-    if coarse_dem_path is not None:
-        _write_coarse_dem(s, f, coarse_dem_path, tags)
-    with atomic_path(embeddings_path) as tmp:
-        with rasterio.open(tmp, "w", **g.profile(aef.BANDS, "int8", aef.NODATA)) as dst:
-            for r0, n in strips(s.height, strip_rows):
-                codes = embed_rows(s, f, r0, r0 + n)
-                dst.write(codes, window=((r0, r0 + n), (0, s.width)))
-            for i, name in enumerate(aef.BAND_NAMES, start=1):
-                dst.set_band_description(i, name)
-            dst.update_tags(**tags, year="synthetic", quantization="AEF int8")
+
+def _open(s: SyntheticSettings, kind: str, path: Path) -> rasterio.io.DatasetWriter:
+    """One output raster, open for writing, with its tags."""
+    tags = {"source": "synthetic", "seed": str(s.seed), "vertical_datum": "none (synthetic)"}
+    profiles = {
+        "embeddings": (aef.BANDS, "int8", aef.NODATA),
+        "dsm": (1, "float32", DSM_NODATA),
+        "landcover": (1, "uint8", LANDCOVER_NODATA),
+        "coarse_dem": (1, "float32", DSM_NODATA),
+    }
+    dst = rasterio.open(path, "w", **s.grid.profile(*profiles[kind]))
+    if kind == "embeddings":
+        for i, name in enumerate(aef.BAND_NAMES, start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(**tags, year="synthetic", quantization="AEF int8")
+    elif kind == "landcover":
+        dst.update_tags(classes=",".join(f"{k}:{v}" for k, v in LANDCOVER_CLASSES.items()))
+    else:
+        dst.set_band_description(1, "height_m")
+        dst.update_tags(**tags, units="m", resolution_m=str(s.pixel_size))
+        if kind == "coarse_dem":
+            dst.update_tags(
+                product="synthetic coarse DEM (GLO-30-like)",
+                resolution_m=str(s.pixel_size * s.dem_resolution_px),
+                vertical_datum_conversion="none needed (same datum as the reference)",
+            )
+    return dst
