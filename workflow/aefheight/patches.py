@@ -331,7 +331,8 @@ def merge_shard_indexes(shards: Sequence[Path], index: Path) -> gpd.GeoDataFrame
         t["patch_id"] = t["patch_id"] + offset
         offset += len(t)
         tables.append(t)
-    table = pd.concat(tables, ignore_index=True).sort_values(["row", "col"], kind="stable")
+    kept = [t for t in tables if len(t)] or tables[:1]  # an empty shard's index has no dtypes
+    table = pd.concat(kept, ignore_index=True).sort_values(["row", "col"], kind="stable")
     table = gpd.GeoDataFrame(table.reset_index(drop=True), geometry="geometry", crs=tables[0].crs)
     if table.empty:
         raise TooFewPatches(
