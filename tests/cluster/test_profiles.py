@@ -240,7 +240,8 @@ def test_snakemake_profile_slurm_from_the_repo_root_after_the_one_time_install(t
 
     def snakemake_profile_slurm() -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["snakemake", "--profile", "slurm", "-n", *NO_CONDA],
+            # --forceall: the plan does not depend on results/ a study left in the checkout
+            ["snakemake", "--profile", "slurm", "-n", "--forceall", *NO_CONDA],
             cwd=REPO,
             env=_env(env),
             capture_output=True,
