@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import geopandas as gpd
 import numpy as np
@@ -250,6 +250,31 @@ def _index_table(records: list[dict], crs: CRS) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
 
 
+def _tile_rows(
+    sources: tuple[rasterio.io.DatasetReader, rasterio.io.DatasetReader, Any],
+    rows: list[int],
+    cols: list[int],
+    span: tuple[int, int],
+    s: TilingSettings,
+    grid: Grid,
+    stores: dict[str, BinaryIO],
+    records: list[dict],
+) -> bool:
+    """Store the kept patches of every patch row; whether any pixel was valid.
+
+    Reads the columns ``span`` (the AOI's, or a shard's with its patches' far sides) in chunks.
+    """
+    p, any_valid = s.patch_size, False
+    chunks = _column_chunks(cols, p, *span)
+    with tqdm(total=len(rows), desc="tiling", unit="patch row", mininterval=5) as bar:
+        for r0 in rows:
+            for start, stop, group in chunks:
+                chunk = _read_window(*sources, ((r0, r0 + p), (start, stop)))
+                any_valid |= _tile_chunk(chunk, r0, start, group, s, grid, stores, records)
+            bar.update()
+    return any_valid
+
+
 def tile(
     embeddings_path: Path,
     dsm_path: Path,
@@ -297,13 +322,8 @@ def tile(
         tmp = {k: stack.enter_context(atomic_path(v)) for k, v in outputs.items()}
         stores = _open_stores(tmp, n_max, p, stack)
         records: list[dict] = []
-        any_valid = False
-        lo, hi = (0, grid.width) if window is None else window.toranges()[1]
-        chunks = _column_chunks(cols, p, lo, hi)
-        for r0 in tqdm(rows, desc="tiling", unit="patch row", mininterval=5):
-            for start, stop, group in chunks:
-                chunk = _read_window(emb, dsm, coarse, ((r0, r0 + p), (start, stop)))
-                any_valid |= _tile_chunk(chunk, r0, start, group, s, grid, stores, records)
+        span = (0, grid.width) if window is None else window.toranges()[1]
+        any_valid = _tile_rows((emb, dsm, coarse), rows, cols, span, s, grid, stores, records)
         for fh in stores.values():
             fh.close()
         if window is None:

@@ -278,17 +278,17 @@ def _predict_rows(
     rows, batches, hit = _layout(m, height, width, out, batch_size)
     buf = _Rows(m.win, (min(hit), min(width, max(hit) + m.win)), out, rows[0])
     n = len(rows) * sum(map(len, batches))
-    bar = tqdm(total=n, desc="predict", unit="window", mininterval=10)
-    for r0 in rows:
-        buf.flush(dst, r0)
-        for batch_cols in batches:
-            pred, valid = _predict_windows(m, src, coarse, r0, batch_cols, device)
-            h = min(m.win, height - r0)
-            for k, c0 in enumerate(batch_cols):
-                if c0 in hit:
-                    w = min(m.win, width - c0)
-                    buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
-            bar.update(len(batch_cols))
+    # closed before an error propagates, so that the error line is the log's last line
+    with tqdm(total=n, desc="predict", unit="window", mininterval=10) as bar:
+        for r0 in rows:
+            buf.flush(dst, r0)
+            for batch_cols in batches:
+                pred, valid = _predict_windows(m, src, coarse, r0, batch_cols, device)
+                h = min(m.win, height - r0)
+                for k, c0 in enumerate(batch_cols):
+                    if c0 in hit:
+                        w = min(m.win, width - c0)
+                        buf.add(r0, c0, pred[k, :h, :w], weights[:h, :w] * valid[k, :h, :w])
+                bar.update(len(batch_cols))
     buf.flush(dst, out.row_off + out.height)
-    bar.close()
     return n

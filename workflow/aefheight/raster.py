@@ -99,10 +99,27 @@ def open_raster(path: str | os.PathLike, bands: int | None = None) -> rasterio.i
         problem = f"declares {ds.width} x {ds.height} px, more than any AOI (damaged header?)"
     elif bands is not None and ds.count != bands:
         problem = f"has {ds.count} bands; the step reads {bands}"
+    elif not _last_block_reads(ds):
+        problem = "is truncated (its last block cannot be read): rerun the step that wrote it"
     if problem:
         ds.close()
         raise RasterError(f"raster {path} {problem}")
     return ds
+
+
+def _last_block_reads(ds: rasterio.io.DatasetReader) -> bool:
+    """Whether the last block of the last band reads.
+
+    A file cut short (an interrupted copy or download) loses its end, also where the header at
+    its start is intact and a step would read only the grid.
+    """
+    bh, bw = ds.block_shapes[-1]
+    r0, c0 = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+    try:
+        ds.read(ds.count, window=Window(c0, r0, min(bw, ds.width - c0), min(bh, ds.height - r0)))
+    except RasterioIOError:
+        return False
+    return True
 
 
 def check_same_grid(a: Grid, b: Grid, name_a: str, name_b: str) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -260,12 +261,17 @@ class Scene:
         yy, xx = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
         ids = self.parcels.query(np.stack([yy.ravel(), xx.ravel()], -1))[1]
         offsets = np.moveaxis(self.offsets[ids].reshape(*yy.shape, PARCEL_DIMS), -1, 0)
+        dsm_valid, emb_valid = self.validity(r0, r1, c0, c1)
+        return Fields(terrain, objects, landcover, nuisance, offsets, dsm_valid, emb_valid)
+
+    def validity(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where the DSM (outside its holes) and the embeddings (outside the gap) are valid."""
+        yy, xx = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
         dsm_valid = np.ones(yy.shape, bool)
         for cy, cx, r in self.holes:
             dsm_valid &= (yy - cy) ** 2 + (xx - cx) ** 2 > r * r
         g0, g1, h0, h1 = self.gap
-        emb_valid = ~((yy >= g0) & (yy < g1) & (xx >= h0) & (xx < h1))
-        return Fields(terrain, objects, landcover, nuisance, offsets, dsm_valid, emb_valid)
+        return dsm_valid, ~((yy >= g0) & (yy < g1) & (xx >= h0) & (xx < h1))
 
 
 def make_fields(s: SyntheticSettings) -> Fields:
@@ -381,6 +387,20 @@ def tiles(s: SyntheticSettings) -> list[tuple[int, int, int, int]]:
     ]
 
 
+def _tile_rasters(scene: Scene, kinds: Iterable[str], r0: int, r1: int, c0: int, c1: int) -> dict:
+    """The bands (bands, rows, cols) of the rasters ``kinds`` over one tile."""
+    out = {}
+    if "embeddings" in kinds:
+        out["embeddings"] = embed_tile(scene, scene.fields(r0, r1, c0, c1), r0, c0)
+    if "dsm" in kinds or "landcover" in kinds:
+        terrain, landcover, objects = scene.surface_window(r0, r1, c0, c1)
+        dsm = np.where(scene.validity(r0, r1, c0, c1)[0], terrain + objects, DSM_NODATA)
+        out["dsm"], out["landcover"] = dsm[None].astype(np.float32), landcover[None]
+    if "coarse_dem" in kinds:
+        out["coarse_dem"] = coarse_dem_window(scene, r0, r1, c0, c1)[None]
+    return out
+
+
 def write_synthetic(
     s: SyntheticSettings,
     embeddings_path: Path,
@@ -389,6 +409,9 @@ def write_synthetic(
     coarse_dem_path: Path | None = None,
 ) -> None:
     """Write the synthetic AOI's co-registered rasters (each atomically), tile by tile.
+
+    The small rasters first, the embeddings last, each in its own pass: a full disk keeps the
+    complete ones and leaves no partial file.
 
     Args:
         s: generator settings.
@@ -401,25 +424,25 @@ def write_synthetic(
         "synthesizing %dx%d px AOI (seed %d, shift %.0f m)", s.width, s.height, s.seed, s.shift_m
     )
     scene = Scene(s)
-    named = {"embeddings": embeddings_path, "dsm": dsm_path, "landcover": landcover_path}
-    paths = {k: v for k, v in (named | {"coarse_dem": coarse_dem_path}).items() if v is not None}
-    with contextlib.ExitStack() as stack:
-        dst = {
-            k: stack.enter_context(_open(s, k, stack.enter_context(atomic_path(v))))
-            for k, v in paths.items()
-        }
-        for r0, r1, c0, c1 in tqdm(tiles(s), desc="synthesize", unit="tile", mininterval=10):
-            win = ((r0, r1), (c0, c1))
-            f = scene.fields(r0, r1, c0, c1)
-            dsm = f.terrain + f.objects
-            dst["dsm"].write(
-                np.where(f.dsm_valid, dsm, DSM_NODATA).astype(np.float32), 1, window=win
+    named = {
+        "dsm": dsm_path, "landcover": landcover_path, "coarse_dem": coarse_dem_path,
+        "embeddings": embeddings_path,
+    }  # fmt: skip
+    passes = (("dsm", "landcover"), ("coarse_dem",), ("embeddings",))
+    for kinds in passes:
+        paths = {k: named[k] for k in kinds if named[k] is not None}
+        with contextlib.ExitStack() as stack:
+            dst = {
+                k: stack.enter_context(_open(s, k, stack.enter_context(atomic_path(v))))
+                for k, v in paths.items()
+            }
+            bar = stack.enter_context(
+                tqdm(tiles(s), desc=f"synthesize {kinds[-1]}", unit="tile", mininterval=10)
             )
-            dst["embeddings"].write(embed_tile(scene, f, r0, c0), window=win)
-            if "landcover" in dst:
-                dst["landcover"].write(f.landcover, 1, window=win)
-            if "coarse_dem" in dst:
-                dst["coarse_dem"].write(coarse_dem_window(scene, r0, r1, c0, c1), 1, window=win)
+            for r0, r1, c0, c1 in bar:
+                for k, a in _tile_rasters(scene, paths, r0, r1, c0, c1).items():
+                    if k in dst:
+                        dst[k].write(a, window=((r0, r1), (c0, c1)))
 
 
 def _open(s: SyntheticSettings, kind: str, path: Path) -> rasterio.io.DatasetWriter:
