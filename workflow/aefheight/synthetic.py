@@ -430,7 +430,7 @@ def write_synthetic(
     }  # fmt: skip
     passes = (("dsm", "landcover"), ("coarse_dem",), ("embeddings",))
     for kinds in passes:
-        paths = {k: named[k] for k in kinds if named[k] is not None}
+        paths = {k: p for k in kinds if (p := named[k]) is not None}
         with contextlib.ExitStack() as stack:
             dst = {
                 k: stack.enter_context(_open(s, k, stack.enter_context(atomic_path(v))))
