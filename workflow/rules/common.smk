@@ -78,6 +78,11 @@ try:
     )
 except AefHeightError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
+except ImportError as exc:  # a real AOI's grid needs PROJ and shapely in Snakemake's own env
+    raise WorkflowError(
+        f"sharding.shard_px: sizing a real AOI's shards needs {exc.name} where Snakemake runs;"
+        " install the project there (pip install -e .) or set shard_px: null"
+    ) from None
 SHARDED = [s for s, a in BASE_AOI.items() if a in SHARDS]  # splits of sharded AOIs
 UNSHARDED = [s for s in BASE_AOI if s not in SHARDED]
 
