@@ -47,10 +47,12 @@ def test_a_shard_outside_the_aoi_is_one_line():
 
 
 def test_the_schema_keeps_shards_whole_evaluation_blocks():
+    from aefheight.raster import BLOCK
     from aefheight.settings import schema
 
     key = schema()["properties"]["sharding"]["properties"]["shard_px"]
     assert key["multipleOf"] == BLOCK_PX and key["minimum"] == BLOCK_PX
+    assert BLOCK == BLOCK_PX  # evaluation blocks are the blocks of the rasters we write
 
 
 def _tile(aoi, out, window=None, stride=None):
@@ -173,3 +175,20 @@ def test_merged_shard_statistics_give_the_same_evaluation(tmp_path):
         pd.testing.assert_frame_equal(getattr(got, name), getattr(want, name), check_exact=True)
     assert len(want.sample) > 1000 and want.by_class["class_name"].eq("forest").any()
     assert (want.metrics["n"] > 0).all()
+
+
+def test_the_snakefile_imports_no_raster_library():
+    """rules/common.smk imports these modules in Snakemake's own process, which on a login node
+    may be a bare Snakemake env (--sdm conda): they must not pull in rasterio or torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workflow = Path(__file__).resolve().parents[1] / "workflow"
+    code = (
+        f"import sys; sys.path.insert(0, {str(workflow)!r}); "
+        "import aefheight.config, aefheight.errors, aefheight.shards; "
+        "print(sorted(m for m in ('rasterio', 'torch', 'geopandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -17,13 +17,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
-from rasterio.windows import Window
+from typing import TYPE_CHECKING, ClassVar
 
 from .errors import ConfigError
 
-BLOCK_PX = 256  # evaluation blocks (metrics.evaluate); shards are whole blocks
+if TYPE_CHECKING:  # rasterio only where a window is made: the Snakefile imports this module
+    from rasterio.windows import Window
+
+# Evaluation blocks (metrics.evaluate): the GeoTIFF blocks we write (raster.BLOCK; not
+# imported, so that the Snakefile can import this module without rasterio); shards are whole
+# blocks.
+BLOCK_PX = 256
 NAME = re.compile(r"r(\d+)c(\d+)")
 
 
@@ -43,6 +47,8 @@ def shard_names(height: int, width: int, shard_px: int) -> list[str]:
 
 def shard_window(name: str, height: int, width: int, shard_px: int) -> Window:
     """The pixel window of shard ``name`` in a ``height`` x ``width`` px AOI."""
+    from rasterio.windows import Window
+
     m = NAME.fullmatch(name)
     if m is None or name not in shard_names(height, width, shard_px):
         raise ConfigError(
