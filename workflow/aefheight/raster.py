@@ -100,7 +100,7 @@ def open_raster(path: str | os.PathLike, bands: int | None = None) -> rasterio.i
     elif bands is not None and ds.count != bands:
         problem = f"has {ds.count} bands; the step reads {bands}"
     elif not _last_block_reads(ds):
-        problem = "is truncated (its last block cannot be read): rerun the step that wrote it"
+        problem = "is corrupt or truncated (last block unreadable): rerun the step that wrote it"
     if problem:
         ds.close()
         raise RasterError(f"raster {path} {problem}")
