@@ -45,7 +45,14 @@ TINY_OVERRIDES = {
     },
     "correction": {"models": ["unet"]},
     "split": {"buffer_px": 8},
-    "training": {"max_epochs": 2, "patience": 2, "batch_size": 4},
+    "training": {
+        "max_epochs": 2,
+        "patience": 2,
+        "batch_size": 4,
+        "windows_per_epoch": 16,
+        "warmup_steps": 2,
+        "min_steps": 0,
+    },
     "prediction": {"window": None, "overlap": None, "batch_size": 4},
     "seeds": [0, 1],
 }

@@ -179,3 +179,87 @@ def test_height_bins_and_landcover_strata(tmp_path):
     assert (bh.loc[bh["height_lo_m"] >= 60, "bias_m"] == -3.0).all()
     bc = ev.by_class[ev.by_class["split"] == "test"]
     assert bc["class_name"].tolist() == ["open", "forest"] and bc["n"].tolist() == [2048, 2048]
+
+
+def _blended(ref, offsets, win, overlap, noise_sd, seed=0):
+    """What prediction writes when window k predicts ``ref + offsets[k] + noise``: the windows
+    of predict's layout, blended with its weights."""
+    from aefheight.predict import blend_weights
+    from aefheight.raster import window_origins
+
+    h, w = ref.shape
+    noise = np.random.default_rng(seed).normal(0, noise_sd, ref.shape)
+    acc, wsum = np.zeros_like(ref), np.zeros_like(ref)
+    bw = blend_weights(win)
+    rows = window_origins(h, win, win - overlap)
+    cols = window_origins(w, win, win - overlap)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            acc[r : r + win, c : c + win] += (
+                bw * (ref + noise + offsets[i, j])[r : r + win, c : c + win]
+            )
+            wsum[r : r + win, c : c + win] += bw
+    return acc / wsum, (len(rows), len(cols))
+
+
+def _seam_ratio(pred, ref, win, overlap):
+    from aefheight.metrics import SeamCheck
+    from rasterio.windows import Window
+
+    check = SeamCheck({"window": str(win), "overlap": str(overlap)}, *ref.shape)
+    for r in range(0, ref.shape[0], 100):  # uneven blocks
+        for c in range(0, ref.shape[1], 130):
+            win_ = Window(c, r, min(130, ref.shape[1] - c), min(100, ref.shape[0] - r))
+            sl = win_.toslices()
+            check.add(win_, np.ones(ref[sl].shape, bool), pred[sl] - ref[sl])
+    return check.table().iloc[0]
+
+
+def test_seam_check_sees_per_window_offsets_that_mean_abs_dh_misses():
+    """A prediction whose windows each sit at their own level (offsets SD 3 m, pixel noise 2 m):
+    the jump across blend bands exceeds the jump between them; without offsets it does not."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    ref = 100 + 30 * ndimage.gaussian_filter(rng.normal(0, 1, (448, 640)), 40) * 40
+    win, overlap = 64, 16
+    n = (len(range(0, 448 - win, 48)) + 1, len(range(0, 640 - win, 48)) + 1)
+    offsets = rng.normal(0, 3.0, n)
+    with_offsets, _ = _blended(ref, offsets, win, overlap, 2.0)
+    without, _ = _blended(ref, np.zeros(n), win, overlap, 2.0)
+    seamy, clean = (
+        _seam_ratio(with_offsets, ref, win, overlap),
+        _seam_ratio(without, ref, win, overlap),
+    )
+    assert seamy["seam_jump_ratio"] > 3, seamy
+    assert 0.8 < clean["seam_jump_ratio"] < 1.2, clean
+    assert seamy["n_seam"] > 100 and seamy["n_between"] > 100
+    # the old check (mean |dh| near seams / near centres) stays near 1 on the seamy one
+    from aefheight.raster import window_phase
+
+    sy, cy = window_phase(448, win, overlap, 6)
+    sx, cx = window_phase(640, win, overlap, 6)
+    absd = np.abs(with_offsets - ref)
+    old = absd[sy[:, None] | sx[None, :]].mean() / absd[cy[:, None] & cx[None, :]].mean()
+    assert 0.8 < old < 1.25
+
+
+def test_seam_check_is_the_same_in_any_block_order():
+    from aefheight.metrics import SeamCheck
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(4)
+    dh = rng.normal(0, 2, (200, 300))
+    tags = {"window": "64", "overlap": "16"}
+    tables = []
+    for order in (1, -1):
+        check = SeamCheck(tags, 200, 300)
+        blocks = [
+            Window(c, r, min(64, 300 - c), min(64, 200 - r))
+            for r in range(0, 200, 64)
+            for c in range(0, 300, 64)
+        ]
+        for b in blocks[::order]:
+            check.add(b, np.ones((b.height, b.width), bool), dh[b.toslices()])
+        tables.append(check.table())
+    assert tables[0].equals(tables[1])

@@ -18,6 +18,8 @@ from aefheight.train import TrainSettings, augment, masked_mse, train_net, train
 from helpers import store_files, store_paths
 
 SMALL = {"arch": "unet", "decoder_channels": [32, 16, 8, 8, 4]}
+# a few random windows an epoch (4 steps of 4), a short warm-up, early stopping from the start
+FAST = {"windows_per_epoch": 16, "warmup_steps": 2, "min_steps": 0}
 
 
 def _train(store, ms, ts, seed, out, dsm=None):
@@ -70,7 +72,7 @@ def test_masked_mse_ignores_invalid():
 def test_training_reduces_loss_and_writes_outputs(store, tmp_path):
     ms = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
     hist = _train(
-        store, ms, make(TrainSettings, max_epochs=4, patience=10, batch_size=4), 0, tmp_path
+        store, ms, make(TrainSettings, max_epochs=4, patience=10, batch_size=4, **FAST), 0, tmp_path
     )
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "resume.pt").exists()
@@ -85,7 +87,11 @@ def test_training_reduces_loss_and_writes_outputs(store, tmp_path):
 def test_early_stopping_stops(store, tmp_path):
     ms = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
     hist = _train(
-        store, ms, make(TrainSettings, max_epochs=30, patience=1, batch_size=4, lr=0.5), 0, tmp_path
+        store,
+        ms,
+        make(TrainSettings, max_epochs=30, patience=1, batch_size=4, lr=0.5, **FAST),
+        0,
+        tmp_path,
     )
     assert len(hist) < 30
     assert not hist["best"].iloc[-1]
@@ -97,7 +103,7 @@ def test_buffer_pixels_never_enter_the_loss_or_the_target_scaling(store):
     from aefheight.train import split_patches, target_stats
 
     parts = split_patches(store / "split.gpkg", store / "split.tif")
-    ids, masks = parts["train"]
+    ids, masks = parts["train"].ids, parts["train"].masks
     with rasterio.open(store / "split.tif") as ds:
         lab = ds.read(1)
     assert (lab == CODES["buffer"]).any()
@@ -114,7 +120,7 @@ def test_buffer_pixels_never_enter_the_loss_or_the_target_scaling(store):
 
 def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_path):
     ms = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
-    ts = make(TrainSettings, max_epochs=1, patience=5, batch_size=4)
+    ts = make(TrainSettings, max_epochs=1, patience=5, batch_size=4, **FAST)
     runs = {k: tmp_path / k for k in ("a", "a2", "b")}
     hists = {k: _train(store, ms, ts, 0 if k != "b" else 1, d) for k, d in runs.items()}
     w = {k: torch.load(d / "checkpoint.pt", weights_only=True)["model"] for k, d in runs.items()}
@@ -156,7 +162,8 @@ def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales
         tmp_path / "checkpoint.pt", tmp_path / "history.csv",
     )  # fmt: skip
     model, _ = load_checkpoint(tmp_path / "checkpoint.pt")
-    ids, masks = split_patches(store / "split.gpkg", store / "split.tif")["train"]
+    train = split_patches(store / "split.gpkg", store / "split.tif")["train"]
+    ids, masks = train.ids, train.masks
     x, y = sample_pixels(PatchStore(*store_files(store)), ids, masks, 200_000, 0, model.features)
     assert x.shape[1] == 64 * len(scales) == info["features"]
     ref = Ridge(alpha=1.0).fit(x, y)
@@ -193,7 +200,7 @@ def test_killed_training_resumes_to_identical_result(store, tmp_path):
             "--model-settings",
             json.dumps(SMALL),
             "--settings",
-            json.dumps({"max_epochs": 4, "patience": 10, "batch_size": 4}),
+            json.dumps({"max_epochs": 4, "patience": 10, "batch_size": 4, **FAST}),
             "--store-embeddings",
             str(store / "embeddings.npy"),
             "--store-dsm",
@@ -247,7 +254,8 @@ def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path)
 
     ms = make(ModelSettings, **DEM_NET)
     st = PatchStore(*store_files(store), store / "coarse_dem.npy")
-    ids, masks = split_patches(store / "split.gpkg", store / "split.tif")["train"]
+    train = split_patches(store / "split.gpkg", store / "split.tif")["train"]
+    ids, masks = train.ids, train.masks
     dem = _dem_use(st, ms, ids, masks)
     assert dem is not None and dem.channel and dem.residual and dem.relief_sd > 0
     mean, std = target_stats(st, ids, masks, dem)
@@ -260,14 +268,14 @@ def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path)
     want = (st.dsm[k] - st.coarse_dem[k] - mean) / std
     np.testing.assert_allclose(y[0][m[0]].numpy(), want[m[0].numpy()], rtol=1e-5, atol=1e-5)
     hist = _train(
-        store, ms, make(TrainSettings, max_epochs=2, patience=5, batch_size=4), 0, tmp_path
+        store, ms, make(TrainSettings, max_epochs=2, patience=5, batch_size=4, **FAST), 0, tmp_path
     )
     _, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["dem_relief_sd"] == pytest.approx(dem.relief_sd) and len(hist) == 2
     with pytest.raises(Exception, match="coarse DEM"):
         train_net(
             *store_files(store), store / "split.gpkg", store / "split.tif", ms,
-            make(TrainSettings, max_epochs=1), 0, "unet_dem", tmp_path / "c.pt",
+            make(TrainSettings, max_epochs=1, **FAST), 0, "unet_dem", tmp_path / "c.pt",
             tmp_path / "h.csv", tmp_path / "r.pt",
         )  # fmt: skip
 
@@ -281,7 +289,7 @@ def test_no_test_pixel_enters_any_training(store, tmp_path):
     z = np.load(store_files(store)[1])
     z[test_ids] += 1000.0
     np.save(changed, z)
-    ts = make(TrainSettings, max_epochs=1, patience=5, batch_size=4)
+    ts = make(TrainSettings, max_epochs=1, patience=5, batch_size=4, **FAST)
     weights = {}
     for name, dsm in (("base", None), ("changed", changed)):
         out = tmp_path / name
@@ -297,3 +305,26 @@ def test_no_test_pixel_enters_any_training(store, tmp_path):
             out / "ridge.pt", weights_only=True)["model"].items()}}  # fmt: skip
     for key, w in weights["base"].items():
         torch.testing.assert_close(w, weights["changed"][key], rtol=0, atol=0)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
+    from aefheight.train import lr_factor
+
+    ts = make(TrainSettings, warmup_steps=10, max_epochs=4, windows_per_epoch=80, batch_size=8)
+    total = 40
+    f = [lr_factor(i, ts, total) for i in range(total + 1)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(f[:10], f[1:10], strict=False))  # warm-up rises
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # then only falls
+    assert f[25] == pytest.approx(0.5, abs=0.05) and f[total] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_early_stopping_waits_for_the_minimum_steps():
+    from aefheight.train import _Run, stop_early
+
+    ts = make(TrainSettings, patience=2, min_steps=100)
+    run = _Run(bad=5, history=[{"steps": 60}])
+    assert not stop_early(run, ts)
+    run.history.append({"steps": 120})
+    assert stop_early(run, ts)
+    assert not stop_early(_Run(bad=1, history=[{"steps": 500}]), ts)

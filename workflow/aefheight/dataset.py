@@ -5,6 +5,7 @@ Kept apart from :mod:`aefheight.patches` so that tiling and every raster step im
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
@@ -36,6 +37,10 @@ class PatchDataset(torch.utils.data.Dataset):
     buffer pixels are left out of the loss). ``dem`` (the store then holds the coarse DEM)
     adds its relief as an extra channel and/or makes the target reference minus coarse DEM;
     pixels without a coarse DEM then leave the loss.
+
+    Items are the patches themselves, or, after :meth:`with_windows`, windows at any offset
+    (:func:`draw_windows`), each assembled from the up to four patches of ``ids`` it overlaps;
+    pixels of no patch in ``ids`` are nodata (so no pixel outside them is ever read).
     """
 
     def __init__(
@@ -52,12 +57,21 @@ class PatchDataset(torch.utils.data.Dataset):
         if dem is not None and store.coarse_dem is None:
             raise ValueError("the model uses the coarse DEM but the patch store has none")
         self._spare: list[np.ndarray] = []
+        self.items = np.zeros((len(self.ids), len(QUADRANTS) + 2), np.int64)  # each patch alone
+        self.items[:, 0] = np.arange(len(self.ids))
+        self.items[:, 1 : len(QUADRANTS)] = -1
+
+    def with_windows(self, items: np.ndarray) -> PatchDataset:
+        """The same patches, whose items are the windows ``items`` (:func:`draw_windows`)."""
+        out = copy.copy(self)
+        out.items, out._spare = np.asarray(items, np.int64), []
+        return out
 
     def __getstate__(self) -> dict:  # spawned workers: no batch arrays travel with the dataset
         return {**self.__dict__, "_spare": []}
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.items)
 
     def __getitems__(self, idx: list[int]) -> Batch:
         """A collated batch (the DataLoader's batched fetch; use :func:`loader`).
@@ -65,7 +79,8 @@ class PatchDataset(torch.utils.data.Dataset):
         Prefetches the batch's patches, then copies each from the store straight into one
         batch array: no per-patch copy and no stacking afterwards.
         """
-        self.store.prefetch(self.ids[np.asarray(idx, dtype=np.int64)])
+        parts = self.items[np.asarray(idx, dtype=np.int64), : len(QUADRANTS)].ravel()
+        self.store.prefetch(self.ids[parts[parts >= 0]])
         n, p = len(idx), self.store.embeddings.shape[-1]
         extra_channels = int(self.dem is not None and self.dem.channel)
         codes = self._array((n, aef.BANDS, p, p), np.int8)
@@ -98,21 +113,93 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def _fill(self, i: int, codes: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Write item ``i``'s codes and extra channels; return its target and mask (P, P)."""
-        k = int(self.ids[i])
-        np.copyto(codes, self.store.embeddings[k])
-        z = np.asarray(self.store.dsm[k])
-        mask = aef.valid_mask(codes) & ~np.isnan(z)
-        if self.masks is not None:
-            mask &= self.masks[i]
-        if self.dem is not None:
-            assert self.store.coarse_dem is not None  # checked in __init__
-            c = np.asarray(self.store.coarse_dem[k])
+        item, p = self.items[i], codes.shape[-1]
+        z = np.full((p, p), np.nan, np.float32)
+        mask = np.zeros((p, p), bool)
+        c = np.full((p, p), np.nan, np.float32) if self.dem is not None else None
+        if item[1:4].max() >= 0 or item[4] or item[5]:
+            codes.fill(aef.NODATA)  # a window: parts of it may lie on no patch
+        for q, src, dst in window_pieces(int(item[4]), int(item[5]), p):
+            j = int(item[q])
+            if j < 0:
+                continue
+            k = int(self.ids[j])
+            np.copyto(codes[(slice(None), *dst)], self.store.embeddings[k][(slice(None), *src)])
+            z[dst] = self.store.dsm[k][src]
+            mask[dst] = True if self.masks is None else self.masks[j][src]
+            if c is not None:
+                assert self.store.coarse_dem is not None  # checked in __init__
+                c[dst] = self.store.coarse_dem[k][src]
+        mask &= aef.valid_mask(codes) & ~np.isnan(z)
+        if self.dem is not None and c is not None:
             mask &= ~np.isnan(c)
             if self.dem.channel:
                 extra[0] = dem_channel(c, self.dem)
             if self.dem.residual:
                 z = z - c
         return np.where(mask, (z - self.mean) / self.std, 0.0), mask
+
+
+# A window's up to four patches: its top-left one, then the patches one patch size to the
+# right, below, and below-right of it (the items' first four columns; -1 = no such patch).
+QUADRANTS = ((0, 0), (0, 1), (1, 0), (1, 1))
+Slices = tuple[slice, slice]
+
+
+def window_pieces(dy: int, dx: int, p: int) -> list[tuple[int, Slices, Slices]]:
+    """(quadrant, slices in that patch, slices in the window) of a window at (dy, dx) px.
+
+    The window starts ``dy`` rows and ``dx`` columns into its top-left patch (0 <= dy, dx < p);
+    pieces of zero size are left out.
+    """
+    out = []
+    for q, (down, right) in enumerate(QUADRANTS):
+        src_r, dst_r = (
+            (slice(0, dy), slice(p - dy, p)) if down else (slice(dy, p), slice(0, p - dy))
+        )
+        src_c, dst_c = (
+            (slice(0, dx), slice(p - dx, p)) if right else (slice(dx, p), slice(0, p - dx))
+        )
+        if src_r.stop > src_r.start and src_c.stop > src_c.start:
+            out.append((q, (src_r, src_c), (dst_r, dst_c)))
+    return out
+
+
+def draw_windows(
+    origins: np.ndarray,
+    masks: np.ndarray,
+    n: int,
+    min_fraction: float,
+    rng: np.random.Generator,
+    attempts: int = 50,
+) -> np.ndarray:
+    """``n`` random training windows as dataset items (:meth:`PatchDataset.with_windows`).
+
+    Use it to draw each epoch's training windows: a patch of ``origins`` (N, 2: row, col of the
+    patches, all of one size P) uniformly, then an offset in [0, P) along each axis; the
+    window is kept if at least ``min_fraction`` of its pixels are set in ``masks`` (N, P, P:
+    the pixels that enter the loss), else drawn again (after ``attempts`` draws, the patch
+    itself). Items: (top-left, right, below, below-right patch index or -1, dy, dx).
+    """
+    p = masks.shape[-1]
+    where = {(int(r), int(c)): i for i, (r, c) in enumerate(origins)}
+    items = np.empty((n, len(QUADRANTS) + 2), np.int64)
+    for w in range(n):
+        for _ in range(attempts):
+            i, dy, dx = int(rng.integers(len(origins))), *map(int, rng.integers(0, p, 2))
+            r, c = origins[i]
+            quads = [where.get((r + p * down, c + p * right), -1) for down, right in QUADRANTS]
+            kept = sum(
+                int(masks[quads[q]][src].sum())
+                for q, src, _ in window_pieces(dy, dx, p)
+                if quads[q] >= 0
+            )
+            if kept >= min_fraction * p * p:
+                break
+        else:  # a fragmented training area: the last patch drawn, as tiled
+            quads, dy, dx = [i, -1, -1, -1], 0, 0
+        items[w] = [*quads, dy, dx]
+    return items
 
 
 _DEVICE_LUTS: dict[torch.device, torch.Tensor] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from .raster import (
     open_raster,
     read_checked,
     read_dsm_block,
-    window_phase,
+    window_origins,
 )
 from .shards import BLOCK_PX
 
@@ -208,49 +209,94 @@ class Evaluation:
     sample: pd.DataFrame  # split, reference, prediction (uniform random pixels)
     by_height: pd.DataFrame  # split, height_lo_m, height_hi_m, n, bias_m, rmse_m
     by_class: pd.DataFrame  # split, class, n, bias_m, rmse_m (empty without land cover)
-    seams: pd.DataFrame  # one row: mean |dh| on window seams vs window centres
+    seams: pd.DataFrame  # one row: the jump of dh across window seams vs between them
+
+
+SEAM_UNITS = 1000  # dh summed in mm as integers: the same sums in any block or shard order
 
 
 class SeamCheck:
-    """Mean |dh| near the prediction windows' seams vs near their centres (ratio ~1: no seams).
+    """Whether a prediction shows its windows: the jump of dh across their blend bands / between.
 
-    The window layout comes from the prediction's tags (``window``, ``overlap``).
+    1 = seam-free; a per-window offset raises it. Use :meth:`add` on every block, then
+    :meth:`table`. Along each axis, dh = prediction - reference is averaged over bands one
+    window step (``window - overlap``) deep, giving a profile per band; the jump at a line is the difference between the profile's means over
+    ``k`` px just beyond either side of a band ``overlap`` px wide centred on the line. Seam
+    lines are the centres of the overlaps, where blending hands one window to the next;
+    reference lines lie halfway between seam lines (the windows' cores). Differencing dh, not
+    the prediction, leaves out the terrain's own relief. The layout comes from the
+    prediction's tags (``window``, ``overlap``).
     """
 
     def __init__(self, tags: dict[str, str], height: int, width: int) -> None:
         self.window, self.overlap = int(tags.get("window", 0)), int(tags.get("overlap", 0))
         self.patch = int(tags.get("train_patch_size", 0))
-        band = max(1, (self.window - self.overlap) // 8)
-        if self.window:
-            self.sy, self.cy = window_phase(height, self.window, self.overlap, band)
-            self.sx, self.cx = window_phase(width, self.window, self.overlap, band)
-        self.sums = np.zeros((2, 2))  # (seam, centre) x (sum |dh|, n)
+        self.shape = (height, width)
+        self.step = max(1, self.window - self.overlap)
+        # per axis: (sum of dh in mm, pixels) per band of `step` lines and position along it
+        self.along_x = np.zeros((2, -(-height // self.step), width), np.int64)
+        self.along_y = np.zeros((2, -(-width // self.step), height), np.int64)
 
-    def block_sums(self, win: Window, ok: np.ndarray, absd: np.ndarray) -> np.ndarray:
-        """(seam, centre) x (sum |dh|, n) of one block; :attr:`sums` adds them up in order."""
-        out = np.zeros((2, 2))
+    def add(self, win: Window, ok: np.ndarray, dh: np.ndarray) -> None:
+        """Add one block's valid pixels ``ok`` and differences ``dh`` (both the block's shape)."""
         if not self.window:
-            return out
-        rows, cols = win.toslices()
-        sy, cy = self.sy[rows, None], self.cy[rows, None]
-        sx, cx = self.sx[None, cols], self.cx[None, cols]
-        for i, sel in enumerate(((sy | sx) & ok, (cy & cx) & ok)):
-            out[i] = (absd[sel].sum(), sel.sum())
-        return out
+            return
+        mm = np.where(ok, np.rint(dh * SEAM_UNITS), 0).astype(np.int64)
+        (r0, r1), (c0, c1) = win.toranges()
+        for prof, units, cnt, lo, hi, first in (
+            (self.along_x, mm, ok, r0, r1, c0),
+            (self.along_y, mm.T, ok.T, c0, c1, r0),
+        ):
+            bands = np.arange(lo, hi) // self.step
+            for b in np.unique(bands):
+                rows = bands == b
+                n = units.shape[1]
+                prof[0, b, first : first + n] += units[rows].sum(axis=0)
+                prof[1, b, first : first + n] += cnt[rows].sum(axis=0)
+
+    def _jumps(self, prof: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """|jump| at every seam line and every reference line of one axis (NaN-free)."""
+        origins = np.array(window_origins(length, self.window, self.step), np.float64)
+        seams = (origins[1:] + origins[:-1] + self.window) / 2  # overlap centres
+        refs = (seams[1:] + seams[:-1]) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = prof[0] / SEAM_UNITS / prof[1]  # (bands, length); NaN where no pixel
+        k, half = max(1, self.window // 16), self.overlap / 2
+
+        def jumps(lines: np.ndarray) -> np.ndarray:
+            out = []
+            for line in lines:
+                a0, b0 = int(np.floor(line - half)) - k, int(np.ceil(line + half))
+                if a0 < 0 or b0 + k > length:
+                    continue
+                left, right = mean[:, a0 : a0 + k], mean[:, b0 : b0 + k]
+                out.append(np.abs(np.nanmean(right, axis=1) - np.nanmean(left, axis=1)))
+            v = np.concatenate(out) if out else np.zeros(0)
+            return v[np.isfinite(v)]
+
+        return jumps(seams), jumps(refs)
 
     def table(self) -> pd.DataFrame:
-        seam, centre = (s[0] / s[1] if s[1] else float("nan") for s in self.sums)
+        seam, ref = np.zeros(0), np.zeros(0)
+        if self.window and self.overlap:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN strips (nodata)
+                parts = [self._jumps(self.along_x, self.shape[1]),
+                         self._jumps(self.along_y, self.shape[0])]  # fmt: skip
+            seam = np.concatenate([p[0] for p in parts])
+            ref = np.concatenate([p[1] for p in parts])
+        js, jr = (float(v.mean()) if v.size else float("nan") for v in (seam, ref))
         return pd.DataFrame(
             [
                 {
                     "window_px": self.window,
                     "overlap_px": self.overlap,
                     "train_patch_px": self.patch,
-                    "seam_mean_abs_dh_m": seam,
-                    "centre_mean_abs_dh_m": centre,
-                    "seam_centre_ratio": seam / centre if centre else float("nan"),
-                    "n_seam": int(self.sums[0, 1]),
-                    "n_centre": int(self.sums[1, 1]),
+                    "seam_jump_m": js,
+                    "between_jump_m": jr,
+                    "seam_jump_ratio": js / jr if jr else float("nan"),
+                    "n_seam": int(seam.size),
+                    "n_between": int(ref.size),
                 }
             ]
         )
@@ -279,7 +325,6 @@ class _Partials:
 
     blocks: list[tuple[int, int]] = field(default_factory=list)
     diff: list[np.ndarray] = field(default_factory=list)  # (splits, 1 + BLOCK_FIELDS)
-    seams: list[np.ndarray] = field(default_factory=list)  # (2, 2)
     binned_h: list[np.ndarray] = field(default_factory=list)
     binned_c: list[np.ndarray] = field(default_factory=list)
     samples: list[np.ndarray] = field(default_factory=list)
@@ -294,7 +339,6 @@ class _Partials:
         return {
             "blocks": np.array(self.blocks, np.int64).reshape(-1, 2),
             "diff": np.array(self.diff).reshape(-1, len(SPLITS), 1 + len(BLOCK_FIELDS)),
-            "seams": np.array(self.seams).reshape(-1, 2, 2),
             "binned_h": rows(self.binned_h, 7),
             "binned_c": rows(self.binned_c, 7),
             "samples": rows(self.samples, 5),
@@ -432,17 +476,21 @@ def evaluate_partials(
             cls = read_checked(lc, win, indexes=1) if lc is not None else None
             ok = (pred != pr.nodata) & np.isfinite(pred) & np.isfinite(ref)
             pick = np.random.default_rng([seed, *key]).random(ref.shape) < keep
-            out.seams.append(seams.block_sums(win, ok, np.abs(pred.astype(np.float64) - ref)))
+            seams.add(win, ok, pred.astype(np.float64) - ref)
             _add_block(out, key, (ref, pred, ok, lab, cls, pick), height_bin)
         about = {"tags": pr.tags(), "shape": [grid.height, grid.width], "pred": str(pred_path)}
+        seam_profiles = {"seam_x": seams.along_x, "seam_y": seams.along_y}
         about["classes"] = _class_names(lc) if lc is not None else None
-    return out.arrays() | {"about": np.array(json.dumps(about, sort_keys=True))}
+    return out.arrays() | seam_profiles | {"about": np.array(json.dumps(about, sort_keys=True))}
 
 
 def write_partials(parts: dict[str, np.ndarray], path: Path) -> None:
     """Save one shard's partial statistics (``.npz``), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, allow_pickle=False, **parts)
+
+
+SUMMED = ("hist", "seam_x", "seam_y")  # integer partials: shards add up in any order
 
 
 def merge_partials(paths: Sequence[Path]) -> dict[str, np.ndarray]:
@@ -455,9 +503,9 @@ def merge_partials(paths: Sequence[Path]) -> dict[str, np.ndarray]:
     if len(abouts) != 1:
         raise NoValidData(f"{', '.join(map(str, paths))} do not come from one prediction")
     out = {
-        k: np.concatenate([p[k] for p in loaded]) for k in loaded[0] if k not in ("hist", "about")
+        k: np.concatenate([p[k] for p in loaded]) for k in loaded[0] if k not in (*SUMMED, "about")
     }
-    return out | {"hist": sum(p["hist"] for p in loaded), "about": loaded[0]["about"]}
+    return out | {k: sum(p[k] for p in loaded) for k in SUMMED} | {"about": loaded[0]["about"]}
 
 
 def _stable_by_block(rows: np.ndarray) -> np.ndarray:
@@ -474,11 +522,11 @@ def fold_partials(parts: dict[str, np.ndarray], height_bin: float = HEIGHT_BIN) 
     about = json.loads(str(parts["about"]))
     tally = _Tally()
     seams = SeamCheck(about["tags"], *about["shape"])
+    seams.along_x, seams.along_y = parts["seam_x"], parts["seam_y"]
     for b in np.lexsort((parts["blocks"][:, 1], parts["blocks"][:, 0])):
         for i, name in enumerate(SPLITS):
             tally.stats[name].n_total += int(parts["diff"][b, i, 0])
             tally.stats[name].merge(parts["diff"][b, i, 1:])
-        seams.sums += parts["seams"][b]
     for i, name in enumerate(SPLITS):
         tally.stats[name].hist = parts["hist"][i]
     for kind, binned in (("binned_h", tally.by_h), ("binned_c", tally.by_c)):

@@ -45,6 +45,7 @@ class ModelSettings:
     encoder: str
     encoder_weights: str | None  # None offline; "imagenet" downloads weights once
     decoder_channels: tuple[int, ...] | None  # None: smp's default
+    encoder_params: dict[str, Any] | None  # a timm encoder's keyword arguments (tu- names)
     alpha: float  # ridge: L2 penalty
     max_pixels: int  # ridge: training pixels sampled from train patches
     scales_px: tuple[int, ...]  # ridge: box-mean sides; (1,) = pixel-wise
@@ -74,11 +75,25 @@ class ModelSettings:
         import segmentation_models_pytorch as smp
 
         encoders = smp.encoders.get_encoder_names()
-        if self.encoder not in encoders:
+        if self.encoder.startswith("tu-"):
+            import timm
+
+            known = self.encoder.removeprefix("tu-") in timm.list_models()
+        else:
+            known = self.encoder in encoders
+        if not known:
             raise ConfigError(
                 f"{section}.encoder {self.encoder!r} is unknown to segmentation-models-pytorch "
-                f"(e.g. resnet18, resnet34, efficientnet-b0)"
+                f"(e.g. resnet18, resnet34, efficientnet-b0, or tu-<a timm model>)"
             )
+        if self.encoder_params:
+            try:
+                build_model(self)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ConfigError(
+                    f"{section}.encoder_params {self.encoder_params} do not build "
+                    f"{self.encoder}: {exc}"
+                ) from None
 
     @property
     def is_net(self) -> bool:
@@ -147,7 +162,7 @@ def build_model(s: ModelSettings) -> nn.Module:
         return BoxRidge(in_channels, s.scales_px)
     import segmentation_models_pytorch as smp
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(s.encoder_params or {})
     if s.decoder_channels is not None:
         kwargs["decoder_channels"] = list(s.decoder_channels)
     try:

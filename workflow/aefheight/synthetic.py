@@ -6,19 +6,19 @@ not to make any model look good (README, "The synthetic AOI", states the design)
 * the DSM is terrain (three spatial scales plus a regional trend that lifts the east side,
   where the contiguous test area lies, by about ``shift_m``) plus forest canopy and buildings;
 * the 64 embedding bands are a fixed random non-linear mix of physical features: land cover,
-  object height, terrain *derivatives* (slope, curvature) and two saturating encodings of
-  terrain elevation, ``tanh(2 z / sat)`` and ``tanh(4 (z - sat / 2) / sat)``. At
-  ``z = saturation_m`` both keep 7 % of their peak slope (``1 - tanh(2)**2``), at 1.5 x it
-  1 % and 0.1 %: above the saturation height a pixel says almost nothing about its elevation,
-  which is then recoverable only from spatial context (integrating the slopes from lower
-  ground within the receptive field);
+  object height, terrain *derivatives* (slope, curvature) and an **elevation code**: eight
+  smooth responses ``tanh((z - k c) / c)`` with centres ``k c`` (``c`` =
+  ``elevation_code_m``, k = 0..7), so that every height from 0 to ~8 ``c`` moves several of them
+  (no saturation: AEF's 64 dimensions reconstruct elevation with R² ~0.97 over the whole
+  conterminous US, Rahman 2026, arXiv 2602.10354), but no single band, and no linear function
+  of the bands, is the height;
 * the nuisance is spatially coherent, as in real AEF vectors: parcels (Voronoi cells about
   ``parcel_px`` across, like fields and forest stands) each carry their own random latent
   offset, and three smooth fields (scales 40, 96 and 200 px) drift across the AOI; both enter
-  the same non-linear mix, so no smoothing removes them. Only a small white term
-  (``noise``) is per pixel;
-* vectors are normalised to unit length and quantized with AEF's int8 scheme. No band is a
-  (linear function of the) height.
+  the same non-linear mix with amplitude ``nuisance``, so no smoothing removes them. Only a
+  small white term (``noise``) is per pixel. ``nuisance`` sets how well a pixel-wise linear
+  model reads the height: it is calibrated on that control alone (:mod:`aefheight.calibration`);
+* vectors are normalised to unit length and quantized with AEF's int8 scheme.
 
 Everything follows from ``seed``; the same settings give byte-identical rasters. The AOI is
 generated tile by tile (:data:`TILE`), so memory does not grow with its size: the few random
@@ -68,7 +68,8 @@ class SyntheticSettings:
     base_m: float  # elevation of the low (west) side
     relief_m: float  # amplitude of multi-scale terrain
     shift_m: float  # how much higher the east side sits (the distribution shift)
-    saturation_m: float  # elevation encoding keeps 7 % of its peak slope here
+    elevation_code_m: float  # spacing and width of the elevation code's tanh responses
+    nuisance: float  # amplitude of the coherent nuisance (parcels, smooth fields)
     noise: float  # per-band white noise before normalisation (the only per-pixel term)
     parcel_px: int  # mean parcel side: each parcel has its own coherent embedding offset
     holes: int  # DSM nodata holes
@@ -288,20 +289,31 @@ def _mixer(seed: int, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return a, b, c
 
 
+ELEVATION_CODE_TERMS = 8  # tanh responses centred at 0, c, ..., 7c (c = elevation_code_m)
+
+
+def elevation_code(z: np.ndarray, spacing_m: float) -> list[np.ndarray]:
+    """The elevation code: ``tanh((z - k c) / c)`` for k = 0..7, ``c = spacing_m``.
+
+    Every height from 0 to ~8 c lies on the steep part of at least two responses, so elevation
+    is decodable everywhere in that range (non-linearly), never capped.
+    """
+    return [np.tanh((z - k * spacing_m) / spacing_m) for k in range(ELEVATION_CODE_TERMS)]
+
+
 def features(s: SyntheticSettings, f: Fields, z: np.ndarray, top: int, left: int) -> np.ndarray:
     """Physical features of a window, shape (rows, cols, n_features).
 
     ``z`` is the window's terrain with the pixels around it that lie in the AOI (for the
-    derivatives), the window starting at ``z[top, left]``. Terrain enters only through local
-    derivatives and two saturating tanh responses of elevation (7 % of their peak slope left at
-    ``saturation_m``); both are bounded, so no feature is (a linear function of) the height. The
-    nuisance features (smooth fields and parcel offsets) are spatially coherent.
+    derivatives), the window starting at ``z[top, left]``. Terrain enters through local
+    derivatives and the :func:`elevation_code`; the nuisance features (smooth fields and
+    parcel offsets, amplitude ``nuisance``) are spatially coherent.
     """
     h, w = f.terrain.shape
     sl = (slice(top, top + h), slice(left, left + w))
     gy, gx = (g[sl] for g in np.gradient(z, s.pixel_size))
     curv = (ndimage.laplace(z) / s.pixel_size**2)[sl]
-    lc, sat, zi = f.landcover, s.saturation_m, z[sl]
+    lc, a = f.landcover, s.nuisance
     feats = [
         (lc == 0).astype(np.float32),
         (lc == 1).astype(np.float32),
@@ -310,10 +322,9 @@ def features(s: SyntheticSettings, f: Fields, z: np.ndarray, top: int, left: int
         np.tanh(gx * 15.0),
         np.tanh(gy * 15.0),
         np.tanh(curv * 400.0),
-        np.tanh(2.0 * zi / sat),
-        np.tanh(4.0 * (zi - 0.5 * sat) / sat),
-        *(0.7 * n for n in f.nuisance),
-        *(0.7 * o for o in f.parcel_offsets),
+        *elevation_code(z[sl], s.elevation_code_m),
+        *(a * n for n in f.nuisance),
+        *(a * o for o in f.parcel_offsets),
     ]
     return np.stack(feats, axis=-1).astype(np.float32)
 

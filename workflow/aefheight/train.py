@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aef
-from .dataset import PatchDataset, loader, model_input
+from .dataset import PatchDataset, draw_windows, loader, model_input
 from .dem import DemUse, dem_relief
 from .errors import ConfigError, NoValidData
 from .files import atomic_path
@@ -45,6 +45,10 @@ class TrainSettings:
     SECTION: ClassVar[str] = "training"
     max_epochs: int
     patience: int  # early stopping: epochs without val-loss improvement
+    min_steps: int  # early stopping only after this many optimizer steps
+    windows_per_epoch: int  # random training windows drawn per epoch
+    window_min_valid: float  # a window needs this share of valid train pixels
+    warmup_steps: int  # linear learning-rate warm-up, then cosine decay over the cap
     batch_size: int
     lr: float
     weight_decay: float
@@ -62,10 +66,19 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+@dataclass
+class SplitPatches:
+    """The patches of one split: store ids, origins (row, col) and loss masks (N, P, P)."""
+
+    ids: np.ndarray
+    origins: np.ndarray
+    masks: np.ndarray
+
+
 def split_patches(
     split_gpkg: Path, split_tif: Path, store: PatchStore | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Patch ids and loss masks (pixels of the split in ``split.tif``) for train and val.
+) -> dict[str, SplitPatches]:
+    """The train and val patches, with their loss masks (pixels of the split in ``split.tif``).
 
     ``store``: the patch store they will be read from, checked against the index.
     """
@@ -75,8 +88,26 @@ def split_patches(
     out = {}
     for name in ("train", "val"):
         sub = df[df["split"] == name]
-        out[name] = (sub["patch_id"].to_numpy(), loss_masks(split_tif, sub, name))
+        out[name] = SplitPatches(
+            sub["patch_id"].to_numpy(),
+            sub[["row", "col"]].to_numpy(np.int64),
+            loss_masks(split_tif, sub, name),
+        )
     return out
+
+
+def with_valid_data(store: PatchStore, part: SplitPatches) -> SplitPatches:
+    """``part`` whose masks also require valid embeddings and a valid reference height.
+
+    Reads one band of codes (AEF's nodata is in every band at once) and the DSM per patch, so
+    that each epoch's windows are drawn on the pixels that will enter the loss.
+    """
+    masks = part.masks.copy()
+    for i, k in enumerate(part.ids):
+        masks[i] &= (np.asarray(store.embeddings[k][0]) != aef.NODATA) & ~np.isnan(
+            np.asarray(store.dsm[k])
+        )
+    return SplitPatches(part.ids, part.origins, masks)
 
 
 def _masked_values(store: PatchStore, k: int, mask: np.ndarray, dem: DemUse | None) -> np.ndarray:
@@ -166,26 +197,51 @@ def _evaluate(
     return se / max(n, 1.0)
 
 
+def lr_factor(step: int, ts: TrainSettings, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) over ``ts.lr``.
+
+    A linear warm-up over ``warmup_steps``, then a cosine decay to 0 at ``total_steps`` (the
+    cap: ``max_epochs`` epochs), which early stopping may end sooner.
+    """
+    warm = min(1.0, (step + 1) / ts.warmup_steps) if ts.warmup_steps else 1.0
+    done = min(1.0, max(0, step - ts.warmup_steps) / max(1, total_steps - ts.warmup_steps))
+    return warm * 0.5 * (1.0 + float(np.cos(np.pi * done)))
+
+
+def steps_per_epoch(ts: TrainSettings) -> int:
+    """Optimizer steps of one epoch (its windows in batches)."""
+    return -(-ts.windows_per_epoch // ts.batch_size)
+
+
 def _train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
-    ds: PatchDataset,
+    data: _Data,
     ts: TrainSettings,
-    g: torch.Generator,
+    seed: int,
+    epoch: int,
+    first_step: int,
     device: torch.device,
     amp: bool,
     desc: str,
     workers: int = 0,
 ) -> tuple[float, int]:
-    """One pass over the train patches in the order drawn from ``g``; (mean loss, steps)."""
-    order = torch.randperm(len(ds), generator=g).tolist()
+    """One epoch of random windows drawn inside the training area; (mean loss, steps).
+
+    The windows (:func:`~aefheight.dataset.draw_windows`) come from ``(seed, epoch)`` and the
+    augmentation from a torch generator seeded the same way, so a resumed run repeats them.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    part = data.train_part
+    rng = np.random.default_rng([seed, epoch])
+    items = draw_windows(part.origins, part.masks, ts.windows_per_epoch, ts.window_min_valid, rng)
     batches = loader(
-        ds,
-        sampler=order,
+        data.train.with_windows(items),
         batch_size=ts.batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
     )
+    total_steps = ts.max_epochs * steps_per_epoch(ts)
     total, count, steps = 0.0, 0, 0
     bar = tqdm(batches, desc=desc, unit="batch", mininterval=10)
     for codes, extra, y, mask in bar:
@@ -193,6 +249,8 @@ def _train_epoch(
             codes, extra, y, mask = augment(codes, extra, y, mask, g=g)
         x = model_input(codes, extra, device)
         y, mask = y.to(device), mask.to(device)
+        for group in opt.param_groups:
+            group["lr"] = ts.lr * lr_factor(first_step + steps, ts, total_steps)
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x)
@@ -212,6 +270,7 @@ class _Data:
 
     store: PatchStore
     train: PatchDataset
+    train_part: SplitPatches  # where training windows are drawn (masks: valid train pixels)
     val_batches: list
     mean: float
     std: float
@@ -256,33 +315,34 @@ def _load_data(
 ) -> _Data:
     """Train/val patches with their loss masks, target scaling and the run's fingerprint."""
     parts = split_patches(split_gpkg, split_tif, store)
-    (train_ids, train_masks), (val_ids, val_masks) = parts["train"], parts["val"]
-    dem = _dem_use(store, ms, train_ids, train_masks)
-    mean, std = target_stats(store, train_ids, train_masks, dem)
+    train, val = with_valid_data(store, parts["train"]), parts["val"]
+    dem = _dem_use(store, ms, train.ids, train.masks)
+    mean, std = target_stats(store, train.ids, train.masks, dem)
     log.info(
         "target (%s): mean %.2f m, std %.2f m over %d train patches; %d val patches; bf16 %s%s",
         ms.target,
         mean,
         std,
-        len(train_ids),
-        len(val_ids),
+        len(train.ids),
+        len(val.ids),
         amp,
         f"; DEM relief channel SD {dem.relief_sd:.2f} m" if dem and dem.channel else "",
     )
-    val_ds = PatchDataset(store, val_ids, mean, std, val_masks, dem)
+    val_ds = PatchDataset(store, val.ids, mean, std, val.masks, dem)
     fp = _fingerprint(
         asdict(ms),
         asdict(ts),
         seed,
         len(store),
-        train_ids.tolist(),
-        val_ids.tolist(),
-        int(train_masks.sum()),
-        int(val_masks.sum()),
+        train.ids.tolist(),
+        val.ids.tolist(),
+        int(train.masks.sum()),
+        int(val.masks.sum()),
     )
     return _Data(
         store,
-        PatchDataset(store, train_ids, mean, std, train_masks, dem),
+        PatchDataset(store, train.ids, mean, std, train.masks, dem),
+        train,
         list(loader(val_ds, batch_size=ts.batch_size)),  # cached
         mean,
         std,
@@ -366,6 +426,16 @@ def _record_epoch(
     )
 
 
+def stop_early(run: _Run, ts: TrainSettings) -> bool:
+    """Whether early stopping ends the training now.
+
+    It does after ``patience`` epochs without a better validation loss, once at least
+    ``min_steps`` optimizer steps have run (a schedule's early epochs are no verdict).
+    """
+    steps = run.history[-1]["steps"] if run.history else 0
+    return run.bad >= ts.patience and steps >= ts.min_steps
+
+
 def train_net(
     store_embeddings: Path | Sequence[Path],
     store_dsm: Path | Sequence[Path],
@@ -397,16 +467,17 @@ def train_net(
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     run = _resume(resume, data.fingerprint, model, opt, device)
     for epoch in range(run.start, ts.max_epochs + 1):
-        if run.bad >= ts.patience:
+        if stop_early(run, ts):
             break
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # order and augmentation
         loss, steps = _train_epoch(
             model,
             opt,
-            data.train,
+            data,
             ts,
-            g,
+            seed,
+            epoch,
+            run.history[-1]["steps"] if run.history else 0,
             device,
             amp,
             f"{ms.arch} seed {seed} epoch {epoch}",
@@ -415,7 +486,7 @@ def train_net(
         val = _evaluate(model, data.val_batches, device, amp)
         _record_epoch(run, model, epoch, loss, steps, val, data.std, time.perf_counter() - t0)
         _save_resume(resume, data.fingerprint, model, opt, epoch, run)
-    stopped = "early_stopping" if run.bad >= ts.patience else "max_epochs"
+    stopped = "early_stopping" if stop_early(run, ts) else "max_epochs"
     hist = _finish(model, ms, data, run, seed, stopped, checkpoint)
     with atomic_path(history) as tmp:
         hist = hist.assign(model=model_name, seed=seed, stopped=stopped)
@@ -506,10 +577,10 @@ def train_ridge(
     from sklearn.linear_model import Ridge
 
     store = PatchStore(store_embeddings, store_dsm)
-    train_ids, train_masks = split_patches(split_gpkg, split_tif, store)["train"]
+    train = split_patches(split_gpkg, split_tif, store)["train"]
     model = build_model(ms)
     assert isinstance(model, BoxRidge)  # arch ridge
-    x, y = sample_pixels(store, train_ids, train_masks, ms.max_pixels, seed, model.features)
+    x, y = sample_pixels(store, train.ids, train.masks, ms.max_pixels, seed, model.features)
     reg = Ridge(alpha=ms.alpha).fit(x, y)
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(reg.coef_.astype(np.float32)).view(1, -1, 1, 1))
