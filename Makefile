@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CORES ?= all
 
-.PHONY: setup study test lint docs clean-results
+.PHONY: setup study test lint docs calibrate clean-results
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: $(STAMP)
 docs: $(STAMP)
 	sed -i '/^<!-- generated from workflow\/schemas/q' config/README.md
 	PYTHONPATH=workflow $(BIN)/python -m aefheight.config >> config/README.md
+
+# The synthetic AOI's calibration (the pixel-wise Ridge only, no net): solves the generator's
+# knobs, prints the values to freeze in config/config.yaml and the schema, checks the targets.
+calibrate: $(STAMP)
+	PYTHONPATH=workflow $(BIN)/python -m aefheight.calibration --solve
 
 clean-results:
 	rm -rf results/*/ results/report.html .snakemake

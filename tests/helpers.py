@@ -43,7 +43,7 @@ TINY_OVERRIDES = {
             "target": "residual",
         },
     },
-    "correction": {"models": ["unet"]},
+    "correction": {"methods": ["linear", "quantile_map"], "models": ["unet"]},
     "split": {"buffer_px": 8},
     "training": {
         "max_epochs": 2,

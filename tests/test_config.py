@@ -80,9 +80,21 @@ def test_settings_classes_mirror_the_schema_and_hold_no_defaults(cls):
     assert names == props - ({"synthetic"} if cls is RealAOISettings else set())
 
 
+def _overlay(name):
+    """The default config with an overlay file merged on top, as ``snakemake --configfile
+    config/config.yaml config/<name>`` merges them (Snakemake's own update_config)."""
+    from snakemake.utils import update_config
+
+    cfg = _load("config.yaml")
+    update_config(cfg, _load(name))
+    return cfg
+
+
+OVERLAYS = ("kfold.yaml", "beyond_paper.yaml")  # one switch from the default each
+
+
 def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
-    for name in ("config.yaml", "paper.yaml", "kfold.yaml"):
-        cfg = _load(name)
+    for cfg in (_load("config.yaml"), _load("paper.yaml"), *map(_overlay, OVERLAYS)):
         config.check_config(cfg)
         assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
     raw = _load("config.yaml")
@@ -91,6 +103,17 @@ def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
         assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
     synthetic = settings.validate_section({}, "aois.<name>.synthetic")
     assert raw["aois"]["demo"]["synthetic"] == synthetic
+
+
+def test_the_overlays_add_to_the_default_without_repeating_it():
+    """kfold.yaml and beyond_paper.yaml hold only what they change (each fact once)."""
+    kfold = _overlay("kfold.yaml")
+    assert kfold["split"]["folds"] == 3 and kfold["models"] == _load("config.yaml")["models"]
+    beyond = _overlay("beyond_paper.yaml")
+    assert {"unet_dem", "unetplusplus_dem"} <= set(beyond["models"]) > {"unet", "ridge"}
+    assert beyond["correction"]["methods"] == ["linear", "quantile_map"]
+    for name in OVERLAYS:
+        assert "aois" not in _load(name) and "tiling" not in _load(name)
 
 
 BAD = {
@@ -116,7 +139,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_the_whole_config_check_names_the_bad_key_of_every_section(case):
     path, value, named = BAD[case]
-    cfg = _load("config.yaml")
+    cfg = _overlay("beyond_paper.yaml")  # with corrections and the DEM nets
     config.fill_defaults(cfg)  # so every section is there to break
     if case == "prediction":
         cfg["prediction"]["window"] = 64

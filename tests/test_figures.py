@@ -74,43 +74,117 @@ def test_pred_vs_ref_panels_per_split_with_metrics(tmp_path):
     assert "RMSE = 3.00 m" in fig.axes[2].texts[0].get_text()
 
 
-def test_loss_curves_one_line_pair_per_model(tmp_path):
-    h = pd.DataFrame(
-        {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.4], "val_loss": [1.2, 0.6, 0.7]}
-    )
-    fig = figures.loss_curves({"unet": h, "unetplusplus": h}, tmp_path / "l.png")
-    ax = fig.axes[0]
-    assert len(ax.get_lines()) == 4
-    assert ax.get_xlabel() == "epoch" and "MSE" in ax.get_ylabel()
-
-
 @pytest.mark.parametrize("name", ["unet", "unetplusplus", "ridge", "custom"])
 def test_colours_are_fixed_per_model(name):
     assert figures.model_color(name) == figures.model_color(name)
     assert figures.model_label(name)
 
 
-def test_residual_map_is_centred_on_zero(tiny_aoi, tmp_path):
-    fig = figures.residual_map(tiny_aoi["dsm"], tiny_aoi["dsm"], "unet", tmp_path / "r.png")
-    im = fig.axes[0].images[0]
-    lo, hi = im.get_clim()
-    assert lo == -hi
-    assert fig.axes[1].get_ylabel() == "dh = prediction - reference (m)"
+def _metrics(models=("unet", "unetplusplus", "ridge"), seeds=(0, 1, 2)):
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in models:
+        for seed in seeds:
+            for split in ("train", "val", "test"):
+                rows.append(
+                    {
+                        "model": m,
+                        "seed": seed,
+                        "split": split,
+                        "r2": rng.uniform(0.3, 0.9),
+                        "rmse_m": rng.uniform(10, 30),
+                        "median_diff_m": rng.normal(0, 3),
+                        "n": 100,
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
-def test_dh_hist_panel_per_model_line_per_split(tmp_path):
-    rng = np.random.default_rng(1)
-    s = pd.DataFrame(
-        {"split": np.repeat(["train", "val", "test"], 500), "reference": rng.uniform(0, 100, 1500)}
-    )
-    s["prediction"] = s["reference"] + rng.normal(0, 3, 1500)
-    fig = figures.dh_histograms({"unet": s, "ridge": s}, tmp_path / "h.png")
-    assert [ax.get_title() for ax in fig.axes] == ["U-Net", "Ridge"]
-    assert fig.axes[0].get_xlabel() == "dh = prediction - reference (m)"
-    assert len(fig.axes[0].get_legend().get_texts()) == 3
+def test_median_seed_is_the_middle_test_r2():
+    m = _metrics()
+    test = m[(m["split"] == "test") & (m["model"] == "unet")].sort_values("r2")
+    assert figures.median_seeds(m)["unet"] == int(test["seed"].iloc[1])
 
 
-def test_height_shift_and_error_by_height_have_units(tmp_path):
+def test_seed_figure_shows_every_seed_and_the_intervals(tmp_path):
+    m = _metrics()
+    pairs = [("unetplusplus", "unet"), ("unet", "ridge")]
+    fig = figures.seed_figure(m, pairs, tmp_path / "s.png", tmp_path / "s.pdf")
+    assert (tmp_path / "s.png").stat().st_size > 10_000 and (tmp_path / "s.pdf").exists()
+    r2, rmse, diff = fig.axes[:3]
+    assert r2.get_ylabel() == "test R²" and rmse.get_ylabel() == "test RMSE (m)"
+    points = sum(len(c.get_offsets()) for c in r2.collections if c.get_offsets().ndim == 2)
+    assert points >= 9 + 3  # 3 models x 3 seeds, and a mean per model
+    assert [t.get_text() for t in diff.get_xticklabels()] == ["U-Net++ − U-Net", "U-Net − Ridge"]
+    assert any(line.get_ydata()[0] == 0 for line in diff.get_lines())  # the zero line
+
+
+def test_error_by_height_has_a_panel_per_model_family(tmp_path):
+    rows = []
+    for model in ("unet", "unet_linear", "ridge"):
+        for seed in (0, 1):
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "model": model,
+                        "seed": seed,
+                        "split": "test",
+                        "height_lo_m": [0.0, 10],
+                        "height_hi_m": [10.0, 20],
+                        "n": [500, 500],
+                        "bias_m": [2.0 + seed, -2.0],
+                        "rmse_m": 3.0,
+                    }
+                )
+            )
+    fig = figures.error_by_height_panels(rows, tmp_path / "e.png")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["U-Net", "Ridge"]  # the correction sits in its net's panel
+    assert fig.axes[0].get_xlabel() == "reference height (m)"
+
+
+def test_residual_panels_share_one_colour_scale_and_name_the_seed(tiny_aoi, tmp_path):
+    import rasterio
+
+    with rasterio.open(tiny_aoi["dsm"]) as src:
+        profile, z = src.profile, src.read(1)
+    p = tmp_path / "p.tif"
+    with rasterio.open(p, "w", **profile) as dst:
+        dst.write(np.where(z == profile["nodata"], z, z + 5.0), 1)
+    split = tmp_path / "split.tif"
+    with rasterio.open(split, "w", **{**profile, "dtype": "uint8", "nodata": 0}) as dst:
+        lab = np.ones(z.shape, np.uint8)
+        lab[:, z.shape[1] // 2 :] = 3
+        dst.write(lab, 1)
+    maps = {"unet": (2, tiny_aoi["dsm"]), "ridge": (0, p)}
+    fig = figures.residual_panels(maps, tiny_aoi["dsm"], split, tmp_path / "r.png")
+    ims = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len({im.get_clim() for im in ims}) == 1 and ims[0].get_clim()[0] == -ims[0].get_clim()[1]
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["U-Net (seed 2)", "Ridge (seed 0)"]
+
+
+def test_loss_curve_panels_one_panel_per_net_line_per_seed(tmp_path):
+    hs = [
+        pd.DataFrame(
+            {
+                "model": m,
+                "seed": s,
+                "epoch": [1, 2, 3],
+                "steps": [50, 100, 150],
+                "val_loss": [1.0, 0.5, 0.6],
+                "val_rmse_m": [30.0, 20.0, 21.0],
+            }
+        )
+        for m in ("unet", "unetplusplus")
+        for s in (0, 1)
+    ]
+    fig = figures.loss_curve_panels(hs, tmp_path / "l.png")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["U-Net", "U-Net++"]
+    assert all(len(ax.get_lines()) >= 2 for ax in panels)
+
+
+def test_height_distributions_have_units(tmp_path):
     hist = pd.DataFrame(
         {
             "split": ["train"] * 3 + ["test"] * 3,
@@ -120,21 +194,15 @@ def test_height_shift_and_error_by_height_have_units(tmp_path):
         }
     )
     st = pd.DataFrame(
-        [{"ks_statistic": 1.0, "wasserstein_m": 5.0, "test_outside_train_range_pct": 100.0}]
+        [
+            {
+                "ks_statistic": 1.0,
+                "wasserstein_m": 5.0,
+                "test_outside_train_range_pct": 100.0,
+                "mean_shift_m": 5.0,
+            }
+        ]
     )
-    fig = figures.height_shift(hist, st, tmp_path / "s.png")
+    fig = figures.height_distributions(hist, st, tmp_path / "s.png")
     assert fig.axes[0].get_xlabel() == "reference height (m)"
     assert "KS = 1.00" in fig.axes[0].texts[0].get_text()
-    bh = pd.DataFrame(
-        {
-            "split": "test",
-            "height_lo_m": [0.0, 10],
-            "height_hi_m": [10.0, 20],
-            "n": [500, 500],
-            "bias_m": [2.0, -2.0],
-            "rmse_m": [3.0, 3.0],
-        }
-    )
-    fig = figures.error_by_height({"unet": bh}, tmp_path / "e.png")
-    assert [ax.get_ylabel() for ax in fig.axes] == ["bias = mean dh (m)", "RMSE (m)"]
-    assert fig.axes[1].get_xlabel() == "reference height (m)"

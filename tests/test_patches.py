@@ -216,3 +216,13 @@ def test_tiling_in_column_chunks_writes_the_same_store(tiny_aoi, tmp_path, monke
     assert len(np.load(tmp_path / "10000" / "dsm.npy")) > 3
     assert run(64) == whole  # one patch column per window
     assert run(130) == whole  # windows of two columns, overlapping when stride < patch
+
+
+def test_model_input_in_either_layout_holds_the_same_values():
+    rng = np.random.default_rng(0)
+    codes = torch.from_numpy(rng.integers(-128, 128, (2, 64, 8, 8)).astype(np.int8))
+    for extra in (torch.zeros(2, 0, 8, 8), torch.ones(2, 1, 8, 8)):
+        cl = model_input(codes, extra, torch.device("cpu"))
+        plain = model_input(codes, extra, torch.device("cpu"), channels_last=False)
+        assert plain.is_contiguous() and cl.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(cl, plain, rtol=0, atol=0)

@@ -39,15 +39,22 @@ def test_one_row_per_model_and_split_in_paper_order():
 def test_seeds_are_aggregated_as_mean_and_sd():
     t = tables.metrics_table(_metrics(seeds=(0, 2)))
     assert (t["seeds"] == 2).all()
-    assert t.loc[0, "RMSE (m)"] == "11.00 ± 1.41 (median 11.00; 10.00, 12.00)"
+    assert t.loc[0, "RMSE (m)"] == "11.00 ± 1.41"  # per-seed values: their own table
 
 
-def test_a_failed_seed_stays_visible():
+def test_a_failed_fit_is_named_beside_the_mean_and_kept_per_seed():
     m = _metrics(seeds=(0, 1, 2))
-    m.loc[(m["seed"] == 1) & (m["split"] == "test") & (m["model"] == "unet"), "r2"] = -8.13
-    head = tables.headline(m)
-    cell = head.set_index("model").loc["U-Net", "test R²"]
-    assert "-8.130" in cell and "median 0.900" in cell
+    bad = (m["seed"] == 1) & (m["model"] == "unet")
+    m.loc[bad & (m["split"] == "train"), "r2"] = 0.2  # below the Ridge's train R² (~0.8)
+    failed = tables.failed_fits(m, ["unet"], "ridge")
+    assert failed.set_index("seed")["failed_to_fit"].tolist() == [False, True, False]
+    head = tables.headline(m, ["unet", "ridge"], failed).set_index("model")
+    assert head.loc["U-Net", "failed to fit"] == "1 of 3 (seed 1)"
+    assert head.loc["Ridge", "failed to fit"] == "n/a (no training)"
+    assert head.loc["U-Net", "train R²"].startswith("0.607 ± ")  # the mean keeps it
+    seeds = tables.per_seed(m, ["unet", "ridge"], failed)
+    row = seeds[(seeds["model"] == "unet") & (seeds["seed"] == 1)].iloc[0]
+    assert row["failed to fit"] and row["train R²"] == 0.2
 
 
 def test_paired_comparison_interval_and_verdicts():

@@ -255,7 +255,10 @@ def tables(a: A) -> None:
         aoi=a.aoi,
         nets=a.nets,
         baselines=a.baselines,
+        ridge_models=a.ridge_models,
         corrected=dict(pair.split("=", 1) for pair in a.corrected),
+        roles=parse_json(a.roles, "--roles"),
+        synthetic=bool(a.synthetic),
         max_epochs=a.max_epochs,
         inputs={k: getattr(a, k) for k in (*STEPS["tables"].inputs, *STEPS["tables"].lists)},
         outputs={k: getattr(a, k) for k in STEPS["tables"].outputs},
@@ -276,50 +279,55 @@ def split_map(a: A) -> None:
     split_map(a.gpkg, a.raster, a.dsm, a.png, a.pdf)
 
 
-def plot_pred_vs_ref(a: A) -> None:
-    """Run ``plot-pred-vs-ref``: draw predicted vs reference height for one model."""
+def plot_seeds(a: A) -> None:
+    """Run ``plot-seeds``: every seed's test R² and RMSE per model, and the paired intervals."""
     import pandas as pd
 
-    from .figures import pred_vs_ref
+    from .figures import seed_figure
 
-    pred_vs_ref(pd.read_csv(a.samples), pd.read_csv(a.metrics), a.model, a.png, a.pdf)
-
-
-def plot_residual_map(a: A) -> None:
-    """Run ``plot-residual-map``: draw the map of dh for one prediction."""
-    from .figures import residual_map
-
-    residual_map(a.prediction, a.dsm, a.model, a.png, a.pdf)
+    pairs = [tuple(p.split("=", 1)) for p in a.pairs]
+    seed_figure(pd.read_csv(a.metrics), pairs, a.png, a.pdf)  # type: ignore[arg-type]
 
 
-def plot_dh_hist(a: A) -> None:
-    """Run ``plot-dh-hist``: draw the dh histograms of every model's samples."""
-    from .figures import by_model, dh_histograms
+def plot_pred_vs_ref(a: A) -> None:
+    """Run ``plot-pred-vs-ref``: predicted vs reference and dh, median seed per model."""
+    from .figures import write_sample_figures
 
-    dh_histograms(by_model(a.samples), a.png, a.pdf)
+    write_sample_figures(a.samples, a.metrics, a.png, a.pdf, a.all_seeds, a.dh_png, a.dh_pdf)
+
+
+def plot_residual_maps(a: A) -> None:
+    """Run ``plot-residual-maps``: every model's dh map (median seed), all seeds in a PDF."""
+    from .figures import write_residual_maps
+
+    write_residual_maps(a.predictions, a.metrics, a.dsm, a.split, a.png, a.pdf, a.all_seeds)
 
 
 def plot_error_by_height(a: A) -> None:
-    """Run ``plot-error-by-height``: draw bias and RMSE per height bin."""
-    from .figures import by_model, error_by_height
+    """Run ``plot-error-by-height``: bias per height bin, a panel per model family."""
+    import pandas as pd
 
-    error_by_height(by_model(a.by_height), a.png, a.pdf)
+    from .figures import error_by_height_panels
+
+    error_by_height_panels([pd.read_csv(p) for p in a.by_height], a.png, a.pdf)
 
 
 def plot_height_shift(a: A) -> None:
     """Run ``plot-height-shift``: draw the reference-height distribution per split."""
     import pandas as pd
 
-    from .figures import height_shift
+    from .figures import height_distributions
 
-    height_shift(pd.read_csv(a.hist), pd.read_csv(a.stats), a.png, a.pdf)
+    height_distributions(pd.read_csv(a.hist), pd.read_csv(a.stats), a.png, a.pdf)
 
 
 def plot_loss_curves(a: A) -> None:
-    """Run ``plot-loss-curves``: draw every net's training and validation loss."""
-    from .figures import by_model, loss_curves
+    """Run ``plot-loss-curves``: every net's validation error over steps, a line per seed."""
+    import pandas as pd
 
-    loss_curves(by_model(a.histories), a.png, a.pdf)
+    from .figures import loss_curve_panels
+
+    loss_curve_panels([pd.read_csv(p) for p in a.histories], a.png, a.pdf)
 
 
 def fetch_aef_index(a: A) -> None:
@@ -494,10 +502,12 @@ STEPS: dict[str, Step] = {
         inputs=("metrics", "quantiles", "stats", "areas"),
         lists=("histories", "by_height", "seams", "fits"),
         outputs=(
-            "md", "tex", "comparisons", "training", "training_md", "seam_table", "crossover",
-            "shift_md", "shift_tex", "findings", "corrections",
+            "claims", "paper_md", "paper_tex", "md", "per_seed", "comparisons", "training",
+            "training_md", "seam_table", "crossover", "shift_md", "shift_tex", "findings",
+            "corrections",
         ),
-        values=("aoi", "max_epochs"),
+        values=("aoi", "max_epochs", "synthetic"),
+        settings=("roles",),
     ),
     "report-front": Step(
         report_front, "the report's first page", inputs=("methods",), lists=("findings",),
@@ -507,16 +517,19 @@ STEPS: dict[str, Step] = {
         split_map, "figure: split map", inputs=("gpkg", "raster", "dsm"),
         outputs=("png", "pdf"),
     ),
+    "plot-seeds": Step(
+        plot_seeds, "figure: every seed per model, paired intervals", inputs=("metrics",),
+        outputs=("png", "pdf"),
+    ),
     "plot-pred-vs-ref": Step(
-        plot_pred_vs_ref, "figure: predicted vs reference", inputs=("samples", "metrics"),
-        outputs=("png", "pdf"), values=("model",),
+        plot_pred_vs_ref, "figures: predicted vs reference and dh, median seed per model",
+        inputs=("metrics",), lists=("samples",),
+        outputs=("png", "pdf", "all_seeds", "dh_png", "dh_pdf"),
     ),
-    "plot-residual-map": Step(
-        plot_residual_map, "figure: residual map", inputs=("prediction", "dsm"),
-        outputs=("png", "pdf"), values=("model",),
-    ),
-    "plot-dh-hist": Step(
-        plot_dh_hist, "figure: dh histograms", lists=("samples",), outputs=("png", "pdf")
+    "plot-residual-maps": Step(
+        plot_residual_maps, "figure: residual maps, median seed per model",
+        inputs=("metrics", "dsm", "split"), lists=("predictions",),
+        outputs=("png", "pdf", "all_seeds"),
     ),
     "plot-error-by-height": Step(
         plot_error_by_height, "figure: error by height", lists=("by_height",),
@@ -549,9 +562,13 @@ STEPS: dict[str, Step] = {
         values=("aoi",), settings=("settings", "downloads"), dirs=("cache_dir",),
     ),
 }  # fmt: skip
-INTS = {"seed", "max_epochs", "fold"}  # values parsed as integers
+INTS = {"seed", "max_epochs", "fold", "synthetic"}  # values parsed as integers
 # model names, possibly none; corrected: <corrected>=<model> pairs
-LIST_VALUES = {"tables": ("nets", "baselines", "corrected"), "kfold": ("nets", "baselines")}
+LIST_VALUES = {
+    "tables": ("nets", "baselines", "ridge_models", "corrected"),
+    "kfold": ("nets", "baselines"),
+    "plot-seeds": ("pairs",),  # <model>=<versus> pairs
+}
 
 
 def _flag(name: str) -> str:

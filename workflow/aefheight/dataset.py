@@ -205,23 +205,35 @@ def draw_windows(
 _DEVICE_LUTS: dict[torch.device, torch.Tensor] = {}
 
 
-def model_input(codes: torch.Tensor, extra: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The network's input from a batch: float32 (B, 64 + E, P, P) on ``device``, channels-last.
+def model_input(
+    codes: torch.Tensor, extra: torch.Tensor, device: torch.device, channels_last: bool = True
+) -> torch.Tensor:
+    """The network's input from a batch: float32 (B, 64 + E, P, P) on ``device``.
 
     Use it on every batch of a :class:`PatchDataset` right before the model: the int8 codes
     cross to ``device`` and are de-quantized there (nodata as 0), with the same float32 table
     as :func:`aefheight.aef.dequantize`, so values are identical on every device. On the CPU
     the codes are put channels-last as int8 (a quarter of the bytes to move) and OpenCV's
     threaded lookup writes the float32 input in place; elsewhere a gather on the device.
+    ``channels_last=False`` gives the plain (NCHW) layout, faster for float32 convolutions
+    on CPUs without native bf16 (benchmarks/README.md).
     """
     codes = codes.to(device, non_blocking=True)
     b, _, p, q = codes.shape
     shape = (b, aef.BANDS + extra.shape[1], p, q)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     if device.type != "cpu":
         x = torch.empty(shape, dtype=torch.float32, device=device)
         x[:, : aef.BANDS] = dequantize_on_device(codes)
         x[:, aef.BANDS :] = extra.to(device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=layout)
+    if not channels_last:
+        if extra.shape[1] == 0:
+            return torch.from_numpy(aef.dequantize(codes.numpy(), nodata_value=0.0))
+        x = torch.empty(shape, dtype=torch.float32)
+        x[:, : aef.BANDS] = torch.from_numpy(aef.dequantize(codes.numpy(), nodata_value=0.0))
+        x[:, aef.BANDS :] = extra
+        return x
     x = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
     nhwc = x.permute(0, 2, 3, 1).numpy()  # x's own memory, (B, P, P, C) C-contiguous
     codes_nhwc = _channels_last_codes(codes.numpy())

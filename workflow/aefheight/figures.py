@@ -6,6 +6,7 @@ Colours are fixed per split and per model so that every figure reads the same wa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -70,11 +71,6 @@ def save(fig: Figure, out: Path, pdf: Path | None = None) -> None:
                 metadata={"CreationDate": None} if fmt == "pdf" else None,
             )
     plt.close(fig)
-
-
-def by_model(paths: list[Path]) -> dict[str, pd.DataFrame]:
-    """CSVs keyed by the model they carry (their ``model`` column), in the given order."""
-    return {str((df := pd.read_csv(p))["model"].iloc[0]): df for p in paths}
 
 
 def overview(
@@ -181,148 +177,6 @@ def pred_vs_ref(
     return fig
 
 
-def loss_curves(histories: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None) -> Figure:
-    """Training and validation loss per epoch for every net (standardized MSE, log scale)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for model, h in histories.items():
-        c = model_color(model)
-        ax.plot(h["epoch"], h["train_loss"], color=c, label=f"{model_label(model)} train")
-        ax.plot(
-            h["epoch"],
-            h["val_loss"],
-            color=c,
-            linestyle="--",
-            label=f"{model_label(model)} validation",
-        )
-        best = h.loc[h["val_loss"].idxmin()]
-        ax.scatter([best["epoch"]], [best["val_loss"]], color=c, marker="o", zorder=3)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE of standardized height")
-    ax.set_title("Training curves (dot: best validation epoch, kept)")
-    ax.legend(fontsize=8)
-    save(fig, out, pdf)
-    return fig
-
-
-def residual_map(
-    pred_path: Path, dsm_path: Path, model: str, out: Path, pdf: Path | None = None
-) -> Figure:
-    """Map of dh = prediction - reference on a diverging scale centred on 0."""
-    pred, extent = overview(pred_path)
-    ref, _ = overview(dsm_path)
-    dh = pred - ref
-    lim = float(np.nanpercentile(np.abs(dh), 98)) if np.isfinite(dh).any() else 1.0
-    fig, ax = plt.subplots(figsize=(8, 6))
-    im = ax.imshow(dh, extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="dh = prediction - reference (m)")
-    ax.set_xlabel("easting (m)")
-    ax.set_ylabel("northing (m)")
-    ax.ticklabel_format(style="plain", useOffset=False)
-    ax.set_title(
-        f"{model_label(model)}: residuals (red = over-estimation)", color=model_color(model)
-    )
-    save(fig, out, pdf)
-    return fig
-
-
-def dh_histograms(samples: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None) -> Figure:
-    """Distribution of dh per model (one panel each) and split (one colour each)."""
-    models = list(samples)
-    ncols = min(len(models), 4)
-    nrows = -(-len(models) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), sharey=True, squeeze=False,
-        layout="constrained",
-    )  # fmt: skip
-    for ax in axes.flat[len(models) :]:
-        ax.set_visible(False)
-    allv = np.concatenate([s["prediction"] - s["reference"] for s in samples.values()])
-    lim = float(np.nanpercentile(np.abs(allv), 99)) if allv.size else 1.0
-    bins = np.linspace(-lim, lim, 81)
-    for ax, m in zip(axes.flat, models, strict=False):
-        s = samples[m]
-        for split in SPLITS:
-            d = (s["prediction"] - s["reference"])[s["split"] == split]
-            if len(d):
-                ax.hist(
-                    d,
-                    bins=bins,
-                    density=True,
-                    histtype="step",
-                    linewidth=1.5,
-                    color=SPLIT_COLORS[split],
-                    label=f"{split} (median {d.median():.1f} m)",
-                )
-        ax.axvline(0, color="k", linewidth=0.8)
-        ax.set_title(model_label(m), color=model_color(m), fontsize=9)
-        ax.set_xlabel("dh = prediction - reference (m)")
-        ax.legend(fontsize=7)
-    for row in axes:
-        row[0].set_ylabel("density (1/m)")
-    save(fig, out, pdf)
-    return fig
-
-
-def height_shift(
-    hist: pd.DataFrame, stats: pd.DataFrame, out: Path, pdf: Path | None = None
-) -> Figure:
-    """Reference-height distribution per split on one axis, with the shift statistics."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for split in SPLITS:
-        h = hist[hist["split"] == split]
-        if len(h):
-            ax.stairs(
-                h["n"] / h["n"].sum() / (h["height_hi_m"] - h["height_lo_m"]).iloc[0],
-                np.append(h["height_lo_m"].to_numpy(), h["height_hi_m"].iloc[-1]),
-                color=SPLIT_COLORS[split],
-                linewidth=1.5,
-                label=split,
-            )
-    if len(stats) and "ks_statistic" in stats:
-        s = stats.iloc[0]
-        ax.text(
-            0.98,
-            0.97,
-            f"train vs test:\nKS = {s['ks_statistic']:.2f}\n"
-            f"Wasserstein = {s['wasserstein_m']:.1f} m\n"
-            f"test outside train range = {s['test_outside_train_range_pct']:.1f} %",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-        )
-    ax.set_xlabel("reference height (m)")
-    ax.set_ylabel("density (1/m)")
-    ax.set_title("Height distribution per split")
-    ax.legend(loc="upper left")
-    save(fig, out, pdf)
-    return fig
-
-
-def error_by_height(
-    by_height: dict[str, pd.DataFrame], out: Path, pdf: Path | None = None, min_n: int = 100
-) -> Figure:
-    """Bias and RMSE per reference-height bin for every model (test solid, train dashed)."""
-    fig, (ax_b, ax_r) = plt.subplots(2, 1, figsize=(9.5, 7.5), sharex=True)
-    for m, t in by_height.items():
-        for split, style in (("test", "-"), ("train", "--")):
-            h = t[(t["split"] == split) & (t["n"] >= min_n)]
-            x = (h["height_lo_m"] + h["height_hi_m"]) / 2
-            kw = {"color": model_color(m), "linestyle": style, "label": f"{model_label(m)} {split}"}
-            ax_b.plot(x, h["bias_m"], **kw)
-            ax_r.plot(x, h["rmse_m"], **kw)
-    ax_b.axhline(0, color="k", linewidth=0.8)
-    ax_b.set_ylabel("bias = mean dh (m)")
-    ax_b.set_title("Error by reference height (dh = prediction - reference)")
-    ax_r.set_ylabel("RMSE (m)")
-    ax_r.set_xlabel("reference height (m)")
-    ax_b.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save(fig, out, pdf)
-    return fig
-
-
 def _fold_heights(ax: plt.Axes, quantiles: list[pd.DataFrame]) -> None:
     """Box plots (5-95 % whiskers) of each fold's test heights, from height_shift's quantiles."""
     stats = []
@@ -394,3 +248,486 @@ def aoa_maps(
     fig.suptitle("Area of applicability (red: outside; white line: held-out area)")
     save(fig, out, pdf)
     return fig
+
+
+# The report's summary figures: one job per kind draws every model and seed (seaborn for the
+# statistical plots); the report embeds these PNGs, the PDFs are for a paper.
+
+
+def median_seeds(metrics: pd.DataFrame) -> dict[str, int]:
+    """Per model, the seed of its median test R² (the lower middle one for an even count)."""
+    test = metrics[metrics["split"] == "test"].sort_values(["model", "r2", "seed"])
+    return {
+        str(m): int(g["seed"].iloc[(len(g) - 1) // 2]) for m, g in test.groupby("model", sort=False)
+    }
+
+
+def _paired_rows(metrics: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per-seed test R² and RMSE differences of ``pairs`` (model minus versus)."""
+    test = metrics[metrics["split"] == "test"]
+    rows = []
+    for a, b in pairs:
+        va, vb = (test[test["model"] == m].set_index("seed") for m in (a, b))
+        for metric in ("r2", "rmse_m"):
+            for seed, d in (va[metric] - vb[metric]).dropna().items():
+                rows.append(
+                    {
+                        "pair": f"{model_label(a)} − {model_label(b)}",
+                        "metric": metric,
+                        "seed": seed,
+                        "diff": d,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["pair", "metric", "seed", "diff"])
+
+
+def _interval_bars(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, order: list[str]) -> None:
+    """Mean and 95 % t-interval over seeds of ``y`` per ``x`` category, as black bars."""
+    from .claims import Interval
+
+    for i, key in enumerate(order):
+        iv = Interval.of(data.loc[data[x] == key, y])
+        if iv.n >= 2:
+            ax.errorbar(
+                i,
+                iv.mean,
+                yerr=[[iv.mean - iv.low], [iv.high - iv.mean]],
+                fmt="none",
+                ecolor="k",
+                elinewidth=1.5,
+                capsize=5,
+                zorder=4,
+            )
+        ax.scatter([i], [iv.mean], marker="D", color="k", s=28, zorder=5)
+
+
+def seed_figure(
+    metrics: pd.DataFrame, pairs: list[tuple[str, str]], out: Path, pdf: Path | None = None
+) -> Figure:
+    """Test R² and RMSE per model, every seed, and the paired differences ``pairs``.
+
+    One point per seed, grey lines join a seed across models, the mean and 95 % interval over
+    seeds in black; the third panel shows the differences of ``pairs`` with their intervals.
+    """
+    import seaborn as sns
+
+    test = metrics[metrics["split"] == "test"].copy()
+    test["label"] = test["model"].map(model_label)
+    order = list(dict.fromkeys(test["label"]))
+    diffs = _paired_rows(metrics, pairs)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
+    for ax, (col, name) in zip(
+        axes[:2], (("r2", "test R²"), ("rmse_m", "test RMSE (m)")), strict=True
+    ):
+        for _, g in test.groupby("seed"):  # a seed across models
+            g = g.set_index("label").reindex(order)
+            ax.plot(range(len(order)), g[col], color="0.8", linewidth=0.8, zorder=1)
+        sns.stripplot(
+            data=test,
+            x="label",
+            y=col,
+            hue="seed",
+            order=order,
+            ax=ax,
+            size=6,
+            jitter=0.08,
+            palette="colorblind",
+            zorder=3,
+        )
+        _interval_bars(ax, test, "label", col, order)
+        ax.set_xlabel("")
+        ax.set_ylabel(name)
+        ax.tick_params(axis="x", rotation=35)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
+    ax = axes[2]
+    sub = diffs[diffs["metric"] == "r2"]
+    porder = list(dict.fromkeys(sub["pair"]))
+    if len(sub):
+        sns.stripplot(
+            data=sub,
+            x="pair",
+            y="diff",
+            hue="seed",
+            order=porder,
+            ax=ax,
+            size=6,
+            jitter=0.08,
+            palette="colorblind",
+            legend=False,
+            zorder=3,
+        )
+        _interval_bars(ax, sub, "pair", "diff", porder)
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel("paired difference of test R²")
+    ax.set_title("paired by seed: an interval off 0 is a resolved difference", fontsize=9)
+    ax.tick_params(axis="x", rotation=35)
+    for t in ax.get_xticklabels():
+        t.set_ha("right")
+    fig.suptitle("Every seed, with the mean and 95 % interval over seeds (black)")
+    save(fig, out, pdf)
+    return fig
+
+
+def family(model: str) -> str:
+    """The model a prediction belongs to: a corrected prediction's base model, else itself."""
+    for method in METHOD_SHADES:
+        if model.endswith(f"_{method}"):
+            return model.removesuffix(f"_{method}")
+    return model
+
+
+def error_by_height_panels(
+    by_height: list[pd.DataFrame],
+    out: Path,
+    pdf: Path | None = None,
+    split: str = "test",
+    min_n: int = 100,
+    marker_m: float | None = 100.0,
+) -> Figure:
+    """Bias per reference-height bin in ``split``, one panel per model family.
+
+    The band is the seeds' range around their mean; corrected predictions take their own
+    colours in their model's panel.
+    """
+    import seaborn as sns
+
+    rows = []
+    for t in by_height:
+        h = t[(t["split"] == split) & (t["n"] >= min_n)]
+        rows.append(h.assign(height_m=(h["height_lo_m"] + h["height_hi_m"]) / 2))
+    df = pd.concat(rows, ignore_index=True)
+    df["family"] = df["model"].map(lambda m: model_label(family(m)))
+    df["prediction"] = df["model"].map(model_label)
+    palette = {model_label(m): model_color(m) for m in df["model"].unique()}
+    grid = sns.relplot(
+        data=df,
+        x="height_m",
+        y="bias_m",
+        hue="prediction",
+        col="family",
+        col_wrap=3,
+        kind="line",
+        errorbar=("pi", 100),
+        estimator="mean",
+        palette=palette,
+        height=3.2,
+        aspect=1.3,
+        facet_kws={"sharey": True},
+    )
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="k", linewidth=0.8)
+        if marker_m is not None:
+            ax.axvline(marker_m, color="0.5", linestyle=":", linewidth=1)
+    grid.set_axis_labels("reference height (m)", "bias = mean dh (m)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle(
+        f"Error by height in the {split} area (band: the seeds' range; dotted: the paper's "
+        f"~{marker_m:.0f} m crossover)"
+        if marker_m is not None
+        else f"Error by height ({split})",
+        y=1.02,
+    )
+    save(grid.figure, out, pdf)
+    return grid.figure
+
+
+def height_distributions(
+    hist: pd.DataFrame, stats: pd.DataFrame, out: Path, pdf: Path | None = None
+) -> Figure:
+    """Reference-height density per split (seaborn, from the per-split histograms)."""
+    import seaborn as sns
+
+    h = hist[hist["split"].isin(SPLITS)].copy()
+    h["height_m"] = (h["height_lo_m"] + h["height_hi_m"]) / 2
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    sns.histplot(
+        data=h,
+        x="height_m",
+        weights="n",
+        hue="split",
+        hue_order=list(SPLITS),
+        stat="density",
+        common_norm=False,
+        element="step",
+        fill=False,
+        ax=ax,
+        binwidth=5,
+        palette=SPLIT_COLORS,
+    )
+    if len(stats) and "ks_statistic" in stats:
+        s = stats.iloc[0]
+        ax.text(
+            0.98,
+            0.97,
+            f"test vs train: +{s['mean_shift_m']:.1f} m on average\nKS = {s['ks_statistic']:.2f}"
+            f"\nWasserstein = {s['wasserstein_m']:.1f} m\n"
+            f"test outside the train range = {s['test_outside_train_range_pct']:.1f} %",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
+    ax.set_xlabel("reference height (m)")
+    ax.set_title("Height distribution per split")
+    save(fig, out, pdf)
+    return fig
+
+
+def loss_curve_panels(histories: list[pd.DataFrame], out: Path, pdf: Path | None = None) -> Figure:
+    """Validation RMSE (m) over optimizer steps: one panel per net, one line per seed."""
+    import seaborn as sns
+
+    df = pd.concat(histories, ignore_index=True)
+    df["net"] = df["model"].map(model_label)
+    grid = sns.relplot(
+        data=df,
+        x="steps",
+        y="val_rmse_m",
+        hue="seed",
+        col="net",
+        col_wrap=3,
+        kind="line",
+        marker="o",
+        palette="colorblind",
+        height=3.2,
+        aspect=1.3,
+    )
+    best = df.loc[df.groupby(["model", "seed"])["val_loss"].idxmin()]
+    for ax in grid.axes.flat:
+        net = ax.get_title().split(" = ", 1)[-1]
+        b = best[best["net"] == net]
+        ax.scatter(b["steps"], b["val_rmse_m"], s=80, facecolors="none", edgecolors="k", zorder=5)
+    grid.set_axis_labels("optimizer steps", "validation RMSE (m)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Training: validation error per epoch (circled: the kept epoch)", y=1.02)
+    save(grid.figure, out, pdf)
+    return grid.figure
+
+
+def _dh_map(pred: Path, dsm: Path, max_side: int) -> tuple[np.ndarray, tuple]:
+    p, extent = overview(pred, max_side)
+    r, _ = overview(dsm, max_side)
+    return p - r, extent
+
+
+def residual_panels(
+    maps: dict[str, tuple[int, Path]],
+    dsm: Path,
+    split_tif: Path,
+    out: Path,
+    pdf: Path | None = None,
+    max_side: int = 600,
+) -> Figure:
+    """The error (dh) maps of every model on one shared colour scale, the test area's edge drawn.
+
+    ``maps``: model -> (seed, prediction path), e.g. its median seed.
+    """
+    dhs = {m: _dh_map(p, dsm, max_side) for m, (_, p) in maps.items()}
+    lab, extent = overview(split_tif, max_side)
+    allv = np.concatenate([d[np.isfinite(d)] for d, _ in dhs.values()]) if dhs else np.zeros(1)
+    lim = float(np.percentile(np.abs(allv), 98)) if allv.size else 1.0
+    n = len(dhs)
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False, layout="constrained"
+    )
+    im = None
+    for ax, (m, (d, ext)) in zip(axes.flat, dhs.items(), strict=False):
+        im = ax.imshow(d, extent=ext, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.contour(
+            np.nan_to_num(lab) == CODES["test"],
+            levels=[0.5],
+            colors="k",
+            linewidths=0.8,
+            extent=extent,
+            origin="upper",
+        )
+        ax.set_title(f"{model_label(m)} (seed {maps[m][0]})", fontsize=10, color=model_color(m))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.7, label="dh = prediction - reference (m)")
+    fig.suptitle("Residual maps, median seed per model, one colour scale (black: test area edge)")
+    save(fig, out, pdf)
+    return fig
+
+
+def all_seed_pages(pages: list[tuple[str, Callable[[], Figure]]], pdf: Path) -> None:
+    """One multi-page PDF (atomic): a page per (title, figure maker), for a paper's appendix."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    with atomic_path(pdf) as tmp, PdfPages(tmp, metadata={"CreationDate": None}) as book:
+        for _, make in pages:
+            fig = make()
+            book.savefig(fig)
+            plt.close(fig)
+
+
+def pred_vs_ref_panels(
+    samples: dict[str, tuple[int, pd.DataFrame]],
+    metrics: pd.DataFrame,
+    out: Path,
+    pdf: Path | None = None,
+    split: str = "test",
+) -> Figure:
+    """Predicted vs reference height in ``split`` for every model (the seed given), 1:1 line."""
+    n = len(samples)
+    ncols = min(4, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(3.9 * ncols, 3.9 * nrows),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
+    vals = np.concatenate(
+        [s[["reference", "prediction"]].to_numpy().ravel() for _, s in samples.values()]
+    )
+    lo, hi = (float(np.nanpercentile(vals, q)) for q in (0.5, 99.5)) if vals.size else (0.0, 1.0)
+    for ax, (m, (seed, s)) in zip(axes.flat, samples.items(), strict=False):
+        sub = s[s["split"] == split]
+        ax.hexbin(
+            sub["reference"],
+            sub["prediction"],
+            gridsize=45,
+            bins="log",
+            mincnt=1,
+            cmap="viridis",
+            extent=(lo, hi, lo, hi),
+        )
+        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
+        row = metrics[
+            (metrics["model"] == m) & (metrics["seed"] == seed) & (metrics["split"] == split)
+        ]
+        if len(row):
+            r = row.iloc[0]
+            ax.text(
+                0.03,
+                0.97,
+                f"R² {r['r2']:.3f}\nRMSE {r['rmse_m']:.1f} m\nmedian dh {r['median_diff_m']:.1f} m",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+            )
+        ax.set_title(f"{model_label(m)} (seed {seed})", fontsize=9, color=model_color(m))
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.supxlabel("reference height (m)")
+    fig.supylabel("predicted height (m)")
+    fig.suptitle(f"Predicted vs reference height, {split} area, median seed per model")
+    save(fig, out, pdf)
+    return fig
+
+
+def dh_distributions(
+    samples: dict[str, tuple[int, pd.DataFrame]], out: Path, pdf: Path | None = None
+) -> Figure:
+    """The error (dh) per model in the train and test areas (the seed given), as violins."""
+    import seaborn as sns
+
+    rows = []
+    for m, (_, s) in samples.items():
+        sub = s[s["split"].isin(["train", "test"])]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "model": model_label(m),
+                    "split": sub["split"],
+                    "dh": sub["prediction"] - sub["reference"],
+                }
+            )
+        )
+    df = pd.concat(rows, ignore_index=True)
+    lim = float(np.nanpercentile(np.abs(df["dh"]), 99)) if len(df) else 1.0
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(samples)), 4.5), layout="constrained")
+    sns.violinplot(
+        data=df,
+        x="model",
+        y="dh",
+        hue="split",
+        split=True,
+        inner="quart",
+        cut=0,
+        palette={k: SPLIT_COLORS[k] for k in ("train", "test")},
+        ax=ax,
+        density_norm="width",
+    )
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel("")
+    ax.set_ylabel("dh = prediction - reference (m)")
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_title("Error distributions, median seed per model (lines: quartiles)")
+    save(fig, out, pdf)
+    return fig
+
+
+def write_sample_figures(
+    samples: list[Path],
+    metrics_csv: Path,
+    png: Path,
+    pdf: Path,
+    all_seeds: Path,
+    dh_png: Path,
+    dh_pdf: Path,
+) -> None:
+    """The ``plot_pred_vs_ref`` rule: predicted vs reference and dh, median seed per model.
+
+    Each as PNG and PDF; every model and seed, a page each, in the multi-page ``all_seeds``.
+    """
+    metrics = pd.read_csv(metrics_csv)
+    tables = {
+        (str(d["model"].iloc[0]), int(d["seed"].iloc[0])): d for d in map(pd.read_csv, samples)
+    }
+    median = median_seeds(metrics)
+    chosen = {m: (s, tables[(m, s)]) for m, s in median.items() if (m, s) in tables}
+    pred_vs_ref_panels(chosen, metrics, png, pdf)
+    dh_distributions(chosen, dh_png, dh_pdf)
+    pages = [
+        (
+            f"{m} seed {s}",
+            lambda m=m, s=s, d=d: pred_vs_ref(
+                d, metrics[(metrics["model"] == m) & (metrics["seed"] == s)], m, None
+            ),
+        )
+        for (m, s), d in tables.items()
+    ]
+    all_seed_pages(pages, all_seeds)
+
+
+def write_residual_maps(
+    predictions: list[Path],
+    metrics_csv: Path,
+    dsm: Path,
+    split_tif: Path,
+    png: Path,
+    pdf: Path,
+    all_seeds: Path,
+) -> None:
+    """The ``plot_residual_maps`` rule: every model's dh map at its median seed, one scale.
+
+    As PNG and PDF; every model and seed, a page each, in the multi-page ``all_seeds``.
+    """
+    metrics = pd.read_csv(metrics_csv)
+    paths = {}
+    for p in predictions:
+        with open_raster(p, bands=1) as ds:
+            tags = ds.tags()
+        paths[(tags["model"], int(tags["seed"]))] = p
+    chosen = {m: (s, paths[(m, s)]) for m, s in median_seeds(metrics).items() if (m, s) in paths}
+    residual_panels(chosen, dsm, split_tif, png, pdf)
+    pages = [
+        (f"{m} seed {s}", lambda m=m, s=s, p=p: residual_panels({m: (s, p)}, dsm, split_tif, None))
+        for (m, s), p in paths.items()
+    ]
+    all_seed_pages(pages, all_seeds)

@@ -1,7 +1,10 @@
-"""The findings: the report's first page (headline table, verdicts), before the methods.
+"""The findings: the report's first page, before the methods.
 
-Use :func:`findings_rst` per AOI on the tidy tables of the ``tables`` step, and
-:func:`front_page` to put every AOI's findings in front of the methods text
+Claims first (the paper's, each with this run's value and a verdict), then what this run
+concludes, the paper's table and the beyond-the-paper table (``mean ± SD``), the paper's
+comparison and a few grouped verdicts, the checks; every verdict and per-seed value last,
+under "Details". Use :func:`findings_rst` per AOI on the tidy tables of the ``tables`` step,
+and :func:`front_page` to put every AOI's findings in front of the methods text
 (``workflow/report/workflow.rst``, still rendered by Snakemake's report with the config).
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .names import CODES
+from .names import CODES, model_label
 
 
 def rst_table(df: pd.DataFrame, title: str = "") -> str:
@@ -37,66 +40,152 @@ def _split_sentence(areas: pd.DataFrame) -> str:
     )
 
 
-def _training_sentence(training: pd.DataFrame) -> str:
+def _training_sentence(training: pd.DataFrame, failed: pd.DataFrame) -> str:
     if training.empty:
         return "No net was trained."
     fired = int((training["stopped"] == "early stopping").sum())
+    bad = failed[failed["failed_to_fit"]]
+    named = ", ".join(f"{model_label(m)} seed {s}" for m, s in bad[["model", "seed"]].values)
     return (
-        f"Early stopping fired in {fired} of {len(training)} trainings (epochs run "
-        f"{training['epochs_run'].min()}-{training['epochs_run'].max()} of at most "
-        f"{training['max_epochs'].max()}; best epochs {training['best_epoch'].min()}-"
-        f"{training['best_epoch'].max()}; {training['steps'].min()}-{training['steps'].max()} "
-        f"optimizer steps)."
-        + (" A cap was hit: those nets may be under-trained." if fired < len(training) else "")
+        f"Training: {training['steps'].min()}-{training['steps'].max()} optimizer steps per "
+        f"training ({training['epochs_run'].min()}-{training['epochs_run'].max()} epochs of "
+        f"random windows, at most {training['max_epochs'].max()}); early stopping fired in "
+        f"{fired} of {len(training)}. "
+        + (
+            f"**Failed to fit** (train R² below the pixel-wise Ridge's): {named}; the tables "
+            "name them beside the mean."
+            if len(bad)
+            else "Every training fits its training area better than the pixel-wise Ridge."
+        )
     )
 
 
 def _seam_sentence(seams: pd.DataFrame) -> str:
     seams = seams[seams["window_px"] > 0]  # the coarse DEM has no prediction windows
-    r = seams["seam_centre_ratio"].dropna()
+    r = seams["seam_jump_ratio"].dropna()
     if r.empty:
         return ""
     w = seams.iloc[0]
     return (
-        f"Seam check (mean ``|dh|`` on prediction-window seams / window centres, "
-        f"{int(w['window_px'])} px windows, {int(w['overlap_px'])} px overlap, trained on "
-        f"{int(w['train_patch_px'])} px patches): {r.min():.2f}-{r.max():.2f} over "
-        f"{len(r)} predictions (1 = seam-free)."
+        f"Seam check (the jump of dh across prediction-window blend bands over the same jump "
+        f"between them; {int(w['window_px'])} px windows, {int(w['overlap_px'])} px overlap, "
+        f"trained on {int(w['train_patch_px'])} px patches): {r.min():.2f}-{r.max():.2f} over "
+        f"{len(r)} predictions (1 = seam-free; a per-window offset raises it)."
     )
+
+
+def _grouped_verdicts(comparisons: pd.DataFrame, skip: tuple[str, str]) -> list[str]:
+    """One line per (group, baseline) of the R² verdicts, the paper's comparison left out."""
+    r2 = comparisons[comparisons["metric"] == "r2"]
+    lines = []
+    for (group, versus), g in r2.groupby(["group", "versus"], sort=False):
+        g = g[~((g["model"] == skip[0]) & (g["versus"] == skip[1]))]
+        if g.empty:
+            continue
+        parts = [_short_verdict(r) for r in g.itertuples(index=False)]
+        if group == "after vs before correction":
+            lines.append(f"Correction of {model_label(versus)}: " + "; ".join(parts) + ".")
+        else:
+            lines.append(f"Versus {model_label(versus)} (test R²): " + "; ".join(parts) + ".")
+    return lines
+
+
+def _short_verdict(r: object) -> str:
+    d = r._asdict()  # type: ignore[attr-defined]  # a namedtuple row
+    n, lo, hi = d["n_seeds"], d["ci_low"], d["ci_high"]
+    word = "not resolved"
+    if n >= 2 and (lo > 0 or hi < 0):
+        word = "better" if lo > 0 else "worse"
+    ci = f" [{lo:+.3f}, {hi:+.3f}]" if n >= 2 else ""
+    return f"{model_label(d['model'])} {word} (Δ {d['mean_diff']:+.3f}{ci})"
+
+
+def conclusions(
+    claims: pd.DataFrame, comparisons: pd.DataFrame, failed: pd.DataFrame, ridge_model: str
+) -> str:
+    """One short paragraph of what this run concludes, from its verdicts."""
+    verdicts = dict(zip(claims["claim"], claims["verdict"], strict=True))
+    values = dict(zip(claims["claim"], claims["this run"], strict=True))
+    out = []
+    fit = [c for c in claims["claim"] if c.endswith("train R²") and "Ridge" not in c]
+    if fit:
+        out.append(
+            "The nets fit their training area ("
+            + "; ".join(f"{c.removesuffix(' train R²')} {values[c]}" for c in fit)
+            + ", paper 0.97)"
+        )
+    test = [c for c in claims["claim"] if c.endswith("test R²") and "Ridge" not in c]
+    if test:
+        out.append(
+            "and reach test R² "
+            + "; ".join(f"{c.removesuffix(' test R²')} {values[c]}" for c in test)
+            + " (paper 0.78 and 0.84)."
+        )
+    key = "U-Net++ beats U-Net on the test area (R²)"
+    if key in verdicts:
+        out.append(f"The paper's comparison, U-Net++ over U-Net: {verdicts[key]}.")
+    base = comparisons[
+        (comparisons["metric"] == "r2") & (comparisons["group"] == "net vs baseline")
+    ]
+    ridge = base[base["versus"] == "ridge"]
+    if len(ridge):
+        better = int(((ridge["ci_low"] > 0) & (ridge["n_seeds"] >= 2)).sum())
+        out.append(f"{better} of {len(ridge)} nets beat the pixel-wise Ridge on test R².")
+    cross = "The nets over-estimate below a height and under-estimate above it"
+    if cross in verdicts:
+        out.append(f"Over- then under-estimation with height: {verdicts[cross]}.")
+    n_bad = int(failed["failed_to_fit"].sum())
+    if n_bad:
+        out.append(f"{n_bad} training(s) failed to fit (named below).")
+    return " ".join(out)
 
 
 def findings_rst(
     aoi: str,
-    headline: pd.DataFrame,
+    claims: pd.DataFrame,
+    paper_table: pd.DataFrame,
+    beyond_table: pd.DataFrame,
     comparisons: pd.DataFrame,
-    training: pd.DataFrame,
-    areas: pd.DataFrame,
-    seams: pd.DataFrame,
-    shift: pd.DataFrame,
+    details: dict[str, pd.DataFrame],
+    ridge_model: str = "ridge",
 ) -> str:
-    """The findings of one AOI as reStructuredText: table first, then verdicts and checks."""
+    """The findings of one AOI as reStructuredText: claims first, then tables and checks.
+
+    ``details``: ``training``, ``failed``, ``areas``, ``seams``, ``shift`` and ``per_seed``
+    (the tidy tables behind the checks and the Details section).
+    """
+    from .claims import RULE
+
     title = f"Findings: AOI {aoi}"
     out = [title, "-" * len(title), ""]
-    out.append(rst_table(headline, "Test and train accuracy over seeds"))
+    out.append(conclusions(claims, comparisons, details["failed"]) + "\n")
     out.append(
-        "Cells: mean ± SD over seeds (median; per-seed values in seed order). "
-        "dh = prediction - reference.\n"
+        rst_table(claims, "The paper's claims and this run (mean [95 % interval] over seeds)")
     )
-    out.append("Verdicts (paired by seed, 95 % t-interval of the difference):\n")
-    r2 = comparisons[comparisons["metric"] == "r2"]
-    for group, g in r2.groupby("group", sort=False) if "group" in r2 else [("", r2)]:
-        out += [f"{group.capitalize()}:", ""] if group else []
-        out += [f"* {v}" for v in g["verdict"]]
-        out.append("")
-    if not shift.empty:
-        st = shift.iloc[0]
-        out.append(
+    out.append(RULE + "\n")
+    out.append(rst_table(paper_table, "The paper's table: mean ± SD over seeds"))
+    if not beyond_table.empty:
+        out.append(rst_table(beyond_table, "Beyond the paper: mean ± SD over seeds"))
+    out.append("dh = prediction - reference. Per-seed values: Details, below, and per_seed.csv.\n")
+    pair = ("unetplusplus", "unet")
+    main = comparisons[(comparisons["model"] == pair[0]) & (comparisons["versus"] == pair[1])]
+    lines = [f"* **The paper's comparison**: {v}" for v in main["verdict"]]
+    lines += [f"* {v}" for v in _grouped_verdicts(comparisons, pair)]
+    out += ["Verdicts (paired by seed, 95 % t-interval of the difference):", "", *lines, ""]
+    checks = [_training_sentence(details["training"], details["failed"])]
+    checks += [_seam_sentence(details["seams"]), _split_sentence(details["areas"])]
+    if not details["shift"].empty:
+        st = details["shift"].iloc[0]
+        checks.append(
             f"Distribution shift: the test area lies {st['mean_shift_m']:.1f} m higher on "
             f"average (KS {st['ks_statistic']:.2f}, Wasserstein {st['wasserstein_m']:.1f} m); "
             f"{st['test_outside_train_range_pct']:.1f} % of test pixels are outside the "
-            "training height range.\n"
+            "training height range."
         )
-    out += [_training_sentence(training), "", _split_sentence(areas), "", _seam_sentence(seams)]
+    out += ["Checks:", "", *(f"* {c}" for c in checks if c), ""]
+    out += ["Details", "~~~~~~~", "", "Every paired comparison:", ""]
+    out += [f"* {v}" for v in comparisons["verdict"]] + [""]
+    out.append(rst_table(details["per_seed"], "Every seed"))
     return "\n".join(out) + "\n\n"
 
 

@@ -220,12 +220,12 @@ class SeamCheck:
 
     1 = seam-free; a per-window offset raises it. Use :meth:`add` on every block, then
     :meth:`table`. Along each axis, dh = prediction - reference is averaged over bands one
-    window step (``window - overlap``) deep, giving a profile per band; the jump at a line is the difference between the profile's means over
-    ``k`` px just beyond either side of a band ``overlap`` px wide centred on the line. Seam
-    lines are the centres of the overlaps, where blending hands one window to the next;
-    reference lines lie halfway between seam lines (the windows' cores). Differencing dh, not
-    the prediction, leaves out the terrain's own relief. The layout comes from the
-    prediction's tags (``window``, ``overlap``).
+    window step (``window - overlap``) deep, giving a profile per band; the jump at a line is
+    the difference between the profile's means over ``k`` px just beyond either side of a band
+    ``overlap`` px wide centred on the line. Seam lines are the centres of the overlaps, where
+    blending hands one window to the next; reference lines lie halfway between seam lines (the
+    windows' cores). Differencing dh, not the prediction, leaves out the terrain's own relief.
+    The layout comes from the prediction's tags (``window``, ``overlap``).
     """
 
     def __init__(self, tags: dict[str, str], height: int, width: int) -> None:

@@ -9,6 +9,7 @@ separates "spatial context" from "denoising": a linear model on locally averaged
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,9 +91,11 @@ class ModelSettings:
             try:
                 build_model(self)
             except (TypeError, ValueError, RuntimeError) as exc:
+                bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+                key = f"{section}.encoder_params" + (f".{bad.group(1)}" if bad else "")
                 raise ConfigError(
-                    f"{section}.encoder_params {self.encoder_params} do not build "
-                    f"{self.encoder}: {exc}"
+                    f"{key}: the encoder {self.encoder} cannot be built with "
+                    f"{self.encoder_params} ({str(exc).splitlines()[0]}); fix or remove it"
                 ) from None
 
     @property

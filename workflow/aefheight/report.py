@@ -16,6 +16,7 @@ import pandas as pd
 from . import tables
 from .files import write_csv
 from .findings import findings_rst, front_page
+from .names import model_label
 
 
 def _shift_markdown(
@@ -47,7 +48,10 @@ def write_tables(
     aoi: str,
     nets: list[str],
     baselines: list[str],
+    ridge_models: list[str],
     corrected: dict[str, str],
+    roles: dict[str, str],
+    synthetic: bool,
     max_epochs: int,
     inputs: dict[str, Any],
     outputs: dict[str, Path],
@@ -58,22 +62,44 @@ def write_tables(
         aoi: the AOI's name (in the findings' title).
         nets: model names of the nets.
         baselines: model names of the baselines (Ridge, coarse DEM).
+        ridge_models: the Ridge baselines (the pixel-wise one and its controls: the paper's
+            table; the other models make the beyond-the-paper table).
         corrected: corrected prediction name -> the model it corrects.
+        roles: the paper's models (``unet``, ``unetplusplus``, ``ridge``: the pixel-wise
+            Ridge) -> this run's model names.
+        synthetic: whether the AOI is the calibrated synthetic one (its Ridge and heights are
+            calibration targets, not findings).
         max_epochs: the training cap (the training table says when it was hit).
         inputs: ``metrics``, ``quantiles``, ``stats``, ``areas`` (one CSV path each) and
             ``histories``, ``by_height``, ``seams``, ``fits`` (lists of CSV paths).
-        outputs: ``md``, ``tex``, ``comparisons``, ``training``, ``training_md``,
-            ``seam_table``, ``crossover``, ``shift_md``, ``shift_tex``, ``findings``,
-            ``corrections`` (the corrections' fits).
+        outputs: ``claims``, ``paper_md``, ``paper_tex``, ``md`` (every metric), ``per_seed``,
+            ``comparisons``, ``training``, ``training_md``, ``seam_table``, ``crossover``,
+            ``shift_md``, ``shift_tex``, ``findings``, ``corrections``.
     """
+    from .claims import claims_table
+
     metrics = pd.read_csv(inputs["metrics"])
-    t = tables.metrics_table(metrics)
-    tables.write_text(tables.to_markdown(t, tables.NOTE), outputs["md"])
-    caption = "Accuracy per model and split. " + tables.NOTE
-    tables.write_text(tables.to_latex(t, caption, "tab:metrics"), outputs["tex"])
+    tables.write_text(tables.to_markdown(tables.metrics_table(metrics), tables.NOTE), outputs["md"])
     cross = tables.crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
     write_csv(cross, outputs["crossover"])
-    head = tables.headline(metrics, cross)
+    failed = tables.failed_fits(metrics, nets, roles.get("ridge"))
+    paper_models = [roles[r] for r in ("unet", "unetplusplus", "ridge") if r in roles]
+    paper_models += [r for r in ridge_models if r not in paper_models]  # the controls
+    models = list(dict.fromkeys(metrics["model"]))
+    beyond_models = [m for m in models if m not in paper_models]
+    paper, beyond = (tables.headline(metrics, ms, failed) for ms in (paper_models, beyond_models))
+    tables.write_text(
+        tables.to_markdown(paper, "The paper's table. " + tables.NOTE)
+        + ("\n" + tables.to_markdown(beyond, "Beyond the paper.") if len(beyond) else ""),
+        outputs["paper_md"],
+    )
+    tables.write_text(
+        tables.to_latex(paper, "The paper's table: mean ± SD over seeds.", "tab:paper")
+        + (tables.to_latex(beyond, "Beyond the paper.", "tab:beyond") if len(beyond) else ""),
+        outputs["paper_tex"],
+    )
+    seeds = tables.per_seed(metrics, paper_models + beyond_models, failed)
+    write_csv(seeds, outputs["per_seed"])
     comps = tables.comparisons(metrics, nets, baselines, corrected=corrected)
     write_csv(comps, outputs["comparisons"])
     train = tables.training_summary([pd.read_csv(p) for p in inputs["histories"]], max_epochs)
@@ -86,14 +112,25 @@ def write_tables(
     write_csv(
         pd.concat(fits, ignore_index=True) if fits else pd.DataFrame(), outputs["corrections"]
     )
-    tables.write_text(_shift_markdown(head, comps, quant, stats, cross), outputs["shift_md"])
+    claims = claims_table(metrics, roles, stats, quant, cross, synthetic)
+    write_csv(claims, outputs["claims"])
+    tables.write_text(_shift_markdown(paper, comps, quant, stats, cross), outputs["shift_md"])
     tables.write_text(
         tables.to_latex(tables.plain_table(quant, 1), "Reference height per split.", "tab:heights")
         + tables.to_latex(tables.plain_table(stats, 3), "Train vs test height shift.", "tab:shift"),
         outputs["shift_tex"],
     )
-    areas = pd.read_csv(inputs["areas"])
-    findings = findings_rst(aoi, head, comps, train, areas, seams, stats)
+    details = {
+        "training": train,
+        "failed": failed,
+        "areas": pd.read_csv(inputs["areas"]),
+        "seams": seams,
+        "shift": stats,
+        "per_seed": tables.plain_table(seeds.assign(model=seeds["model"].map(model_label)), 3),
+    }
+    findings = findings_rst(
+        aoi, claims, paper, beyond, comps, details, ridge_model=roles.get("ridge", "")
+    )
     tables.write_text(findings, outputs["findings"])
 
 

@@ -1,9 +1,9 @@
 """Tables of the study: Markdown and LaTeX (booktabs) renderings of the tidy CSVs.
 
-Use :func:`metrics_table` for the paper's comparison (one row per model and split; with several
-seeds each cell is ``mean ± SD (median; per-seed values)``), :func:`comparisons` for the paired
-differences between models with their 95 % intervals and verdicts, and :func:`plain_table` for
-any small frame.
+Use :func:`headline` for the paper's table (one row per model, ``mean ± SD`` over seeds, the
+failed fits named), :func:`per_seed` for every seed's values, :func:`metrics_table` for every
+metric per model and split, :func:`comparisons` for the paired differences between models with
+their 95 % intervals and verdicts, and :func:`plain_table` for any small frame.
 """
 
 from __future__ import annotations
@@ -41,17 +41,13 @@ SPLIT_ORDER = {name: i for i, name in enumerate(SPLITS)}
 
 
 def cell(values: pd.Series, decimals: int) -> str:
-    """``mean ± SD (median; v1, v2, ...)`` over seeds (per-seed values in seed order)."""
+    """``mean ± SD`` over seeds (the per-seed values are in :func:`per_seed`)."""
     v = values.to_numpy(dtype=float)
     if v.size == 0 or np.isnan(v).all():
         return "n/a"
     if v.size == 1:
         return f"{v[0]:.{decimals}f}"
-    each = ", ".join(f"{x:.{decimals}f}" for x in v)
-    return (
-        f"{np.nanmean(v):.{decimals}f} ± {np.nanstd(v, ddof=1):.{decimals}f} "
-        f"(median {np.nanmedian(v):.{decimals}f}; {each})"
-    )
+    return f"{np.nanmean(v):.{decimals}f} ± {np.nanstd(v, ddof=1):.{decimals}f}"
 
 
 def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -228,27 +224,74 @@ def comparisons(
     return pd.DataFrame(rows)
 
 
-def headline(metrics: pd.DataFrame, crossover: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The paper's table: per model train R², test R², RMSE and median dh over seeds.
+HEADLINE = {  # the paper's columns: (split, metric) -> (header, decimals)
+    ("train", "r2"): ("train R²", 3),
+    ("test", "r2"): ("test R²", 3),
+    ("test", "rmse_m"): ("test RMSE (m)", 2),
+    ("test", "median_diff_m"): ("test median dh (m)", 2),
+}
 
-    With ``crossover`` (:func:`crossover_table`), also the test area's crossover height.
+
+def failed_fits(metrics: pd.DataFrame, nets: list[str], ridge: str | None) -> pd.DataFrame:
+    """Per net and seed: whether it failed to fit (train R² below the pixel-wise Ridge's).
+
+    A net that reads the training area worse than a pixel-wise linear model of the same
+    bands has not learnt what it was trained on; tables name it instead of averaging it in.
+    The Ridge of the same seed is the bar (its mean over seeds where the seeds differ).
+    """
+    tr = metrics[metrics["split"] == "train"]
+    bar = tr[tr["model"] == ridge].set_index("seed")["r2"] if ridge else pd.Series(dtype=float)
+    rows = []
+    for net in nets:
+        for seed, r2 in tr[tr["model"] == net].set_index("seed")["r2"].items():
+            ref = float(bar.get(seed, bar.mean())) if len(bar) else float("nan")
+            rows.append([net, int(seed), r2, ref, bool(r2 < ref)])
+    cols = ["model", "seed", "train_r2", "ridge_train_r2", "failed_to_fit"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _failed_text(failed: pd.DataFrame, model: str) -> str:
+    f = failed[failed["model"] == model]
+    if f.empty:
+        return ""
+    bad = f.loc[f["failed_to_fit"], "seed"].tolist()
+    return f"{len(bad)} of {len(f)}" + (f" (seed {', '.join(map(str, bad))})" if bad else "")
+
+
+def headline(
+    metrics: pd.DataFrame, models: list[str], failed: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The paper's table for ``models``: train R², test R², RMSE and median dh, ``mean ± SD``.
+
+    With ``failed`` (:func:`failed_fits`), a column names the seeds that failed to fit.
     """
     metrics = metrics.sort_values("seed", kind="stable")
     rows = []
-    for model, g in metrics.groupby("model", sort=False):
-        tr, te = g[g["split"] == "train"], g[g["split"] == "test"]
-        row = {
-            "model": model_label(model),
-            "seeds": te["seed"].nunique(),
-            "train R²": cell(tr["r2"], 3),
-            "test R²": cell(te["r2"], 3),
-            "test RMSE (m)": cell(te["rmse_m"], 2),
-            "test median dh (m)": cell(te["median_diff_m"], 2),
-        }
-        if crossover is not None:
-            c = crossover[(crossover["model"] == model) & (crossover["split"] == "test")]
-            row["test crossover (m)"] = cell(c.sort_values("seed")["crossover_height_m"], 0)
+    for model in models:
+        g = metrics[metrics["model"] == model]
+        if g.empty:
+            continue
+        row = {"model": model_label(model), "seeds": g["seed"].nunique()}
+        for (split, col), (head, dec) in HEADLINE.items():
+            row[head] = cell(g.loc[g["split"] == split, col], dec)
+        if failed is not None:
+            row["failed to fit"] = _failed_text(failed, model) or "n/a (no training)"
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_seed(metrics: pd.DataFrame, models: list[str], failed: pd.DataFrame) -> pd.DataFrame:
+    """Every model's and seed's headline values (numbers), with the failed-fit flag."""
+    rows = []
+    for model in models:
+        g = metrics[metrics["model"] == model]
+        for seed, s in g.groupby("seed"):
+            row = {"model": model, "seed": int(seed)}
+            for (split, col), (head, _) in HEADLINE.items():
+                row[head] = float(s.loc[s["split"] == split, col].iloc[0])
+            f = failed[(failed["model"] == model) & (failed["seed"] == seed)]
+            row["failed to fit"] = bool(f["failed_to_fit"].iloc[0]) if len(f) else False
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

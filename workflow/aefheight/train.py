@@ -186,7 +186,7 @@ def _evaluate(
     se, n = 0.0, 0.0
     with torch.inference_mode():
         for codes, extra, y, mask in batches:
-            x = model_input(codes, extra, device)
+            x = model_input(codes, extra, device, channels_last=amp)
             y, mask = y.to(device), mask.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 p = model(x)
@@ -247,7 +247,7 @@ def _train_epoch(
     for codes, extra, y, mask in bar:
         if ts.augment:
             codes, extra, y, mask = augment(codes, extra, y, mask, g=g)
-        x = model_input(codes, extra, device)
+        x = model_input(codes, extra, device, channels_last=amp)
         y, mask = y.to(device), mask.to(device)
         for group in opt.param_groups:
             group["lr"] = ts.lr * lr_factor(first_step + steps, ts, total_steps)
@@ -463,7 +463,9 @@ def train_net(
     amp = use_bf16(device, ts.precision)
     store = PatchStore(store_embeddings, store_dsm, store_coarse_dem)
     data = _load_data(store, split_gpkg, split_tif, ms, ts, seed, amp)
-    model = build_model(ms).to(device).to(memory_format=torch.channels_last)
+    # channels-last speeds up bf16 kernels; plain float32 runs faster without (AVX2 CPUs)
+    layout = torch.channels_last if amp else torch.contiguous_format
+    model = build_model(ms).to(device).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     run = _resume(resume, data.fingerprint, model, opt, device)
     for epoch in range(run.start, ts.max_epochs + 1):

@@ -201,12 +201,9 @@ def final_outputs():
     for aoi in AOIS:
         out += [
             f"results/{aoi}/metrics/metrics.csv",
-            f"results/{aoi}/tables/metrics.md",
-            f"results/{aoi}/tables/comparisons.csv",
+            f"results/{aoi}/tables/claims.csv",
             f"results/{aoi}/figures/split_map.png",
-            f"results/{aoi}/figures/height_shift.png",
-            f"results/{aoi}/figures/dh_hist_seed{SEEDS[0]}.png",
-            f"results/{aoi}/figures/error_by_height_seed{SEEDS[0]}.png",
+            *(f"results/{aoi}/figures/{kind}.png" for kind in FIGURES),
         ]
         if FOLD_AOIS:
             out += [
@@ -214,15 +211,33 @@ def final_outputs():
                 f"results/{aoi}/figures/kfold.png",
                 f"results/{aoi}/figures/aoa_map.png",
             ]
-        for seed in SEEDS:
-            out.append(f"results/{aoi}/figures/loss_curves_seed{seed}.png")
-            for model in PREDICTIONS:
-                out += [
-                    f"results/{aoi}/predictions/{model}_seed{seed}.tif",
-                    f"results/{aoi}/figures/pred_vs_ref_{model}_seed{seed}.png",
-                    f"results/{aoi}/figures/residual_map_{model}_seed{seed}.png",
-                ]
+        out += expand(f"results/{aoi}/predictions/{{m}}_seed{{s}}.tif", m=PREDICTIONS, s=SEEDS)
     return [*out, FRONT_PAGE]
+
+
+# the report's figures (report.smk), one job per kind for every model and seed
+FIGURES = ("seeds", "error_by_height", "height_shift", "residual_maps", "pred_vs_ref", "dh")
+FIGURES += ("loss_curves",) if NETS else ()
+
+
+def paper_roles():
+    """The paper's models in this config: unet, unetplusplus (the first nets of those archs
+    that use no coarse DEM) and ridge (the first pixel-wise Ridge) -> model names."""
+    roles = {}
+    for name, m in config["models"].items():
+        plain = not (m.get("dem_channel") or m.get("target") == "residual")
+        if m["arch"] in ("unet", "unetplusplus") and plain:
+            roles.setdefault(m["arch"], name)
+        if m["arch"] == RIDGE and list(m["scales_px"]) == [1]:
+            roles.setdefault("ridge", name)
+    return roles
+
+
+def paper_pairs():
+    """The comparisons the seed figure shows: U-Net++ vs U-Net, each net vs the Ridge."""
+    r = paper_roles()
+    pairs = [("unetplusplus", "unet")] + [(n, "ridge") for n in ("unet", "unetplusplus")]
+    return [(r[a], r[b]) for a, b in pairs if a in r and b in r]
 
 
 def coarse_dem_input(wildcards):

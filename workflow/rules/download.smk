@@ -64,7 +64,7 @@ rule fetch_dsm:
         dsm="results/{aoi}/inputs/dsm.tif",
         provenance=report(
             "results/{aoi}/inputs/dsm.json",
-            category="Inputs",
+            category="9 Inputs",
             labels={"aoi": "{aoi}", "file": "reference DSM: source, resolution, datum"},
         ),
     log:
@@ -94,7 +94,7 @@ rule fetch_coarse_dem:
         coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
         provenance=report(
             "results/{aoi}/inputs/coarse_dem.json",
-            category="Inputs",
+            category="9 Inputs",
             labels={"aoi": "{aoi}", "file": "coarse DEM (GLO-30): datum conversion"},
         ),
     log:

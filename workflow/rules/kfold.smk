@@ -99,20 +99,20 @@ rule kfold:
         table=report(
             "results/{aoi}/tables/kfold.csv",
             caption="../report/kfold_table.rst",
-            category="Spatial k-fold",
+            category="7 Spatial k-fold",
             labels={"aoi": "{aoi}", "table": "test metrics per fold, model and seed"},
         ),
         comparisons=report(
             "results/{aoi}/tables/kfold_comparisons.csv",
             caption="../report/kfold_comparisons.rst",
-            category="Spatial k-fold",
+            category="7 Spatial k-fold",
             labels={"aoi": "{aoi}", "table": "k-fold vs single split, paired comparisons"},
         ),
         shift_response="results/{aoi}/tables/kfold_shift_response.csv",
         aoa_table=report(
             "results/{aoi}/tables/aoa.csv",
             caption="../report/aoa_table.rst",
-            category="Area of applicability",
+            category="8 Area of applicability",
             labels={"aoi": "{aoi}", "table": "error inside vs outside the AOA"},
         ),
         md="results/{aoi}/tables/kfold.md",
@@ -149,7 +149,7 @@ rule plot_kfold:
         png=report(
             "results/{aoi}/figures/kfold.png",
             caption="../report/kfold.rst",
-            category="Spatial k-fold",
+            category="7 Spatial k-fold",
             labels={"aoi": "{aoi}", "figure": "heights and errors per fold"},
         ),
         pdf="results/{aoi}/figures/kfold.pdf",
@@ -181,7 +181,7 @@ rule plot_aoa:
         png=report(
             "results/{aoi}/figures/aoa_map.png",
             caption="../report/aoa_map.rst",
-            category="Area of applicability",
+            category="8 Area of applicability",
             labels={"aoi": "{aoi}", "figure": "AOA map per split"},
         ),
         pdf="results/{aoi}/figures/aoa_map.pdf",

@@ -89,7 +89,7 @@ rule split:
         areas=report(
             "results/{aoi}/split/areas.csv",
             caption="../report/split_areas.rst",
-            category="Split",
+            category="6 Split",
             labels={"aoi": "{aoi}", "table": "realized split areas"},
         ),
     log:
@@ -118,7 +118,7 @@ rule split_map:
         png=report(
             "results/{aoi}/figures/split_map.png",
             caption="../report/split_map.rst",
-            category="Split",
+            category="6 Split",
             labels={"aoi": "{aoi}", "figure": "split map"},
         ),
         pdf="results/{aoi}/figures/split_map.pdf",

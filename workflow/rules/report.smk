@@ -1,0 +1,304 @@
+# The study's product: the paper's claims checked, the tables, the findings page and the
+# figures. One job per figure kind draws every model and seed; the report embeds the summary
+# PNGs (median seed per model, or every seed as points and bands), the PDFs are for a paper.
+
+
+rule tables:
+    input:
+        metrics="results/{aoi}/metrics/metrics.csv",
+        quantiles="results/{aoi}/shift/height_quantiles.csv",
+        stats="results/{aoi}/shift/shift_stats.csv",
+        areas="results/{aoi}/split/areas.csv",
+        histories=expand(
+            "results/{{aoi}}/models/{model}/seed{seed}/history.csv", model=NETS, seed=SEEDS
+        ),
+        by_height=expand(
+            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv",
+            model=PREDICTIONS,
+            seed=SEEDS,
+        ),
+        seams=expand(
+            "results/{{aoi}}/metrics/seams/{model}_seed{seed}.csv", model=PREDICTIONS, seed=SEEDS
+        ),
+        fits=expand(
+            "results/{{aoi}}/corrections/{model}_seed{seed}.csv", model=CORRECTED, seed=SEEDS
+        ),
+    output:
+        claims=report(
+            "results/{aoi}/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="1 Claims and tables",
+            labels={"aoi": "{aoi}", "table": "the paper's claims, checked"},
+        ),
+        paper_md="results/{aoi}/tables/paper.md",
+        paper_tex="results/{aoi}/tables/paper.tex",
+        md="results/{aoi}/tables/metrics.md",
+        per_seed=report(
+            "results/{aoi}/tables/per_seed.csv",
+            caption="../report/per_seed.rst",
+            category="1 Claims and tables",
+            labels={"aoi": "{aoi}", "table": "every seed"},
+        ),
+        comparisons=report(
+            "results/{aoi}/tables/comparisons.csv",
+            caption="../report/comparisons.rst",
+            category="2 Seeds and comparisons",
+            labels={"aoi": "{aoi}", "table": "paired comparisons over seeds"},
+        ),
+        training=report(
+            "results/{aoi}/tables/training.csv",
+            caption="../report/training_table.rst",
+            category="5 Training",
+            labels={"aoi": "{aoi}", "table": "steps and epochs of every training"},
+        ),
+        training_md="results/{aoi}/tables/training.md",
+        seam_table=report(
+            "results/{aoi}/tables/seams.csv",
+            caption="../report/seams.rst",
+            category="4 Maps",
+            labels={"aoi": "{aoi}", "table": "seam check per prediction"},
+        ),
+        crossover=report(
+            "results/{aoi}/tables/crossover.csv",
+            caption="../report/crossover.rst",
+            category="3 Distribution shift",
+            labels={"aoi": "{aoi}", "table": "over/under-estimation crossover height"},
+        ),
+        shift_md="results/{aoi}/tables/shift.md",
+        shift_tex="results/{aoi}/tables/shift.tex",
+        findings="results/{aoi}/tables/findings.rst",
+        corrections="results/{aoi}/tables/corrections.csv",
+    log:
+        "results/{aoi}/logs/tables.log",
+    benchmark:
+        "results/{aoi}/benchmarks/tables.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/tables.yaml"
+    threads: 1
+    params:
+        nets=" ".join(NETS),
+        baselines=" ".join(RIDGES + DEMS),
+        ridge_models=" ".join(RIDGES),
+        corrected=" ".join(f"{c}={m}" for c, (m, _) in CORRECTED.items()),
+        roles=lambda w: json.dumps(paper_roles(), sort_keys=True, separators=(",", ":")),
+        synthetic=lambda w: int(w.aoi in SYNTHETIC_AOIS),
+        max_epochs=config["training"]["max_epochs"],
+    shell:
+        "python -m aefheight tables --aoi {wildcards.aoi} --metrics {input.metrics}"
+        " --quantiles {input.quantiles} --stats {input.stats} --areas {input.areas}"
+        " --histories {input.histories} --by-height {input.by_height} --seams {input.seams}"
+        " --fits {input.fits} --nets {params.nets} --baselines {params.baselines}"
+        " --ridge-models {params.ridge_models} --corrected {params.corrected}"
+        " --roles {params.roles:q} --synthetic {params.synthetic}"
+        " --max-epochs {params.max_epochs} --claims {output.claims}"
+        " --paper-md {output.paper_md} --paper-tex {output.paper_tex} --md {output.md}"
+        " --per-seed {output.per_seed} --comparisons {output.comparisons}"
+        " --training {output.training} --training-md {output.training_md}"
+        " --seam-table {output.seam_table} --crossover {output.crossover}"
+        " --shift-md {output.shift_md} --shift-tex {output.shift_tex}"
+        " --findings {output.findings} --corrections {output.corrections} > {log} 2>&1"
+
+
+rule report_front:
+    input:
+        # each AOI's findings, then its k-fold findings (split.folds >= 2)
+        findings=[
+            f
+            for aoi in AOIS
+            for f in [f"results/{aoi}/tables/findings.rst"]
+            + ([f"results/{aoi}/tables/kfold_findings.rst"] if FOLD_AOIS else [])
+        ],
+        methods=os.path.normpath(
+            os.path.join(str(workflow.current_basedir), "../report/workflow.rst")
+        ),
+    output:
+        front=FRONT_PAGE,
+    log:
+        "results/logs/report_front.log",
+    conda:
+        "../../envs/report_front.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight report-front --findings {input.findings} --methods {input.methods}"
+        " --front {output.front} > {log} 2>&1"
+
+
+rule plot_seeds:
+    input:
+        metrics="results/{aoi}/metrics/metrics.csv",
+    output:
+        png=report(
+            "results/{aoi}/figures/seeds.png",
+            caption="../report/seeds.rst",
+            category="2 Seeds and comparisons",
+            labels={"aoi": "{aoi}", "figure": "every seed, with intervals"},
+        ),
+        pdf="results/{aoi}/figures/seeds.pdf",
+    log:
+        "results/{aoi}/logs/plot/seeds.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/seeds.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_seeds.yaml"
+    threads: 1
+    params:
+        pairs=" ".join(f"{a}={b}" for a, b in paper_pairs()),
+    shell:
+        "python -m aefheight plot-seeds --metrics {input.metrics} --pairs {params.pairs}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule plot_error_by_height:
+    input:
+        by_height=expand(
+            "results/{{aoi}}/metrics/by_height/{model}_seed{seed}.csv",
+            model=PREDICTIONS,
+            seed=SEEDS,
+        ),
+    output:
+        png=report(
+            "results/{aoi}/figures/error_by_height.png",
+            caption="../report/error_by_height.rst",
+            category="3 Distribution shift",
+            labels={"aoi": "{aoi}", "figure": "error by height, every seed"},
+        ),
+        pdf="results/{aoi}/figures/error_by_height.pdf",
+    log:
+        "results/{aoi}/logs/plot/error_by_height.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/error_by_height.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_error_by_height.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-error-by-height --by-height {input.by_height}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule plot_height_shift:
+    input:
+        hist="results/{aoi}/shift/height_hist.csv",
+        stats="results/{aoi}/shift/shift_stats.csv",
+    output:
+        png=report(
+            "results/{aoi}/figures/height_shift.png",
+            caption="../report/height_shift.rst",
+            category="3 Distribution shift",
+            labels={"aoi": "{aoi}", "figure": "height distribution per split"},
+        ),
+        pdf="results/{aoi}/figures/height_shift.pdf",
+    log:
+        "results/{aoi}/logs/plot/height_shift.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/height_shift.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_height_shift.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-height-shift --hist {input.hist} --stats {input.stats}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule plot_residual_maps:
+    input:
+        predictions=expand(
+            "results/{{aoi}}/predictions/{model}_seed{seed}.tif", model=PREDICTIONS, seed=SEEDS
+        ),
+        metrics="results/{aoi}/metrics/metrics.csv",
+        dsm="results/{aoi}/inputs/dsm.tif",
+        split="results/{aoi}/split/split.tif",
+    output:
+        png=report(
+            "results/{aoi}/figures/residual_maps.png",
+            caption="../report/residual_map.rst",
+            category="4 Maps",
+            labels={"aoi": "{aoi}", "figure": "residual maps, median seed per model"},
+        ),
+        pdf="results/{aoi}/figures/residual_maps.pdf",
+        all_seeds="results/{aoi}/figures/residual_maps_all_seeds.pdf",
+    log:
+        "results/{aoi}/logs/plot/residual_maps.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/residual_maps.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_residual_maps.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-residual-maps --predictions {input.predictions}"
+        " --metrics {input.metrics} --dsm {input.dsm} --split {input.split}"
+        " --png {output.png} --pdf {output.pdf} --all-seeds {output.all_seeds} > {log} 2>&1"
+
+
+rule plot_pred_vs_ref:
+    input:
+        samples=expand(
+            "results/{{aoi}}/metrics/samples/{model}_seed{seed}.csv", model=PREDICTIONS, seed=SEEDS
+        ),
+        metrics="results/{aoi}/metrics/metrics.csv",
+    output:
+        png=report(
+            "results/{aoi}/figures/pred_vs_ref.png",
+            caption="../report/pred_vs_ref.rst",
+            category="4 Maps",
+            labels={"aoi": "{aoi}", "figure": "predicted vs reference, median seed per model"},
+        ),
+        pdf="results/{aoi}/figures/pred_vs_ref.pdf",
+        all_seeds="results/{aoi}/figures/pred_vs_ref_all_seeds.pdf",
+        dh_png=report(
+            "results/{aoi}/figures/dh.png",
+            caption="../report/dh_hist.rst",
+            category="3 Distribution shift",
+            labels={"aoi": "{aoi}", "figure": "error distributions, median seed per model"},
+        ),
+        dh_pdf="results/{aoi}/figures/dh.pdf",
+    log:
+        "results/{aoi}/logs/plot/pred_vs_ref.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/pred_vs_ref.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_pred_vs_ref.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-pred-vs-ref --samples {input.samples}"
+        " --metrics {input.metrics} --png {output.png} --pdf {output.pdf}"
+        " --all-seeds {output.all_seeds} --dh-png {output.dh_png} --dh-pdf {output.dh_pdf}"
+        " > {log} 2>&1"
+
+
+rule plot_loss_curves:
+    input:
+        histories=expand(
+            "results/{{aoi}}/models/{model}/seed{seed}/history.csv", model=NETS, seed=SEEDS
+        ),
+    output:
+        png=report(
+            "results/{aoi}/figures/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="5 Training",
+            labels={"aoi": "{aoi}", "figure": "validation error over steps, every seed"},
+        ),
+        pdf="results/{aoi}/figures/loss_curves.pdf",
+    log:
+        "results/{aoi}/logs/plot/loss_curves.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/loss_curves.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_loss_curves.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-loss-curves --histories {input.histories}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
