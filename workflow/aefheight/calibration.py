@@ -157,7 +157,8 @@ def solve(s: SyntheticSettings, c: Control) -> SyntheticSettings:
     from scipy.optimize import least_squares
 
     def with_knobs(x: np.ndarray) -> SyntheticSettings:
-        return dataclasses.replace(s, **dict(zip(KNOBS, map(float, x), strict=True)))
+        knobs: dict[str, Any] = dict(zip(KNOBS, map(float, x), strict=True))
+        return dataclasses.replace(s, **knobs)
 
     def residuals(x: np.ndarray) -> np.ndarray:
         r = control(with_knobs(x), c)
@@ -167,9 +168,10 @@ def solve(s: SyntheticSettings, c: Control) -> SyntheticSettings:
     x0 = np.array([getattr(s, k) for k in KNOBS], float)
     lower = np.array([0.0, 1.0, 0.0, 0.0])
     sol = least_squares(residuals, x0, bounds=(lower, np.inf), diff_step=0.02, xtol=1e-3)
-    return dataclasses.replace(
-        s, **{k: round(float(v), ROUNDING[k]) for k, v in zip(KNOBS, sol.x, strict=True)}
-    )
+    frozen: dict[str, Any] = {
+        k: round(float(v), ROUNDING[k]) for k, v in zip(KNOBS, sol.x, strict=True)
+    }
+    return dataclasses.replace(s, **frozen)
 
 
 def from_config(cfg: dict[str, Any], aoi: str) -> tuple[SyntheticSettings, Control]:
@@ -191,7 +193,7 @@ def from_config(cfg: dict[str, Any], aoi: str) -> tuple[SyntheticSettings, Contr
         min_valid_fraction=tiling["min_valid_fraction"],
         split=from_mapping(SplitSettings, cfg["split"]),
         ridge_alpha=ridge["alpha"],
-        ridge_pixels=ridge["max_pixels"],
+        ridge_pixels=int(ridge["max_pixels"]),
     )
     return s, c
 

@@ -285,8 +285,8 @@ def plot_seeds(a: A) -> None:
 
     from .figures import seed_figure
 
-    pairs = [tuple(p.split("=", 1)) for p in a.pairs]
-    seed_figure(pd.read_csv(a.metrics), pairs, a.png, a.pdf)  # type: ignore[arg-type]
+    pairs = [(p.split("=", 1)[0], p.split("=", 1)[1]) for p in a.pairs]
+    seed_figure(pd.read_csv(a.metrics), pairs, a.png, a.pdf)
 
 
 def plot_pred_vs_ref(a: A) -> None:

@@ -6,7 +6,7 @@ Colours are fixed per split and per model so that every figure reads the same wa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -57,8 +57,8 @@ def model_color(name: str) -> str:
     return MODEL_COLORS.get(name, "#2ca02c")
 
 
-def save(fig: Figure, out: Path, pdf: Path | None = None) -> None:
-    """Save a figure atomically as ``out`` (PNG) and, when given, as ``pdf``."""
+def save(fig: Figure, out: Path | None, pdf: Path | None = None) -> None:
+    """Save a figure atomically as ``out`` (PNG) and ``pdf``, each when given."""
     for target, fmt in ((out, "png"), (pdf, "pdf")):
         if target is None:
             continue
@@ -132,7 +132,11 @@ def split_map(
 
 
 def pred_vs_ref(
-    samples: pd.DataFrame, metrics: pd.DataFrame, model: str, out: Path, pdf: Path | None = None
+    samples: pd.DataFrame,
+    metrics: pd.DataFrame,
+    model: str,
+    out: Path | None,
+    pdf: Path | None = None,
 ) -> Figure:
     """Hexbin of predicted vs reference height per split, 1:1 line, metrics in the corner."""
     splits = [s for s in SPLITS if (samples["split"] == s).any()]
@@ -407,7 +411,7 @@ def error_by_height_panels(
         y="bias_m",
         hue="prediction",
         col="family",
-        col_wrap=3,
+        col_wrap=min(3, df["family"].nunique()),
         kind="line",
         errorbar=("pi", 100),
         estimator="mean",
@@ -488,7 +492,7 @@ def loss_curve_panels(histories: list[pd.DataFrame], out: Path, pdf: Path | None
         y="val_rmse_m",
         hue="seed",
         col="net",
-        col_wrap=3,
+        col_wrap=min(3, df["net"].nunique()),
         kind="line",
         marker="o",
         palette="colorblind",
@@ -517,7 +521,7 @@ def residual_panels(
     maps: dict[str, tuple[int, Path]],
     dsm: Path,
     split_tif: Path,
-    out: Path,
+    out: Path | None,
     pdf: Path | None = None,
     max_side: int = 600,
 ) -> Figure:
@@ -558,7 +562,7 @@ def residual_panels(
     return fig
 
 
-def all_seed_pages(pages: list[tuple[str, Callable[[], Figure]]], pdf: Path) -> None:
+def all_seed_pages(pages: Sequence[tuple[str, Callable[..., Figure]]], pdf: Path) -> None:
     """One multi-page PDF (atomic): a page per (title, figure maker), for a paper's appendix."""
     from matplotlib.backends.backend_pdf import PdfPages
 

@@ -158,7 +158,7 @@ def findings_rst(
 
     title = f"Findings: AOI {aoi}"
     out = [title, "-" * len(title), ""]
-    out.append(conclusions(claims, comparisons, details["failed"]) + "\n")
+    out.append(conclusions(claims, comparisons, details["failed"], ridge_model) + "\n")
     out.append(
         rst_table(claims, "The paper's claims and this run (mean [95 % interval] over seeds)")
     )

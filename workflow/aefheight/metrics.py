@@ -261,7 +261,7 @@ class SeamCheck:
         refs = (seams[1:] + seams[:-1]) / 2
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = prof[0] / SEAM_UNITS / prof[1]  # (bands, length); NaN where no pixel
-        k, half = max(1, self.window // 16), self.overlap / 2
+        k, half = max(1, self.step // 8), self.step / 4  # lags scale with the window step
 
         def jumps(lines: np.ndarray) -> np.ndarray:
             out = []

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from . import aef
+from .config import BASELINE_ARCHS
 from .dem import DemUse, dem_channel
 from .errors import ConfigError
 from .files import atomic_path, scratch_path
@@ -55,10 +56,19 @@ class PredictSettings:
         if self.overlap is not None and self.window is not None and self.overlap >= self.window:
             raise ConfigError(f"{section}.overlap must be in [0, window)")
 
-    def resolve(self, patch_size: int) -> tuple[int, int]:
-        """(window, overlap) in px for a model trained on ``patch_size`` px patches."""
+    def resolve(self, patch_size: int, net: bool = True) -> tuple[int, int]:
+        """(window, overlap) in px for a model trained on ``patch_size`` px patches.
+
+        The default overlap is 5/8 of the window for a net (windows every 3/8 of a window): a
+        net's level depends on its window, and only dense blending keeps those offsets from
+        printing a window grid (the seam check, README); a quarter for a Ridge baseline, whose
+        value depends on the window only near its edges (box means).
+        """
         win = self.window or patch_size
-        overlap = win // 4 if self.overlap is None else self.overlap
+        if self.overlap is not None:
+            overlap = self.overlap
+        else:
+            overlap = win - (3 * win) // 8 if net else win // 4
         if overlap >= win:
             raise ConfigError(
                 f"prediction.overlap {overlap} must be smaller than the window ({win} px)"
@@ -88,7 +98,7 @@ class _Model:
 def _load_model(checkpoint_path: Path, s: PredictSettings, device: torch.device) -> _Model:
     model, ckpt = load_checkpoint(checkpoint_path, device=str(device))
     patch = int(ckpt["patch_size"])
-    win, overlap = s.resolve(patch)
+    win, overlap = s.resolve(patch, net=ckpt["settings"]["arch"] not in BASELINE_ARCHS)
     if win != patch:
         log.warning(
             "prediction.window %d px differs from the %d px patches this model was trained on: "

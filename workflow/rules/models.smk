@@ -18,6 +18,8 @@ rule train_net:
         "results/{aoi}/benchmarks/train/{model}_seed{seed}.tsv"
     wildcard_constraints:
         model=one_of(NETS),
+    # the trainings are the study's critical path: start them before the baselines' jobs
+    priority: 10
     conda:
         "../../envs/train_net.yaml"
     threads: lambda w: training_threads()
