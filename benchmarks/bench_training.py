@@ -136,7 +136,12 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--patch", type=int, default=128, help="patch side (the demo's 128)")
+    ap.add_argument(
+        "--patch",
+        type=int,
+        default=128,
+        help="patch side (128: the numbers in benchmarks/README.md)",
+    )
     ap.add_argument("--batch", type=int, default=8, help="batch size (the study's 8)")
     ap.add_argument("--steps", type=int, default=15, help="training steps (one epoch)")
     ap.add_argument("--threads", type=int, default=2)

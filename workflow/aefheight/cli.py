@@ -1,6 +1,6 @@
 """The ``aefheight`` command line: one subcommand per workflow rule, named as the rule.
 
-Rule ``plot_dh_hist`` runs ``python -m aefheight plot-dh-hist``; every file the rule declares
+Rule ``plot_seeds`` runs ``python -m aefheight plot-seeds``; every file the rule declares
 is one flag named as the rule names it (``--store-embeddings {input.store_embeddings}``), and
 each subcommand calls one function of the step's module (the ``STEPS`` table below: from a
 rule name to the function doing the work in one hop). A user can run any step by hand with the

@@ -237,6 +237,7 @@ def _train_epoch(
     items = draw_windows(part.origins, part.masks, ts.windows_per_epoch, ts.window_min_valid, rng)
     batches = loader(
         data.train.with_windows(items),
+        sampler=list(range(len(items))),  # in the order drawn
         batch_size=ts.batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
