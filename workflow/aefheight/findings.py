@@ -124,13 +124,15 @@ def conclusions(
     key = "U-Net++ beats U-Net on the test area (R²)"
     if key in verdicts:
         out.append(f"The paper's comparison, U-Net++ over U-Net: {verdicts[key]}.")
-    base = comparisons[
-        (comparisons["metric"] == "r2") & (comparisons["group"] == "net vs baseline")
-    ]
-    ridge = base[base["versus"] == "ridge"]
-    if len(ridge):
-        better = int(((ridge["ci_low"] > 0) & (ridge["n_seeds"] >= 2)).sum())
-        out.append(f"{better} of {len(ridge)} nets beat the pixel-wise Ridge on test R².")
+    r2 = comparisons[comparisons["metric"] == "r2"]
+    for versus, g in r2[r2["group"] == "net vs baseline"].groupby("versus", sort=False):
+        ok = g["n_seeds"] >= 2
+        better, worse = int((ok & (g["ci_low"] > 0)).sum()), int((ok & (g["ci_high"] < 0)).sum())
+        what = "the pixel-wise Ridge" if versus == ridge_model else model_label(str(versus))
+        out.append(
+            f"Against {what}, {better} of {len(g)} nets are better on test R² and {worse} "
+            "worse (resolved intervals)."
+        )
     cross = "The nets over-estimate below a height and under-estimate above it"
     if cross in verdicts:
         out.append(f"Over- then under-estimation with height: {verdicts[cross]}.")
@@ -179,8 +181,9 @@ def findings_rst(
         checks.append(
             f"Distribution shift: the test area lies {st['mean_shift_m']:.1f} m higher on "
             f"average (KS {st['ks_statistic']:.2f}, Wasserstein {st['wasserstein_m']:.1f} m); "
-            f"{st['test_outside_train_range_pct']:.1f} % of test pixels are outside the "
-            "training height range."
+            f"{st['test_above_train_p95_pct']:.1f} % of test pixels lie above the training "
+            f"area's 95th percentile, {st['test_outside_train_range_pct']:.1f} % outside its "
+            "whole range."
         )
     out += ["Checks:", "", *(f"* {c}" for c in checks if c), ""]
     out += ["Details", "~~~~~~~", "", "Every paired comparison:", ""]
