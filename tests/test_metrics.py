@@ -244,6 +244,26 @@ def test_seam_check_sees_per_window_offsets_that_mean_abs_dh_misses():
     assert 0.8 < old < 1.25
 
 
+def test_seam_check_sees_thin_lines_along_the_hand_overs():
+    """No offsets, but a 2 px ridge of +4 m where windows hand over (as the old maps showed):
+    the jump hardly moves, the roughness does."""
+    from aefheight.raster import window_origins
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    ref = 100 + ndimage.gaussian_filter(rng.normal(0, 1, (448, 640)), 40) * 1200
+    win, overlap = 64, 16
+    pred, _ = _blended(ref, np.zeros((9, 13)), win, overlap, 2.0)
+    for axis, n in ((0, 448), (1, 640)):
+        o = np.array(window_origins(n, win, win - overlap))
+        for line in ((o[1:] + o[:-1] + win) // 2).astype(int):
+            sl = [slice(None), slice(None)]
+            sl[axis] = slice(line - 1, line + 1)
+            pred[tuple(sl)] += 4.0
+    r = _seam_ratio(pred, ref, win, overlap)
+    assert r["seam_roughness_ratio"] > 1.5 and r["seam_ratio"] > 1.5, r
+
+
 def test_seam_check_is_the_same_in_any_block_order():
     from aefheight.metrics import SeamCheck
     from rasterio.windows import Window

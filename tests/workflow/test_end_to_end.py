@@ -93,8 +93,8 @@ def test_seam_check_covers_every_prediction(tiny_run):
     assert len(seams) == len(PREDICTIONS) * len(SEEDS)
     windowed = seams[seams["model"] != "coarse_dem"]  # not predicted in windows
     assert (windowed["window_px"] == windowed["train_patch_px"]).all()
-    assert windowed["seam_jump_ratio"].notna().all() and (windowed["n_seam"] > 0).all()
-    assert seams.loc[seams["model"] == "ridge", "seam_jump_ratio"].between(0.8, 1.25).all(), seams
+    assert windowed["seam_ratio"].notna().all() and (windowed["n_seam"] > 0).all()
+    assert seams.loc[seams["model"] == "ridge", "seam_ratio"].between(0.8, 1.25).all(), seams
 
 
 def test_findings_come_first_with_seeds_verdicts_and_realized_split(tiny_run):

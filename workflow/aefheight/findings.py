@@ -62,15 +62,15 @@ def _training_sentence(training: pd.DataFrame, failed: pd.DataFrame) -> str:
 
 def _seam_sentence(seams: pd.DataFrame) -> str:
     seams = seams[seams["window_px"] > 0]  # the coarse DEM has no prediction windows
-    r = seams["seam_jump_ratio"].dropna()
+    r = seams["seam_ratio"].dropna()
     if r.empty:
         return ""
     w = seams.iloc[0]
     return (
-        f"Seam check (the jump of dh across prediction-window blend bands over the same jump "
-        f"between them; {int(w['window_px'])} px windows, {int(w['overlap_px'])} px overlap, "
-        f"trained on {int(w['train_patch_px'])} px patches): {r.min():.2f}-{r.max():.2f} over "
-        f"{len(r)} predictions (1 = seam-free; a per-window offset raises it)."
+        f"Seam check (how dh changes where prediction windows hand over, jump and roughness, "
+        f"over how it changes inside them; {int(w['window_px'])} px windows, "
+        f"{int(w['overlap_px'])} px overlap, trained on {int(w['train_patch_px'])} px patches): "
+        f"{r.min():.2f}-{r.max():.2f} over {len(r)} predictions (1 = seam-free)."
     )
 
 

@@ -216,16 +216,22 @@ SEAM_UNITS = 1000  # dh summed in mm as integers: the same sums in any block or 
 
 
 class SeamCheck:
-    """Whether a prediction shows its windows: the jump of dh across their blend bands / between.
+    """Whether a prediction shows its windows: dh's change at hand-overs / inside windows.
 
-    1 = seam-free; a per-window offset raises it. Use :meth:`add` on every block, then
-    :meth:`table`. Along each axis, dh = prediction - reference is averaged over bands one
-    window step (``window - overlap``) deep, giving a profile per band; the jump at a line is
-    the difference between the profile's means over ``k`` px just beyond either side of a band
-    ``overlap`` px wide centred on the line. Seam lines are the centres of the overlaps, where
-    blending hands one window to the next; reference lines lie halfway between seam lines (the
-    windows' cores). Differencing dh, not the prediction, leaves out the terrain's own relief.
-    The layout comes from the prediction's tags (``window``, ``overlap``).
+    1 = seam-free. Use :meth:`add` on every block, then :meth:`table`. Along each axis,
+    dh = prediction - reference is averaged over bands one window step (``window - overlap``)
+    deep, giving a profile per band. Seam lines are the centres of the overlaps, where
+    blending hands one window to the next; reference lines lie halfway between them (the
+    windows' cores). At each line two statistics are taken, the same way at both kinds:
+
+    * the **jump**: the difference of the profile's means over ``k`` px strips on either side
+      of the line (a level that differs from window to window raises it at seams);
+    * the **roughness**: the summed 1 px changes of the profile across the band around the
+      line (a thin line or ridge along window edges raises it, a smooth level change does not).
+
+    ``seam_ratio`` is the larger of the two ratios (seams over cores). Differencing dh, not
+    the prediction, leaves out the terrain's own relief. The layout comes from the
+    prediction's tags (``window``, ``overlap``).
     """
 
     def __init__(self, tags: dict[str, str], height: int, width: int) -> None:
@@ -254,49 +260,63 @@ class SeamCheck:
                 prof[0, b, first : first + n] += units[rows].sum(axis=0)
                 prof[1, b, first : first + n] += cnt[rows].sum(axis=0)
 
-    def _jumps(self, prof: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """|jump| at every seam line and every reference line of one axis (NaN-free)."""
+    def _lines(self, prof: np.ndarray, length: int) -> dict[str, np.ndarray]:
+        """Jump and roughness at every seam and reference line of one axis (NaN-free)."""
         origins = np.array(window_origins(length, self.window, self.step), np.float64)
         seams = (origins[1:] + origins[:-1] + self.window) / 2  # overlap centres
-        refs = (seams[1:] + seams[:-1]) / 2
+        lines = {"seam": seams, "between": (seams[1:] + seams[:-1]) / 2}
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = prof[0] / SEAM_UNITS / prof[1]  # (bands, length); NaN where no pixel
-        k, half = max(1, self.step // 8), self.step / 4  # lags scale with the window step
-
-        def jumps(lines: np.ndarray) -> np.ndarray:
-            out = []
-            for line in lines:
-                a0, b0 = int(np.floor(line - half)) - k, int(np.ceil(line + half))
-                if a0 < 0 or b0 + k > length:
+        step1 = np.abs(np.diff(mean, axis=1))  # 1 px changes
+        # half an overlap either side of the line, no more than a quarter step (dense overlaps
+        # hand over everywhere); strips an eighth as wide
+        half = min(self.overlap / 2, self.step / 4)
+        k = max(1, int(min(self.overlap, self.step)) // 8)
+        out = {}
+        for kind, at in lines.items():
+            jump, rough = [], []
+            for line in at:
+                a0, b0 = int(np.floor(line - half)), int(np.ceil(line + half))
+                if a0 - k < 0 or b0 + k > length:
                     continue
-                left, right = mean[:, a0 : a0 + k], mean[:, b0 : b0 + k]
-                out.append(np.abs(np.nanmean(right, axis=1) - np.nanmean(left, axis=1)))
-            v = np.concatenate(out) if out else np.zeros(0)
-            return v[np.isfinite(v)]
-
-        return jumps(seams), jumps(refs)
+                left, right = mean[:, a0 - k : a0], mean[:, b0 : b0 + k]
+                jump.append(np.abs(np.nanmean(right, axis=1) - np.nanmean(left, axis=1)))
+                rough.append(np.nanmean(step1[:, a0:b0], axis=1) * (b0 - a0))
+            for name, got in (("jump", jump), ("rough", rough)):
+                v = np.concatenate(got) if got else np.zeros(0)
+                out[f"{kind}_{name}"] = v[np.isfinite(v)]
+        return out
 
     def table(self) -> pd.DataFrame:
-        seam, ref = np.zeros(0), np.zeros(0)
+        keys = ("seam_jump", "between_jump", "seam_rough", "between_rough")
+        stats = dict.fromkeys(keys, float("nan"))
+        n = {"seam_jump": 0, "between_jump": 0}
         if self.window and self.overlap:
             with np.errstate(invalid="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN strips (nodata)
-                parts = [self._jumps(self.along_x, self.shape[1]),
-                         self._jumps(self.along_y, self.shape[0])]  # fmt: skip
-            seam = np.concatenate([p[0] for p in parts])
-            ref = np.concatenate([p[1] for p in parts])
-        js, jr = (float(v.mean()) if v.size else float("nan") for v in (seam, ref))
+                parts = [self._lines(self.along_x, self.shape[1]),
+                         self._lines(self.along_y, self.shape[0])]  # fmt: skip
+            for key in keys:
+                v = np.concatenate([p[key] for p in parts])
+                stats[key] = float(v.mean()) if v.size else float("nan")
+                n[key] = int(v.size)
+        jump = stats["seam_jump"] / stats["between_jump"] if stats["between_jump"] else np.nan
+        rough = stats["seam_rough"] / stats["between_rough"] if stats["between_rough"] else np.nan
         return pd.DataFrame(
             [
                 {
                     "window_px": self.window,
                     "overlap_px": self.overlap,
                     "train_patch_px": self.patch,
-                    "seam_jump_m": js,
-                    "between_jump_m": jr,
-                    "seam_jump_ratio": js / jr if jr else float("nan"),
-                    "n_seam": int(seam.size),
-                    "n_between": int(ref.size),
+                    "seam_ratio": float(np.fmax(jump, rough)),
+                    "seam_jump_m": stats["seam_jump"],
+                    "between_jump_m": stats["between_jump"],
+                    "seam_jump_ratio": float(jump),
+                    "seam_roughness_m": stats["seam_rough"],
+                    "between_roughness_m": stats["between_rough"],
+                    "seam_roughness_ratio": float(rough),
+                    "n_seam": n["seam_jump"],
+                    "n_between": n["between_jump"],
                 }
             ]
         )

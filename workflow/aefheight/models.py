@@ -113,12 +113,17 @@ class ModelSettings:
 
 
 def _box_mean(t: torch.Tensor, k: int) -> torch.Tensor:
-    """Compute the k x k box mean with zero padding.
+    """Compute the k x k box mean with zero padding (odd k), the size of ``t``.
 
-    Two 1-D passes: O(k) per pixel, not O(k²).
+    Running sums along each axis: O(1) per pixel whatever k (pooling is O(k): at k = 45 it
+    made the multi-scale Ridge's prediction several times slower than a net's).
     """
-    t = F.avg_pool2d(t, (k, 1), stride=1, padding=(k // 2, 0))
-    return F.avg_pool2d(t, (1, k), stride=1, padding=(0, k // 2))
+    p = k // 2
+    for dim in (-2, -1):
+        c = F.pad(t, (p + 1, p, 0, 0) if dim == -1 else (0, 0, p + 1, p)).cumsum(dim)
+        n = c.shape[dim]
+        t = c.narrow(dim, k, n - k) - c.narrow(dim, 0, n - k)
+    return t / (k * k)
 
 
 class BoxRidge(nn.Module):

@@ -22,7 +22,6 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from . import aef
-from .config import BASELINE_ARCHS
 from .dem import DemUse, dem_channel
 from .errors import ConfigError
 from .files import atomic_path, scratch_path
@@ -56,19 +55,16 @@ class PredictSettings:
         if self.overlap is not None and self.window is not None and self.overlap >= self.window:
             raise ConfigError(f"{section}.overlap must be in [0, window)")
 
-    def resolve(self, patch_size: int, net: bool = True) -> tuple[int, int]:
+    def resolve(self, patch_size: int) -> tuple[int, int]:
         """(window, overlap) in px for a model trained on ``patch_size`` px patches.
 
-        The default overlap is 5/8 of the window for a net (windows every 3/8 of a window): a
-        net's level depends on its window, and only dense blending keeps those offsets from
-        printing a window grid (the seam check, README); a quarter for a Ridge baseline, whose
-        value depends on the window only near its edges (box means).
+        The default overlap is 5/8 of the window (windows every 3/8 of a window): a net's level
+        depends on its window (its deepest features see all of it), and a multi-scale Ridge's
+        box means do near the window's edges; with a quarter overlap both printed the window
+        grid into the map, dense blending keeps it out (the seam check, README).
         """
         win = self.window or patch_size
-        if self.overlap is not None:
-            overlap = self.overlap
-        else:
-            overlap = win - (3 * win) // 8 if net else win // 4
+        overlap = win - (3 * win) // 8 if self.overlap is None else self.overlap
         if overlap >= win:
             raise ConfigError(
                 f"prediction.overlap {overlap} must be smaller than the window ({win} px)"
@@ -98,7 +94,7 @@ class _Model:
 def _load_model(checkpoint_path: Path, s: PredictSettings, device: torch.device) -> _Model:
     model, ckpt = load_checkpoint(checkpoint_path, device=str(device))
     patch = int(ckpt["patch_size"])
-    win, overlap = s.resolve(patch, net=ckpt["settings"]["arch"] not in BASELINE_ARCHS)
+    win, overlap = s.resolve(patch)
     if win != patch:
         log.warning(
             "prediction.window %d px differs from the %d px patches this model was trained on: "
