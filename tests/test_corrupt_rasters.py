@@ -39,8 +39,13 @@ def good(tiny_aoi, tmp_path_factory) -> dict[str, Path]:
     )
     ms = make(ModelSettings, arch="ridge")
     save_checkpoint(d / "m.pt", build_model(ms), ms, 50.0, 10.0, patch_size=64)
-    predict_raster(tiny_aoi["embeddings"], d / "m.pt", d / "p.tif", make(PredictSettings))
+    meta = {"model": "ridge", "seed": "0"}
+    predict_raster(
+        tiny_aoi["embeddings"], d / "m.pt", d / "p.tif", make(PredictSettings), meta=meta
+    )
+    (d / "metrics.csv").write_text("model,seed,split,r2\nridge,0,test,0.5\n")
     made = {"split": "s.tif", "gpkg": "s.gpkg", "prediction": "p.tif", "checkpoint": "m.pt"}
+    made["metrics"] = "metrics.csv"
     return {**tiny_aoi, **paths, **{k: d / v for k, v in made.items()}}
 
 
@@ -103,8 +108,8 @@ def _outputs(out: Path) -> dict[str, list[str]]:
         "height-shift": ["height-shift", "--hist", o("h.csv"), "--quantiles", o("q.csv"),
                          "--stats", o("s.csv")],
         "split-map": ["split-map", "--png", o("m.png"), "--pdf", o("m.pdf")],
-        "plot-residual-map": ["plot-residual-map", "--model", "ridge", "--png", o("r.png"),
-                              "--pdf", o("r.pdf")],
+        "plot-residual-maps": ["plot-residual-maps", "--png", o("r.png"), "--pdf", o("r.pdf"),
+                               "--all-seeds", o("a.pdf")],
     }  # fmt: skip
 
 
@@ -119,10 +124,14 @@ READS = {
                  "landcover": "landcover"},
     "height-shift": {"dsm": "dsm", "split": "split", "embeddings": "embeddings"},
     "split-map": {"raster": "split", "dsm": "dsm"},
-    "plot-residual-map": {"prediction": "prediction", "dsm": "dsm"},
+    "plot-residual-maps": {"predictions": "prediction", "dsm": "dsm", "split": "split"},
 }  # fmt: skip
-NON_RASTER = {"split": {"index": "index"}, "predict": {"checkpoint": "checkpoint"},
-              "split-map": {"gpkg": "gpkg"}}  # fmt: skip
+NON_RASTER = {
+    "split": {"index": "index"},
+    "predict": {"checkpoint": "checkpoint"},
+    "split-map": {"gpkg": "gpkg"},
+    "plot-residual-maps": {"metrics": "metrics"},
+}
 # the split reads only the grid of its raster (any band count is fine there)
 CASES = [
     (step, flag, kind)

@@ -52,6 +52,7 @@ PYPI_NAMES = {
     "pytorch": "torch",
     "matplotlib-base": "matplotlib",
     "py-opencv": "opencv-python-headless",
+    "seaborn-base": "seaborn",
 }
 # PyPI name -> the conda-forge version of a PyPI pin, where they differ: opencv-python's wheels
 # add a fourth number (their own build) to OpenCV's version.

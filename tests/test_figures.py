@@ -116,7 +116,7 @@ def test_seed_figure_shows_every_seed_and_the_intervals(tmp_path):
     points = sum(len(c.get_offsets()) for c in r2.collections if c.get_offsets().ndim == 2)
     assert points >= 9 + 3  # 3 models x 3 seeds, and a mean per model
     assert [t.get_text() for t in diff.get_xticklabels()] == ["U-Net++ − U-Net", "U-Net − Ridge"]
-    assert any(line.get_ydata()[0] == 0 for line in diff.get_lines())  # the zero line
+    assert any(list(line.get_ydata()[:1]) == [0] for line in diff.get_lines())  # the zero line
 
 
 def test_error_by_height_has_a_panel_per_model_family(tmp_path):

@@ -76,7 +76,7 @@ def test_settings_reject_bad_window():
 
 
 def test_window_defaults_to_the_training_patch():
-    assert make(PredictSettings).resolve(128) == (128, 32)
+    assert make(PredictSettings).resolve(128) == (128, 80)  # 5/8 of the window
     assert make(PredictSettings, window=256, overlap=64).resolve(128) == (256, 64)
 
 

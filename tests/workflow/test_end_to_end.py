@@ -105,7 +105,7 @@ def test_findings_come_first_with_seeds_verdicts_and_realized_split(tiny_run):
     front = (tiny_run / "results" / "report_front.rst").read_text()
     assert front.index("Findings: AOI tiny") < front.index("Settings of this run")
     # claims first, then the paper's table, the paper's comparison, the checks, the details
-    order = ["The paper's claims", "The paper's table", "The paper's comparison", "Checks:"]
+    order = ["The paper's claims", "The paper's table", "**The paper's comparison**", "Checks:"]
     assert [front.index(t) for t in order] == sorted(front.index(t) for t in order)
     assert "U-Net++ beats U-Net on the test area" in front
     assert "Realized split" in front and "optimizer steps per training" in front

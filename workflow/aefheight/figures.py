@@ -20,6 +20,7 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .errors import RasterError
 from .files import atomic_path
 from .names import CODES, SPLITS, model_label
 from .raster import open_raster, read_dsm_block
@@ -305,6 +306,21 @@ def _interval_bars(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, order: list
         ax.scatter([i], [iv.mean], marker="D", color="k", s=28, zorder=5)
 
 
+def _seed_points(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, label: str) -> None:
+    """Every seed's ``y`` per ``x`` category, the mean and 95 % interval in black."""
+    import seaborn as sns
+
+    order = list(dict.fromkeys(data[x]))
+    sns.stripplot(data=data, x=x, y=y, hue="seed", order=order, ax=ax, size=6, jitter=0.08,
+                  palette="colorblind", zorder=3)  # fmt: skip
+    _interval_bars(ax, data, x, y, order)
+    ax.set_xlabel("")
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", rotation=35)
+    for t in ax.get_xticklabels():
+        t.set_horizontalalignment("right")
+
+
 def seed_figure(
     metrics: pd.DataFrame, pairs: list[tuple[str, str]], out: Path, pdf: Path | None = None
 ) -> Figure:
@@ -313,62 +329,23 @@ def seed_figure(
     One point per seed, grey lines join a seed across models, the mean and 95 % interval over
     seeds in black; the third panel shows the differences of ``pairs`` with their intervals.
     """
-    import seaborn as sns
-
     test = metrics[metrics["split"] == "test"].copy()
     test["label"] = test["model"].map(model_label)
     order = list(dict.fromkeys(test["label"]))
-    diffs = _paired_rows(metrics, pairs)
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
-    for ax, (col, name) in zip(
-        axes[:2], (("r2", "test R²"), ("rmse_m", "test RMSE (m)")), strict=True
-    ):
+    for ax, col, name in zip(axes, ("r2", "rmse_m"), ("test R²", "test RMSE (m)"), strict=False):
         for _, g in test.groupby("seed"):  # a seed across models
             g = g.set_index("label").reindex(order)
             ax.plot(range(len(order)), g[col], color="0.8", linewidth=0.8, zorder=1)
-        sns.stripplot(
-            data=test,
-            x="label",
-            y=col,
-            hue="seed",
-            order=order,
-            ax=ax,
-            size=6,
-            jitter=0.08,
-            palette="colorblind",
-            zorder=3,
-        )
-        _interval_bars(ax, test, "label", col, order)
-        ax.set_xlabel("")
-        ax.set_ylabel(name)
-        ax.tick_params(axis="x", rotation=35)
-        for t in ax.get_xticklabels():
-            t.set_ha("right")
-    ax = axes[2]
+        _seed_points(ax, test, "label", col, name)
+    diffs = _paired_rows(metrics, pairs)
     sub = diffs[diffs["metric"] == "r2"]
-    porder = list(dict.fromkeys(sub["pair"]))
     if len(sub):
-        sns.stripplot(
-            data=sub,
-            x="pair",
-            y="diff",
-            hue="seed",
-            order=porder,
-            ax=ax,
-            size=6,
-            jitter=0.08,
-            palette="colorblind",
-            legend=False,
-            zorder=3,
-        )
-        _interval_bars(ax, sub, "pair", "diff", porder)
-    ax.axhline(0, color="k", linewidth=0.8)
-    ax.set_xlabel("")
-    ax.set_ylabel("paired difference of test R²")
-    ax.set_title("paired by seed: an interval off 0 is a resolved difference", fontsize=9)
-    ax.tick_params(axis="x", rotation=35)
-    for t in ax.get_xticklabels():
-        t.set_ha("right")
+        _seed_points(axes[2], sub, "pair", "diff", "paired difference of test R²")
+        if axes[2].get_legend() is not None:
+            axes[2].get_legend().remove()
+    axes[2].axhline(0, color="k", linewidth=0.8)
+    axes[2].set_title("paired by seed: an interval off 0 is a resolved difference", fontsize=9)
     fig.suptitle("Every seed, with the mean and 95 % interval over seeds (black)")
     save(fig, out, pdf)
     return fig
@@ -727,6 +704,8 @@ def write_residual_maps(
     for p in predictions:
         with open_raster(p, bands=1) as ds:
             tags = ds.tags()
+        if not {"model", "seed"} <= set(tags):
+            raise RasterError(f"{p} has no model and seed tags: not a prediction of this workflow")
         paths[(tags["model"], int(tags["seed"]))] = p
     chosen = {m: (s, paths[(m, s)]) for m, s in median_seeds(metrics).items() if (m, s) in paths}
     residual_panels(chosen, dsm, split_tif, png, pdf)

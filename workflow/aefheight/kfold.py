@@ -86,7 +86,7 @@ def _pooled(values: pd.Series, decimals: int) -> str:
 def summary(single: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """Per model: test R² and RMSE of the single split, of the k folds pooled, and per fold.
 
-    Single split and per-fold cells: ``mean ± SD (median; per-seed values)`` over seeds; the
+    Single split and per-fold cells: ``mean ± SD`` over seeds (per seed: kfold.csv); the
     pooled k-fold cell: mean ± SD over every fold and seed.
     """
     single = single.query("split == 'test'").sort_values("seed")

@@ -83,10 +83,59 @@ def write_tables(
     cross = tables.crossover_table([pd.read_csv(p) for p in inputs["by_height"]])
     write_csv(cross, outputs["crossover"])
     failed = tables.failed_fits(metrics, nets, roles.get("ridge"))
+    paper, beyond, seeds = _paper_tables(metrics, roles, ridge_models, failed, outputs)
+    comps = tables.comparisons(metrics, nets, baselines, corrected=corrected)
+    write_csv(comps, outputs["comparisons"])
+    train, seams = _check_tables(inputs, max_epochs, outputs)
+    quant, stats = pd.read_csv(inputs["quantiles"]), pd.read_csv(inputs["stats"])
+    _shift_tables(paper, comps, quant, stats, cross, outputs)
+    claims = claims_table(metrics, roles, stats, quant, cross, synthetic)
+    write_csv(claims, outputs["claims"])
+    details = {
+        "training": train,
+        "failed": failed,
+        "areas": pd.read_csv(inputs["areas"]),
+        "seams": seams,
+        "shift": stats,
+        "per_seed": tables.plain_table(seeds.assign(model=seeds["model"].map(model_label)), 3),
+    }
+    findings = findings_rst(
+        aoi, claims, paper, beyond, comps, details, ridge_model=roles.get("ridge", "")
+    )
+    tables.write_text(findings, outputs["findings"])
+
+
+def _check_tables(
+    inputs: dict[str, Any], max_epochs: int, outputs: dict[str, Path]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training, seam and correction tables (the findings' checks), written as CSV."""
+    train = tables.training_summary([pd.read_csv(p) for p in inputs["histories"]], max_epochs)
+    write_csv(train, outputs["training"])
+    tables.write_text(tables.to_markdown(tables.plain_table(train, 2)), outputs["training_md"])
+    seams = pd.concat([pd.read_csv(p) for p in inputs["seams"]], ignore_index=True)
+    write_csv(seams, outputs["seam_table"])
+    fits = [pd.read_csv(p) for p in inputs["fits"]]
+    write_csv(
+        pd.concat(fits, ignore_index=True) if fits else pd.DataFrame(), outputs["corrections"]
+    )
+    return train, seams
+
+
+def _paper_tables(
+    metrics: pd.DataFrame,
+    roles: dict[str, str],
+    ridge_models: list[str],
+    failed: pd.DataFrame,
+    outputs: dict[str, Path],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The paper's table, the beyond-the-paper table and the per-seed table, written out.
+
+    The paper's table holds its models and the Ridge controls, the other every other
+    prediction; as Markdown and LaTeX, the per-seed values as CSV.
+    """
     paper_models = [roles[r] for r in ("unet", "unetplusplus", "ridge") if r in roles]
     paper_models += [r for r in ridge_models if r not in paper_models]  # the controls
-    models = list(dict.fromkeys(metrics["model"]))
-    beyond_models = [m for m in models if m not in paper_models]
+    beyond_models = [m for m in dict.fromkeys(metrics["model"]) if m not in paper_models]
     paper, beyond = (tables.headline(metrics, ms, failed) for ms in (paper_models, beyond_models))
     tables.write_text(
         tables.to_markdown(paper, "The paper's table. " + tables.NOTE)
@@ -100,38 +149,24 @@ def write_tables(
     )
     seeds = tables.per_seed(metrics, paper_models + beyond_models, failed)
     write_csv(seeds, outputs["per_seed"])
-    comps = tables.comparisons(metrics, nets, baselines, corrected=corrected)
-    write_csv(comps, outputs["comparisons"])
-    train = tables.training_summary([pd.read_csv(p) for p in inputs["histories"]], max_epochs)
-    write_csv(train, outputs["training"])
-    tables.write_text(tables.to_markdown(tables.plain_table(train, 2)), outputs["training_md"])
-    seams = pd.concat([pd.read_csv(p) for p in inputs["seams"]], ignore_index=True)
-    write_csv(seams, outputs["seam_table"])
-    quant, stats = pd.read_csv(inputs["quantiles"]), pd.read_csv(inputs["stats"])
-    fits = [pd.read_csv(p) for p in inputs["fits"]]
-    write_csv(
-        pd.concat(fits, ignore_index=True) if fits else pd.DataFrame(), outputs["corrections"]
-    )
-    claims = claims_table(metrics, roles, stats, quant, cross, synthetic)
-    write_csv(claims, outputs["claims"])
-    tables.write_text(_shift_markdown(paper, comps, quant, stats, cross), outputs["shift_md"])
+    return paper, beyond, seeds
+
+
+def _shift_tables(
+    head: pd.DataFrame,
+    comps: pd.DataFrame,
+    quant: pd.DataFrame,
+    stats: pd.DataFrame,
+    cross: pd.DataFrame,
+    outputs: dict[str, Path],
+) -> None:
+    """The distribution-shift page (Markdown) and its LaTeX tables."""
+    tables.write_text(_shift_markdown(head, comps, quant, stats, cross), outputs["shift_md"])
     tables.write_text(
         tables.to_latex(tables.plain_table(quant, 1), "Reference height per split.", "tab:heights")
         + tables.to_latex(tables.plain_table(stats, 3), "Train vs test height shift.", "tab:shift"),
         outputs["shift_tex"],
     )
-    details = {
-        "training": train,
-        "failed": failed,
-        "areas": pd.read_csv(inputs["areas"]),
-        "seams": seams,
-        "shift": stats,
-        "per_seed": tables.plain_table(seeds.assign(model=seeds["model"].map(model_label)), 3),
-    }
-    findings = findings_rst(
-        aoi, claims, paper, beyond, comps, details, ridge_model=roles.get("ridge", "")
-    )
-    tables.write_text(findings, outputs["findings"])
 
 
 def write_front(findings: list[Path], methods: Path, out: Path) -> None:
