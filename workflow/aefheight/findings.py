@@ -192,8 +192,19 @@ def findings_rst(
     return "\n".join(out) + "\n\n"
 
 
+# Snakemake's report sets its first page in a narrow (max-w-lg) column centred in the window, so
+# a long page opened mid-way and tables wrapped; widen it and start it at the top.
+WIDE_PAGE = """.. raw:: html
+
+   <style>.prose.max-w-lg { max-width: 80rem; } .h-screen.overflow-auto { align-items:
+   flex-start; } .prose table { font-size: 0.85em; }</style>
+
+"""
+
+
 def front_page(fragments: list[str], methods: str) -> str:
     """The report's first page: the title, every AOI's findings, then the methods text."""
     lines = methods.splitlines()
     title, rest = lines[:2], lines[2:]  # the methods file starts with its title and underline
-    return "\n".join(title) + "\n\n" + "".join(fragments) + "\n".join(rest) + "\n"
+    head = "\n".join(title) + "\n\n" + WIDE_PAGE
+    return head + "".join(fragments) + "\n".join(rest) + "\n"
