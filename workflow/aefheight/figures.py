@@ -132,6 +132,13 @@ def split_map(
     return fig
 
 
+def _hexbin(ax: plt.Axes, sub: pd.DataFrame, lo: float, hi: float, gridsize: int) -> None:
+    """Predicted vs reference height of a pixel sample (log counts) and the 1:1 line."""
+    ax.hexbin(sub["reference"], sub["prediction"], gridsize=gridsize, bins="log", mincnt=1,
+              cmap="viridis", extent=(lo, hi, lo, hi))  # fmt: skip
+    ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="1:1")
+
+
 def pred_vs_ref(
     samples: pd.DataFrame,
     metrics: pd.DataFrame,
@@ -152,17 +159,7 @@ def pred_vs_ref(
     lo = float(np.nanmin(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 0
     hi = float(np.nanmax(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 1
     for ax, split in zip(axes[0], splits, strict=False):
-        sub = samples[samples["split"] == split]
-        ax.hexbin(
-            sub["reference"],
-            sub["prediction"],
-            gridsize=60,
-            bins="log",
-            mincnt=1,
-            cmap="viridis",
-            extent=(lo, hi, lo, hi),
-        )
-        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="1:1")
+        _hexbin(ax, samples[samples["split"] == split], lo, hi, 60)
         m = metrics[metrics["split"] == split].iloc[0]
         ax.text(
             0.03,
@@ -575,17 +572,7 @@ def pred_vs_ref_panels(
     )
     lo, hi = (float(np.nanpercentile(vals, q)) for q in (0.5, 99.5)) if vals.size else (0.0, 1.0)
     for ax, (m, (seed, s)) in zip(axes.flat, samples.items(), strict=False):
-        sub = s[s["split"] == split]
-        ax.hexbin(
-            sub["reference"],
-            sub["prediction"],
-            gridsize=45,
-            bins="log",
-            mincnt=1,
-            cmap="viridis",
-            extent=(lo, hi, lo, hi),
-        )
-        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
+        _hexbin(ax, s[s["split"] == split], lo, hi, 45)
         row = metrics[
             (metrics["model"] == m) & (metrics["seed"] == seed) & (metrics["split"] == split)
         ]

@@ -106,21 +106,16 @@ def conclusions(
     """One short paragraph of what this run concludes, from its verdicts."""
     verdicts = dict(zip(claims["claim"], claims["verdict"], strict=True))
     values = dict(zip(claims["claim"], claims["this run"], strict=True))
+
+    def nets(what: str) -> str:  # "U-Net 0.885 [...]; U-Net++ ..." of the nets' `what` claims
+        rows = [c for c in claims["claim"] if c.endswith(what) and "Ridge" not in c]
+        return "; ".join(f"{c.removesuffix(' ' + what)} {values[c]}" for c in rows)
+
     out = []
-    fit = [c for c in claims["claim"] if c.endswith("train R²") and "Ridge" not in c]
-    if fit:
-        out.append(
-            "The nets fit their training area ("
-            + "; ".join(f"{c.removesuffix(' train R²')} {values[c]}" for c in fit)
-            + ", paper 0.97)"
-        )
-    test = [c for c in claims["claim"] if c.endswith("test R²") and "Ridge" not in c]
-    if test:
-        out.append(
-            "and reach test R² "
-            + "; ".join(f"{c.removesuffix(' test R²')} {values[c]}" for c in test)
-            + " (paper 0.78 and 0.84)."
-        )
+    if nets("train R²"):
+        out.append(f"The nets fit their training area ({nets('train R²')}, paper 0.97)")
+    if nets("test R²"):
+        out.append(f"and reach test R² {nets('test R²')} (paper 0.78 and 0.84).")
     key = "U-Net++ beats U-Net on the test area (R²)"
     if key in verdicts:
         out.append(f"The paper's comparison, U-Net++ over U-Net: {verdicts[key]}.")
