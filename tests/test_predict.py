@@ -7,7 +7,7 @@ import torch
 from aefheight import aef
 from aefheight.models import ModelSettings, build_model, save_checkpoint
 from aefheight.predict import PRED_NODATA, PredictSettings, blend_weights, predict_raster
-from aefheight.raster import window_origins, window_phase
+from aefheight.raster import window_origins
 from aefheight.settings import make
 
 
@@ -78,13 +78,6 @@ def test_settings_reject_bad_window():
 def test_window_defaults_to_the_training_patch():
     assert make(PredictSettings).resolve(128) == (128, 80)  # 5/8 of the window
     assert make(PredictSettings, window=256, overlap=64).resolve(128) == (256, 64)
-
-
-def test_window_phase_marks_seams_between_window_centres():
-    seam, centre = window_phase(256, 64, 16, 4)  # centres at 32, 80, 128, ...; seams at 56, ...
-    assert centre[30] and centre[79] and not centre[56]
-    assert seam[55] and seam[104] and not seam[32]
-    assert not (seam & centre).any()
 
 
 def _dem_checkpoint(path, target, channel, zero=False):

@@ -30,7 +30,7 @@ import pandas as pd
 from . import aef
 from .names import CODES
 from .patches import patch_origins
-from .synthetic import DSM_NODATA, Scene, SyntheticSettings, tiles
+from .synthetic import DSM_NODATA, Scene, SyntheticSettings, tile_rasters, tiles
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,10 @@ class Control:
 def rasters(s: SyntheticSettings) -> tuple[np.ndarray, np.ndarray]:
     """The AOI's int8 codes (64, H, W) and DSM (H, W, NaN = nodata), in memory."""
     scene = Scene(s)
-    from .synthetic import _tile_rasters
-
     codes = np.empty((aef.BANDS, s.height, s.width), np.int8)
     dsm = np.empty((s.height, s.width), np.float32)
     for r0, r1, c0, c1 in tiles(s):
-        out = _tile_rasters(scene, ("embeddings", "dsm"), r0, r1, c0, c1)
+        out = tile_rasters(scene, ("embeddings", "dsm"), r0, r1, c0, c1)
         codes[:, r0:r1, c0:c1] = out["embeddings"]
         dsm[r0:r1, c0:c1] = out["dsm"][0]
     dsm[dsm == DSM_NODATA] = np.nan

@@ -8,13 +8,12 @@ of every verdict is :data:`RULE`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from .names import model_label
+from .tables import Interval
 
 # (role, split, metric) -> the paper's value (arXiv 2602.17250, abstract and results table)
 PAPER: dict[tuple[str, str, str], float] = {
@@ -45,35 +44,6 @@ RULE = (
     "pixel-wise Ridge and the height distributions are calibration targets (README), not "
     "findings."
 )
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean and 95 % t-interval of a few values (one per seed); no interval with one value."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def of(cls, values: np.ndarray | pd.Series, level: float = 0.95) -> Interval:
-        v = np.asarray(values, dtype=float)
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return cls(float("nan"), float("nan"), float("nan"), 0)
-        mean = float(v.mean())
-        if v.size < 2:
-            return cls(mean, float("nan"), float("nan"), 1)
-        half = float(sps.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-        return cls(mean, mean - half, mean + half, int(v.size))
-
-    def text(self, decimals: int) -> str:
-        if self.n == 0:
-            return "n/a"
-        if self.n < 2:
-            return f"{self.mean:.{decimals}f} (1 seed)"
-        return f"{self.mean:.{decimals}f} [{self.low:.{decimals}f}, {self.high:.{decimals}f}]"
 
 
 def seeds_needed(diffs: np.ndarray | pd.Series, level: float = 0.95, most: int = 1000) -> int:

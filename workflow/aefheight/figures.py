@@ -285,7 +285,7 @@ def _paired_rows(metrics: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.Data
 
 def _interval_bars(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, order: list[str]) -> None:
     """Mean and 95 % t-interval over seeds of ``y`` per ``x`` category, as black bars."""
-    from .claims import Interval
+    from .tables import Interval
 
     for i, key in enumerate(order):
         iv = Interval.of(data.loc[data[x] == key, y])

@@ -275,27 +275,6 @@ def window_origins(length: int, window: int, stride: int) -> list[int]:
     return [*origins, length - window]
 
 
-def window_phase(length: int, window: int, overlap: int, band: int) -> tuple[np.ndarray, ...]:
-    """Per pixel along one axis: near a window seam, near a window centre (both bool).
-
-    Seams are the midlines between neighbouring windows' centres, where blending hands one
-    window over to the next; centres are the windows' middle lines. ``band`` px either side.
-    """
-    origins = np.array(window_origins(length, window, window - overlap), dtype=np.float64)
-    centres = origins + window / 2
-    seams = (centres[1:] + centres[:-1]) / 2
-    u = np.arange(length) + 0.5
-
-    def near(lines: np.ndarray) -> np.ndarray:
-        if lines.size == 0:
-            return np.zeros(length, bool)
-        i = np.clip(np.searchsorted(lines, u), 1, lines.size) - 1  # nearest line below or at
-        j = np.minimum(i + 1, lines.size - 1)
-        return np.minimum(np.abs(u - lines[i]), np.abs(u - lines[j])) <= band
-
-    return near(seams), near(centres)
-
-
 def to_cog(src: str | os.PathLike, dst: str | os.PathLike, resampling: str = "average") -> None:
     """Copy a tiled GeoTIFF into a Cloud Optimized GeoTIFF (with overviews), atomically.
 

@@ -398,7 +398,7 @@ def tiles(s: SyntheticSettings) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def _tile_rasters(scene: Scene, kinds: Iterable[str], r0: int, r1: int, c0: int, c1: int) -> dict:
+def tile_rasters(scene: Scene, kinds: Iterable[str], r0: int, r1: int, c0: int, c1: int) -> dict:
     """The bands (bands, rows, cols) of the rasters ``kinds`` over one tile."""
     out = {}
     if "embeddings" in kinds:
@@ -451,7 +451,7 @@ def write_synthetic(
                 tqdm(tiles(s), desc=f"synthesize {kinds[-1]}", unit="tile", mininterval=10)
             )
             for r0, r1, c0, c1 in bar:
-                for k, a in _tile_rasters(scene, paths, r0, r1, c0, c1).items():
+                for k, a in tile_rasters(scene, paths, r0, r1, c0, c1).items():
                     if k in dst:
                         dst[k].write(a, window=((r0, r1), (c0, c1)))
 

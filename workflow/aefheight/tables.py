@@ -8,6 +8,7 @@ their 95 % intervals and verdicts, and :func:`plain_table` for any small frame.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,15 +149,39 @@ def training_summary(histories: list[pd.DataFrame], max_epochs: int) -> pd.DataF
 COMPARED = {"r2": ("R²", True, 3), "rmse_m": ("RMSE", False, 2)}
 
 
+@dataclass(frozen=True)
+class Interval:
+    """Mean and 95 % t-interval of a few values (one per seed); no interval with one value."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: np.ndarray | pd.Series, level: float = 0.95) -> Interval:
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return cls(float("nan"), float("nan"), float("nan"), 0)
+        mean = float(v.mean())
+        if v.size < 2:
+            return cls(mean, float("nan"), float("nan"), 1)
+        half = float(sps.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+        return cls(mean, mean - half, mean + half, int(v.size))
+
+    def text(self, decimals: int) -> str:
+        if self.n == 0:
+            return "n/a"
+        if self.n < 2:
+            return f"{self.mean:.{decimals}f} (1 seed)"
+        return f"{self.mean:.{decimals}f} [{self.low:.{decimals}f}, {self.high:.{decimals}f}]"
+
+
 def paired_difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict[str, float]:
     """Mean of the per-seed differences ``a - b`` and its t-interval over the shared seeds."""
-    d = (a - b).dropna()
-    n = len(d)
-    mean = float(d.mean()) if n else float("nan")
-    if n < 2:
-        return {"n_seeds": n, "mean_diff": mean, "ci_low": float("nan"), "ci_high": float("nan")}
-    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
-    return {"n_seeds": n, "mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half}
+    iv = Interval.of((a - b).dropna(), level)
+    return {"n_seeds": iv.n, "mean_diff": iv.mean, "ci_low": iv.low, "ci_high": iv.high}
 
 
 def diff_stat(diff: dict[str, float], dec: int) -> str:
