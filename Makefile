@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CORES ?= all
+CONFIG ?= config/config.yaml
 
 .PHONY: setup study test lint docs calibrate clean-results
 
@@ -16,10 +17,13 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The whole study on the default config (synthetic AOI), then the HTML report.
+# The whole study on the default config (synthetic AOI), then the HTML report. Another study:
+# make study CONFIG="config/config.yaml config/beyond_paper.yaml" (its files are checked
+# first: Snakemake's own message on a YAML error names neither the file nor the line).
 study: $(STAMP)
-	PATH="$(BIN):$$PATH" snakemake --cores $(CORES)
-	PATH="$(BIN):$$PATH" snakemake --report results/report.html
+	PYTHONPATH=workflow $(BIN)/python -m aefheight.guards $(CONFIG)
+	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --configfile $(CONFIG)
+	PATH="$(BIN):$$PATH" snakemake --report results/report.html --configfile $(CONFIG)
 
 # The test suite (unit tests, real snakemake runs, the SLURM cluster test when it can run).
 test: $(STAMP)

@@ -10,6 +10,7 @@ from aefheight import config, settings
 from aefheight.aoa import AOASettings
 from aefheight.correction import CorrectionSettings
 from aefheight.errors import ConfigError
+from aefheight.guards import LimitsSettings
 from aefheight.models import ModelSettings
 from aefheight.patches import TilingSettings
 from aefheight.predict import PredictSettings
@@ -32,6 +33,7 @@ CLASSES = [
     DownloadSettings,
     CorrectionSettings,
     AOASettings,
+    LimitsSettings,
 ]
 # keys a user must give: they have no default
 REQUIRED = {"aois", "models", "aois.<name>.source", "aois.<name>.year", "aois.<name>.aoi"}
@@ -98,7 +100,7 @@ def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
         config.check_config(cfg)
         assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
     raw = _load("config.yaml")
-    for section in ("tiling", "split", "aoa", "training", "prediction", "correction"):
+    for section in ("tiling", "split", "aoa", "training", "prediction", "correction", "limits"):
         defaults = settings.validate_section({}, section)
         assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
     synthetic = settings.validate_section({}, "aois.<name>.synthetic")

@@ -14,6 +14,7 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -634,8 +635,19 @@ def _error_line(args: A, exc: BaseException) -> str | None:
     return None
 
 
+def _unwind(signum: int, frame: Any) -> None:
+    """End the step on SIGTERM/SIGINT (Snakemake, SLURM, Ctrl-C) through its ``finally``s.
+
+    So :func:`~aefheight.files.scratch_path` removes the partial file.
+    """
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; a user error ends with one line on stderr and exit code 2."""
+    if argv is None:  # a process of its own (tests call main in theirs with argv)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _unwind)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level,

@@ -49,3 +49,11 @@ class YearNotAvailable(AOIOutsideCoverage):
 
 class MissingTile(DownloadError):
     """A tile or archive member the AOI needs does not exist at the source."""
+
+
+class TooLarge(AefHeightError):
+    """A run's outputs would exceed the configured size cap or the free disk."""
+
+
+class SuspiciousValues(RasterError):
+    """A raster declares no nodata, yet one fill-like value holds a large share of it."""

@@ -159,9 +159,12 @@ def parse_crs(value: str, key: str, metres: bool = False) -> CRS:
         key: the config key, for the message.
         metres: require a projected CRS in metres (a grid whose pixel size is in m).
     """
+    import pyproj  # checked by pyproj first: GDAL would print PROJ's raw error line as well
+
     try:
+        pyproj.CRS.from_user_input(value)
         crs = CRS.from_user_input(value)
-    except CRSError as exc:
+    except (pyproj.exceptions.CRSError, CRSError) as exc:
         raise ConfigError(
             f"{key} {value!r} is not a CRS PROJ knows ({exc}); e.g. EPSG:32630"
         ) from None

@@ -7,12 +7,14 @@ import shutil
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 # The package beside these rule files (also when this workflow is used as a module).
 PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 sys.path.insert(0, PACKAGE_ROOT)
 from aefheight.config import COARSE_DEM, RIDGE, check_sections, corrections, fill_defaults
 from aefheight.errors import AefHeightError, ConfigError
+from aefheight.guards import check_run
 from aefheight.shards import aoi_shape, shard_names
 
 # The schema (workflow/schemas/config.schema.yaml) checks every key and fills in its default,
@@ -29,6 +31,17 @@ try:
             pass
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
+
+# Before any job: each AOI's size against limits.max_aoi_km2 and the free disk, and a local
+# DSM's coverage and fill values (aefheight.guards); without PROJ here the jobs check.
+if workflow.is_main_process:
+    try:
+        for line in check_run(config, dry_run=workflow.dryrun):
+            logger.info(line)
+    except AefHeightError as exc:
+        raise WorkflowError(str(exc)) from None
+    except ImportError as exc:
+        logger.warning(f"size and input checks left to the jobs: {exc.name} is not installed here")
 
 # Folders the results go into must not be files (Snakemake would end in a traceback).
 for folder in ["results", "resources", *(f"results/{aoi}" for aoi in config["aois"])]:

@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from pyproj import CRS as PCRS
-from pyproj import Transformer
+from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from shapely.geometry import box
@@ -51,7 +51,8 @@ class AOI:
 
     @property
     def area_km2(self) -> float:
-        return float(self.polygon.area) / 1e6
+        """Ground area on the ellipsoid (a UTM area is off by far more for a large AOI)."""
+        return geodesic_km2(self.polygon_wgs84)
 
     def inside(self, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
         """Boolean mask of the pixels whose centre is inside the AOI (all True if not masking)."""
@@ -65,6 +66,17 @@ class AOI:
             f"AOI {self.name!r} ({self.area_km2:,.0f} km2, {self.grid.crs.to_string()} "
             f"[{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], {self.grid.width}x{self.grid.height} px)"
         )
+
+
+def geodesic_km2(polygon_wgs84: BaseGeometry) -> float:
+    """Area of a lon/lat polygon on the WGS 84 ellipsoid, in km².
+
+    Edges are densified to 0.05° first, so a bbox's parallels are followed rather than cut
+    short by geodesics.
+    """
+    dense = shapely.segmentize(polygon_wgs84, 0.05)
+    area, _ = Geod(ellps="WGS84").geometry_area_perimeter(dense)
+    return abs(area) / 1e6
 
 
 def reproject_geometry(geom: BaseGeometry, src: str | CRS, dst: str | CRS) -> BaseGeometry:

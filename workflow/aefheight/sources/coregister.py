@@ -32,7 +32,7 @@ from ..errors import NoValidData, RasterError
 from ..files import atomic_path
 from ..raster import NODATA, Grid, build_vrt, open_raster, strips
 from .aoi import AOI
-from .dsm import DSMSource
+from .dsm import DSMSource, check_fill_value
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def mosaics(src: DSMSource, work: Path) -> list[Path]:
             t = ds.transform
             if crs is None:
                 raise RasterError(f"{f} has no CRS")
+            if src.nodata is None:  # an integer product's holes would become heights
+                check_fill_value(ds, f, "its nodata (gdal_edit.py -a_nodata)")
             if t.b or t.d or t.e >= 0:  # rotated or bottom-up: warped on its own
                 if ds.crs is None or (src.crs and src.crs != ds.crs):
                     raise RasterError(

@@ -31,11 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
+from shapely.geometry import box
 
-from ..errors import ConfigError, MissingTile, NoValidData, RasterError
+from ..errors import (
+    AOIOutsideCoverage,
+    ConfigError,
+    MissingTile,
+    NoValidData,
+    RasterError,
+    SuspiciousValues,
+)
 from ..files import atomic_path
 from ..raster import open_raster
 from .aoi import AOI
@@ -332,7 +342,14 @@ def fetch_rge_alti(
 
 
 def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
-    """A DSM the user has: any raster or VRT GDAL reads."""
+    """A DSM the user has: any raster or VRT GDAL reads, covering the AOI, holes declared.
+
+    Raises:
+        AOIOutsideCoverage: its footprint covers less than ``dsm.min_covered_fraction`` of
+            the AOI.
+        SuspiciousValues: an integer raster without nodata (declared or ``dsm.nodata``) in
+            which 0 or its type's minimum or maximum holds a large share of the pixels.
+    """
     path = Path(dsm.path or "")
     if not path.exists():
         raise ConfigError(f"{section}.path: {path} does not exist")
@@ -345,18 +362,71 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
                 "(extract it first, e.g. gdal_translate -b 1)"
             )
         res = abs(ds.transform.a)
-        unit = "deg" if (ds.crs and ds.crs.is_geographic) else "m"
-    crs = CRS.from_user_input(dsm.crs) if dsm.crs else None
+        crs = CRS.from_user_input(dsm.crs) if dsm.crs else ds.crs
+        unit = "deg" if crs.is_geographic else "m"
+        _check_coverage(aoi, transform_bounds(crs, aoi.grid.crs, *ds.bounds, densify_pts=21),
+                        dsm.min_covered_fraction, path, section)  # fmt: skip
+        if dsm.nodata is None:
+            check_fill_value(ds, path, f"{section}.nodata")
     return DSMSource(
         "local",
         f"local raster {path.name}",
         [path],
         dsm.vertical_datum or "unknown (set dsm.vertical_datum)",
         f"{res:g} {unit}",
-        crs=crs,
+        crs=CRS.from_user_input(dsm.crs) if dsm.crs else None,
         nodata=dsm.nodata,
         details={"path": str(path)},
     )
+
+
+def _check_coverage(
+    aoi: AOI, footprint: tuple[float, ...], minimum: float, path: Path, section: str
+) -> None:
+    """Refuse a raster whose footprint (bounds in the grid's CRS) covers too little of the AOI."""
+    covered = aoi.polygon.intersection(box(*footprint)).area / aoi.polygon.area
+    if covered < minimum:
+        raise AOIOutsideCoverage(
+            f"{section}.path: {path} covers {covered:.1%} of {aoi.describe()}, less than "
+            f"{section}.min_covered_fraction ({minimum:g}); shrink the AOI to the DSM, give "
+            f"the missing tiles (a VRT of all of them), or lower {section}.min_covered_fraction"
+        )
+
+
+FILL_SHARE = 0.05  # a fill-like value on this share of the pixels is taken for holes
+SAMPLE_PX = 1024  # a raster is checked on a nearest-neighbour sample at most this wide
+
+
+def fill_value(ds: rasterio.io.DatasetReader) -> tuple[int, float] | None:
+    """(value, share) of a fill-like value in an integer raster without nodata, or None.
+
+    The value is 0 or the type's minimum or maximum, holding at least :data:`FILL_SHARE` of
+    a nearest-neighbour sample of at most :data:`SAMPLE_PX` px a side.
+    """
+    dtype = np.dtype(ds.dtypes[0])
+    if ds.nodata is not None or not np.issubdtype(dtype, np.integer):
+        return None
+    step = max(1.0, max(ds.width, ds.height) / SAMPLE_PX)
+    shape = (max(1, round(ds.height / step)), max(1, round(ds.width / step)))
+    sample = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    info = np.iinfo(dtype)
+    for value in dict.fromkeys((0, int(info.min), int(info.max))):
+        share = float((sample == value).mean())
+        if share >= FILL_SHARE:
+            return value, share
+    return None
+
+
+def check_fill_value(ds: rasterio.io.DatasetReader, path: Path | str, key: str) -> None:
+    """Raise :class:`SuspiciousValues` naming the value, its share and the nodata ``key``."""
+    hit = fill_value(ds)
+    if hit is not None:
+        value, share = hit
+        raise SuspiciousValues(
+            f"{path}: {share:.1%} of its pixels are {value} and it declares no nodata; if "
+            f"they are holes set {key}: {value}, if they are heights set {key} to a value it "
+            "never takes (e.g. -9999)"
+        )
 
 
 def prepare(

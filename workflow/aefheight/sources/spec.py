@@ -106,6 +106,7 @@ class DSMSettings:
     nodata: float | None
     vertical_datum: str | None
     missing_tiles: str
+    min_covered_fraction: float  # local: the share of the AOI its footprint must cover
 
     def check(self, section: str) -> None:
         """Cross-field rules: rge_alti needs its archives, local its path; a CRS PROJ reads."""

@@ -141,7 +141,7 @@ def run_coarse_dem(
     d = from_mapping(DownloadSettings, downloads, "downloads")
     ref = json.loads(Path(reference).read_text(encoding="utf-8"))
     missing = s.dsm_settings(section).missing_tiles
-    glo = DSMSettings("copernicus_glo30", (), None, None, None, None, missing)
+    glo = DSMSettings("copernicus_glo30", (), None, None, None, None, missing, 0.0)
     aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
     src = dsm_mod.fetch_copernicus(aoi, glo, d, Path(cache))
     with atomic_path(out) as tmp:
