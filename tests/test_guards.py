@@ -19,6 +19,7 @@ import time
 import helpers
 import numpy as np
 import pytest
+import rasterio
 import yaml
 from aefheight.errors import SuspiciousValues
 from aefheight.sources.aoi import target_grid
@@ -103,9 +104,13 @@ def test_an_aoi_far_larger_than_its_dsm_is_refused_before_any_job(tmp_path):
     assert "larger than limits.max_aoi_km2 (20,000 km²)" in err and " px;" in err
     assert "largest output" in err and "free at" in err
 
-    cfg["limits"] = {"max_aoi_km2": None}  # no cap: the free disk still refuses it
+    cfg["limits"] = {"max_aoi_km2": None}  # no cap, a DSM covering it: the disk refuses it
+    lonlat = rasterio.transform.from_origin(-10.0, 70.0, 0.1, 0.1)
+    helpers.write_tif(dsm, np.ones((1, 150, 400), np.float32), "EPSG:4326", transform=lonlat)
     err = _refused(tmp_path, cfg)
-    assert "not enough disk" in err and "all outputs up to" in err
+    assert "not enough disk (an uncompressed estimate)" in err and "all outputs up to" in err
+    assert "limits.check_free_disk: false" in err
+    _accepted(tmp_path, cfg)  # a dry run writes nothing: planned, not refused
 
 
 def test_a_local_dsm_covering_little_of_the_aoi_is_refused(tmp_path):

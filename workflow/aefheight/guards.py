@@ -1,10 +1,12 @@
 """Checks Snakemake runs once before any job: size, local inputs and config files.
 
 Use :func:`check_run` from the Snakefile (main process): each AOI's outputs are estimated from
-its grid and refused when they exceed ``limits.max_aoi_km2`` or the free disk where results go;
-a local DSM must cover the AOI and may not hide holes behind a fill value. A refusal is one
-line and nothing is written. :func:`load_yaml` reads a config file naming the file, line and
-column of a syntax error (``make study`` checks its config files with it before Snakemake).
+its grid (:class:`Plan`) and an AOI larger than ``limits.max_aoi_km2`` is refused; a local DSM
+must cover the AOI and may not hide holes behind a fill value. :func:`check_disk` then refuses
+a run whose outputs exceed the free disk where results go (Snakemake's ``onstart``: not in a
+dry run). A refusal is one line and nothing is written. :func:`load_yaml` reads a config file
+naming the file, line and column of a syntax error (``make study`` checks its config files with
+it before Snakemake).
 """
 
 from __future__ import annotations
@@ -40,35 +42,55 @@ class LimitsSettings:
     """Caps checked before any job (config ``limits``)."""
 
     SECTION: ClassVar[str] = "limits"
-    max_aoi_km2: float | None  # None: no cap (the free disk is still checked)
+    max_aoi_km2: float | None  # None: no cap
+    check_free_disk: bool  # refuse a run whose estimated outputs exceed the free disk
 
 
 @dataclass(frozen=True)
-class Extent:
-    """An AOI's ground area and its grid's size, known before any download."""
+class Plan:
+    """An AOI's size, known before any job: ground area, grid and estimated outputs.
 
+    ``sizes`` maps each kind of AOI-sized output to (bytes of one file, how many files).
+    """
+
+    name: str
     km2: float
     height: int
     width: int
+    sizes: dict[str, tuple[int, int]]
 
     @property
     def pixels(self) -> int:
         return self.height * self.width
 
+    @property
+    def total(self) -> int:
+        return sum(one * n for one, n in self.sizes.values())
 
-def extent(name: str, aoi: dict[str, Any]) -> Extent:
-    """The extent of the filled section ``aois.<name>`` (a real AOI's needs PROJ)."""
+    def describe(self) -> str:
+        largest = max(one for one, _ in self.sizes.values())
+        return (
+            f"AOI {self.name!r}: {self.km2:,.0f} km², {self.width} x {self.height} = "
+            f"{self.pixels:,} px; largest output {gb(largest)}, all outputs up to {gb(self.total)}"
+        )
+
+
+def plan(config: dict[str, Any], name: str) -> Plan:
+    """The plan of AOI ``name`` of the filled config (a real AOI's grid needs PROJ)."""
+    aoi = config["aois"][name]
     if aoi["source"] == "synthetic":
         s = aoi["synthetic"]
-        km2 = s["width"] * s["height"] * s["pixel_size"] ** 2 / 1e6
-        return Extent(km2, s["height"], s["width"])
-    from .settings import from_mapping
-    from .sources.aoi import target_grid
-    from .sources.spec import RealAOISettings
+        shape = (s["height"], s["width"])
+        km2 = shape[0] * shape[1] * s["pixel_size"] ** 2 / 1e6
+    else:
+        from .settings import from_mapping
+        from .sources.aoi import target_grid
+        from .sources.spec import RealAOISettings
 
-    spec = from_mapping(RealAOISettings, aoi, f"aois.{name}").aoi_spec(f"aois.{name}")
-    a = target_grid(name, spec, f"aois.{name}.aoi")
-    return Extent(a.area_km2, a.grid.height, a.grid.width)
+        spec = from_mapping(RealAOISettings, aoi, f"aois.{name}").aoi_spec(f"aois.{name}")
+        a = target_grid(name, spec, f"aois.{name}.aoi")
+        km2, shape = a.area_km2, (a.grid.height, a.grid.width)
+    return Plan(name, km2, *shape, output_sizes(config, name, shape[0] * shape[1]))
 
 
 def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tuple[int, int]]:
@@ -95,6 +117,11 @@ def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tu
     return sizes
 
 
+def used_bytes(folder: str | os.PathLike) -> int:
+    """Bytes the files under ``folder`` take (none if it does not exist)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
 def free_bytes(folder: str | os.PathLike) -> int:
     """Free bytes on the filesystem of ``folder`` (or of its nearest existing parent)."""
     p = Path(folder).absolute()
@@ -103,73 +130,65 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return shutil.disk_usage(p).free
 
 
-def used_bytes(folder: str | os.PathLike) -> int:
-    """Bytes the files under ``folder`` take (the outputs a rerun replaces or keeps)."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
-
-
 def gb(n: float) -> str:
     """``n`` bytes for a message (GB, or MB below 0.1 GB)."""
     return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
-def check_size(
-    name: str,
-    ext: Extent,
-    sizes: dict[str, tuple[int, int]],
-    results: Path,
-    limits: LimitsSettings,
-    dry_run: bool = False,
-) -> str:
-    """Refuse an AOI over ``limits.max_aoi_km2`` or the free disk; return the log line.
-
-    The disk is the one results go to; what ``results/<name>`` already holds counts as free
-    (a rerun replaces it). A dry run, which writes nothing, is only warned about the disk.
-    """
-    total = sum(one * n for one, n in sizes.values())
-    largest = max(one for one, _ in sizes.values())
-    free = free_bytes(results) + (used_bytes(results / name) if (results / name).is_dir() else 0)
-    what = (
-        f"AOI {name!r}: {ext.km2:,.0f} km², {ext.width} x {ext.height} = {ext.pixels:,} px; "
-        f"largest output {gb(largest)}, all outputs up to {gb(total)}; {gb(free)} free at "
-        f"{results.absolute()}"
-    )
+def check_size(p: Plan, limits: LimitsSettings, results: str | os.PathLike) -> None:
+    """Refuse an AOI larger than ``limits.max_aoi_km2`` (naming the free disk too)."""
     cap = limits.max_aoi_km2
-    if cap is not None and ext.km2 > cap:
+    if cap is not None and p.km2 > cap:
         raise TooLarge(
-            f"{what}: larger than limits.max_aoi_km2 ({cap:,.0f} km²); shrink aois.{name}.aoi "
-            "or raise limits.max_aoi_km2 (and check the disk)"
+            f"{p.describe()}; {gb(free_bytes(results))} free at {Path(results).absolute()}: "
+            f"larger than limits.max_aoi_km2 ({cap:,.0f} km²); shrink aois.{p.name}.aoi or "
+            "raise limits.max_aoi_km2 (and check the disk)"
         )
-    if total > free:
-        problem = f"{what}: not enough disk; free space, shrink the AOI or use fewer seeds"
-        if not dry_run:
-            raise TooLarge(problem)
-        return f"{problem} (a dry run: planned anyway)"
-    return what
 
 
-def check_run(
-    config: dict[str, Any], results: str | os.PathLike = "results", dry_run: bool = False
-) -> list[str]:
-    """Every check before any job, on the filled config; one line per AOI for the log.
+def check_disk(plans: list[Plan], results: str | os.PathLike, limits: LimitsSettings) -> str:
+    """Refuse a run whose outputs exceed the free disk where results go; return the log line.
+
+    What ``results/<aoi>`` already holds counts as free (a rerun replaces it). Run it where
+    outputs will be written (Snakemake's ``onstart``, not in a dry run).
+    """
+    results = Path(results)
+    total = sum(p.total for p in plans)
+    free = free_bytes(results) + sum(used_bytes(results / p.name) for p in plans)
+    line = f"outputs up to {gb(total)}; {gb(free)} free at {results.absolute()}"
+    if limits.check_free_disk and total > free:
+        raise TooLarge(
+            f"{'; '.join(p.describe() for p in plans)}; {gb(free)} free at "
+            f"{results.absolute()}: not enough disk (an uncompressed estimate); free space, "
+            "shrink the AOI, use fewer seeds, or set limits.check_free_disk: false"
+        )
+    return line
+
+
+def check_run(config: dict[str, Any], results: str | os.PathLike = "results") -> list[Plan]:
+    """The checks before any job that need no disk, on the filled config; the AOIs' plans.
 
     Raises:
-        TooLarge: an AOI beyond ``limits.max_aoi_km2`` or the free disk.
+        TooLarge: an AOI beyond ``limits.max_aoi_km2``.
         AOIOutsideCoverage, SuspiciousValues, ConfigError, RasterError: a local DSM that
             covers too little of its AOI, hides holes behind a fill value, or cannot be read.
         ImportError: PROJ or shapely are missing where Snakemake runs (the jobs check).
     """
-    from .settings import from_mapping
-
-    limits = from_mapping(LimitsSettings, config["limits"], "limits")
-    lines = []
+    limits = limits_of(config)
+    plans = []
     for name, aoi in config["aois"].items():
-        ext = extent(name, aoi)
-        sizes = output_sizes(config, name, ext.pixels)
-        lines.append(check_size(name, ext, sizes, Path(results), limits, dry_run))
+        plans.append(plan(config, name))
+        check_size(plans[-1], limits, results)
         if aoi["source"] != "synthetic" and aoi["dsm"]["source"] == "local":
             check_local_dsm(name, aoi)
-    return lines
+    return plans
+
+
+def limits_of(config: dict[str, Any]) -> LimitsSettings:
+    """The filled config's ``limits`` section."""
+    from .settings import from_mapping
+
+    return from_mapping(LimitsSettings, config["limits"], "limits")
 
 
 def check_local_dsm(name: str, aoi: dict[str, Any]) -> None:

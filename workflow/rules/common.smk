@@ -14,7 +14,7 @@ PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."
 sys.path.insert(0, PACKAGE_ROOT)
 from aefheight.config import COARSE_DEM, RIDGE, check_sections, corrections, fill_defaults
 from aefheight.errors import AefHeightError, ConfigError
-from aefheight.guards import check_run
+from aefheight.guards import check_disk, check_run, limits_of
 from aefheight.shards import aoi_shape, shard_names
 
 # The schema (workflow/schemas/config.schema.yaml) checks every key and fills in its default,
@@ -32,16 +32,27 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
-# Before any job: each AOI's size against limits.max_aoi_km2 and the free disk, and a local
-# DSM's coverage and fill values (aefheight.guards); without PROJ here the jobs check.
+# Before any job: each AOI's size against limits.max_aoi_km2 and a local DSM's coverage and
+# fill values (aefheight.guards); the free disk in onstart (a dry run writes nothing). Without
+# PROJ where Snakemake runs, the jobs check.
+PLANS = []
 if workflow.is_main_process:
     try:
-        for line in check_run(config, dry_run=workflow.dryrun):
-            logger.info(line)
+        PLANS = check_run(config)
+        for aoi_plan in PLANS:
+            logger.info(aoi_plan.describe())
     except AefHeightError as exc:
         raise WorkflowError(str(exc)) from None
     except ImportError as exc:
         logger.warning(f"size and input checks left to the jobs: {exc.name} is not installed here")
+
+
+onstart:
+    try:
+        logger.info(check_disk(PLANS, "results", limits_of(config)))
+    except AefHeightError as exc:
+        raise WorkflowError(str(exc)) from None
+
 
 # Folders the results go into must not be files (Snakemake would end in a traceback).
 for folder in ["results", "resources", *(f"results/{aoi}" for aoi in config["aois"])]:
