@@ -7,10 +7,12 @@ killed mid-write leaves no partial file.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,9 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from aefheight import config, guards
 from aefheight.errors import SuspiciousValues
+from aefheight.guards import free_bytes
 from aefheight.sources.aoi import target_grid
 from aefheight.sources.coregister import coregister
 from aefheight.sources.dsm import DSMSource
@@ -61,10 +65,15 @@ def _refused(tmp_path, cfg):
 
 
 def _accepted(tmp_path, cfg):
+    """A dry run of ``cfg`` plans without a word of refusal."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     run = helpers.snakemake(tmp_path, "-n", check=False, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    return run.stderr
+
+
+def _checks_pass(cfg):
+    """The checks before any job accept ``cfg`` (in process: the function common.smk runs)."""
+    assert [p.name for p in guards.check_run(_filled(cfg))] == list(cfg["aois"])
 
 
 def _km2(text, pattern):
@@ -92,7 +101,7 @@ def test_a_degree_bbox_far_from_the_equator_has_its_geodesic_area():
     truth = ellipsoid_quadrangle_km2(*bbox)
     assert aoi.area_km2 == pytest.approx(truth, rel=1e-5)
     assert abs(aoi.polygon.area / 1e6 / truth - 1) > 5e-3  # the UTM area logged before
-    assert _km2(aoi.describe(), r"\(([\d,]+) km2") == pytest.approx(truth, abs=1)
+    assert _km2(aoi.describe(), r"\(([\d,]+) km²") == pytest.approx(truth, abs=1)
 
 
 def test_an_aoi_far_larger_than_its_dsm_is_refused_before_any_job(tmp_path):
@@ -105,12 +114,21 @@ def test_an_aoi_far_larger_than_its_dsm_is_refused_before_any_job(tmp_path):
     assert "largest output" in err and "free at" in err
 
     cfg["limits"] = {"max_aoi_km2": None}  # no cap, a DSM covering it: the disk refuses it
+    cfg["seeds"] = list(range(20))  # ~24 TB of outputs
     lonlat = rasterio.transform.from_origin(-10.0, 70.0, 0.1, 0.1)
     helpers.write_tif(dsm, np.ones((1, 150, 400), np.float32), "EPSG:4326", transform=lonlat)
+    if free_bytes(tmp_path) > guards.plan(_filled(cfg), "real").total:
+        pytest.skip("this disk holds even that")
     err = _refused(tmp_path, cfg)
     assert "not enough disk (an uncompressed estimate)" in err and "all outputs up to" in err
     assert "limits.check_free_disk: false" in err
     _accepted(tmp_path, cfg)  # a dry run writes nothing: planned, not refused
+
+
+def _filled(cfg):
+    cfg = copy.deepcopy(cfg)
+    config.fill_defaults(cfg)
+    return cfg
 
 
 def test_a_local_dsm_covering_little_of_the_aoi_is_refused(tmp_path):
@@ -119,7 +137,7 @@ def test_a_local_dsm_covering_little_of_the_aoi_is_refused(tmp_path):
     err = _refused(tmp_path, cfg)
     assert "covers 4.0% of AOI 'real'" in err and "aois.real.dsm.min_covered_fraction" in err
     cfg["aois"]["real"]["dsm"]["min_covered_fraction"] = 0.03  # a coastline: stated, accepted
-    _accepted(tmp_path, cfg)
+    _checks_pass(cfg)
 
 
 def test_an_integer_dsm_hiding_holes_behind_zero_is_named(tmp_path):
@@ -131,7 +149,7 @@ def test_an_integer_dsm_hiding_holes_behind_zero_is_named(tmp_path):
     assert "16.7% of its pixels are 0 and it declares no nodata" in err
     assert "set aois.real.dsm.nodata: 0" in err
     cfg["aois"]["real"]["dsm"]["nodata"] = 0
-    _accepted(tmp_path, cfg)
+    _checks_pass(cfg)
 
 
 def test_any_integer_source_without_nodata_is_checked_when_co_registered(tmp_path):
@@ -158,8 +176,10 @@ def test_a_broken_config_file_is_named_with_its_line_and_column(tmp_path):
     assert guard.stderr.strip().startswith(f"aefheight: error: {bad}:2:")
     assert len(guard.stderr.strip().splitlines()) == 1
     # the Snakefile's own default config file (snakemake without --configfile)
-    exe = helpers.snakemake_cmd(tmp_path)[:5]  # snakemake --snakefile S --directory D
-    run = subprocess.run([*exe, "-n"], cwd=tmp_path, capture_output=True, text=True)
+    snakefile = str(helpers.REPO / "workflow" / "Snakefile")
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    cmd = [exe, "--snakefile", snakefile, "--directory", str(tmp_path), "-n"]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "config/config.yaml:2:7: not valid YAML" in out, out
     assert not (tmp_path / "results").exists()
@@ -175,27 +195,32 @@ def test_an_unknown_epsg_code_is_one_line_without_proj_s_own(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_step_killed_mid_write_leaves_no_partial_file(tmp_path, sig):
-    """fetch-dsm onto a 30 x 30 km grid, killed once its scratch file exists."""
-    aoi = {"bbox": [500000, 4970000, 530000, 5000000], "crs": "EPSG:32630"}
+    """fetch-dsm onto a 100 x 100 km grid (1e8 px, ~10 s), killed once its scratch file exists."""
+    aoi = {"bbox": [500000, 4900000, 600000, 5000000], "crs": "EPSG:32630"}
     cfg, dsm = _config(tmp_path, aoi=aoi)
     rng = np.random.default_rng(0)
-    _local_dsm(dsm, rng.normal(100, 20, (1000, 1000)).astype(np.float32), res=30.0, nodata=-9999)
+    _local_dsm(dsm, rng.normal(100, 20, (1000, 1000)).astype(np.float32), res=100.0, nodata=-9999)
     out = tmp_path / "results" / "inputs" / "dsm.tif"
     out.parent.mkdir(parents=True)
+    log = (tmp_path / "step.log").open("w")
     step = subprocess.Popen(
         [sys.executable, "-m", "aefheight", "fetch-dsm", "--aoi", "real",
          "--settings", json.dumps(cfg["aois"]["real"]), "--downloads", "{}",
          "--cache-dir", str(tmp_path / "cache"), "--dsm", str(out),
          "--provenance", str(out.with_suffix(".json"))],
         env={**os.environ, "PYTHONPATH": str(helpers.REPO / "workflow")},
-        stderr=subprocess.PIPE, text=True,
+        stdout=log, stderr=log,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(out.parent.glob(".dsm.tif.*")):
-        assert step.poll() is None, step.stderr.read() if step.stderr else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.5)  # well into the write
-    step.send_signal(sig)
-    assert step.wait(timeout=120) == 128 + sig
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(".dsm.tif.*")):  # the write has begun
+            assert step.poll() is None, (tmp_path / "step.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert step.poll() is None  # still writing
+        step.send_signal(sig)
+        assert step.wait(timeout=120) == 128 + sig, (tmp_path / "step.log").read_text()
+    finally:
+        step.kill()
+        log.close()
     assert sorted(p.name for p in out.parent.iterdir()) == []  # no scratch, no output

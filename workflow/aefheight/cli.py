@@ -638,16 +638,28 @@ def _error_line(args: A, exc: BaseException) -> str | None:
 def _unwind(signum: int, frame: Any) -> None:
     """End the step on SIGTERM/SIGINT (Snakemake, SLURM, Ctrl-C) through its ``finally``s.
 
-    So :func:`~aefheight.files.scratch_path` removes the partial file.
+    So :func:`~aefheight.files.scratch_path` removes the partial file. Later signals are
+    ignored (Ctrl-C reaches the step and Snakemake terminates it too: a second one must not
+    interrupt the clean-up); a forked child (a DataLoader worker) takes the default action.
     """
+    if os.getpid() != _STEP_PID:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(128 + signum)
+
+
+_STEP_PID = os.getpid()  # the step's own process (forked children inherit the handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; a user error ends with one line on stderr and exit code 2."""
     if argv is None:  # a process of its own (tests call main in theirs with argv)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _unwind)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal stays so
+                signal.signal(sig, _unwind)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level,

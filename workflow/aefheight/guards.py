@@ -1,16 +1,18 @@
 """Checks Snakemake runs once before any job: size, local inputs and config files.
 
-Use :func:`check_run` from the Snakefile (main process): each AOI's outputs are estimated from
-its grid (:class:`Plan`) and an AOI larger than ``limits.max_aoi_km2`` is refused; a local DSM
-must cover the AOI and may not hide holes behind a fill value. :func:`check_disk` then refuses
-a run whose outputs exceed the free disk where results go (Snakemake's ``onstart``: not in a
-dry run). A refusal is one line and nothing is written. :func:`load_yaml` reads a config file
+Use :func:`check_run` from the workflow (``common.smk``, main process): each AOI's outputs are
+estimated from its grid (:class:`Plan`) and an AOI larger than ``limits.max_aoi_km2`` is
+refused; a local DSM must cover the AOI and may not hide holes behind a fill value.
+:func:`check_disk` then refuses a run whose outputs exceed the free disk where results go
+(Snakemake's ``onstart``: not in a dry run). A refusal is one line and nothing is written.
+:func:`load_yaml` reads a config file
 naming the file, line and column of a syntax error (``make study`` checks its config files with
 it before Snakemake).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,17 +23,20 @@ from typing import Any, ClassVar
 
 import yaml
 
+from . import aef
 from .errors import ConfigError, TooLarge
 
 log = logging.getLogger(__name__)
 
-PREDICTION_BPP = 4 * 4 / 3  # float32 and the COG's overviews
+FLOAT_COG_BPP = 4 * 4 / 3  # a float32 COG with its overviews (predictions, the AOA's DI)
 # Bytes per AOI pixel of the files every AOI writes once (uncompressed: an upper bound).
 INPUT_BPP = {
-    "inputs/embeddings.tif": 64,  # AEF int8 codes (aef.BANDS bands)
+    "inputs/embeddings.tif": aef.BANDS,  # int8 codes
     "inputs/dsm.tif": 4,
     "inputs/coarse_dem.tif": 4,
-    "patches/embeddings.npy": 64,  # every patch kept, at the tiling stride (scaled below)
+}
+STORE_BPP = {  # the patch store: every patch kept, at the tiling stride (scaled below)
+    "patches/embeddings.npy": aef.BANDS,
     "patches/dsm.npy": 4,
     "patches/coarse_dem.npy": 4,
 }
@@ -61,13 +66,16 @@ class Plan:
 
     @property
     def pixels(self) -> int:
+        """The grid's pixel count."""
         return self.height * self.width
 
     @property
     def total(self) -> int:
+        """Estimated bytes of all outputs."""
         return sum(one * n for one, n in self.sizes.values())
 
     def describe(self) -> str:
+        """One line for the log: area, grid, the largest output and all outputs."""
         largest = max(one for one, _ in self.sizes.values())
         return (
             f"AOI {self.name!r}: {self.km2:,.0f} km², {self.width} x {self.height} = "
@@ -97,29 +105,39 @@ def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tu
     """Each kind of AOI-sized output of AOI ``name``: (bytes of one file, how many files).
 
     Bytes are uncompressed (an upper bound); the count covers seeds, corrected predictions,
-    k-fold splits and shard parts.
+    k-fold splits and shard parts. A downloaded AOI adds its embedding block cache (under
+    resources/, usually the same disk), and every AOI one prediction's scratch copy (a COG is
+    written from a plain GeoTIFF beside it).
     """
     from .config import corrections
 
     t = config["tiling"]
     overlap = (t["patch_size"] / (t["stride"] or t["patch_size"])) ** 2
-    splits = 1 + (config["split"]["folds"] if config["split"]["folds"] >= 2 else 0)
+    folds = config["split"]["folds"] if config["split"]["folds"] >= 2 else 0
+    splits = 1 + folds
     n_pred = (len(config["models"]) + len(corrections(config))) * len(config["seeds"]) * splits
-    shard_copies = 2 if config["sharding"]["shard_px"] else 1  # the parts, then the merged file
-    sizes = {
-        f: (int(pixels * bpp * (overlap if f.startswith("patches/") else 1)), shard_copies)
-        for f, bpp in INPUT_BPP.items()
-    }
+    parts = 2 if config["sharding"]["shard_px"] else 1  # a sharded step's parts, then the merge
+    sizes = {f: (pixels * bpp, 1) for f, bpp in INPUT_BPP.items()}
+    sizes |= {f: (int(pixels * bpp * overlap), parts) for f, bpp in STORE_BPP.items()}
     if config["aois"][name]["source"] == "synthetic":
         sizes["inputs/landcover.tif"] = (pixels, 1)
+    else:
+        sizes["resources/aef/blocks (cache)"] = (pixels * aef.BANDS, 1)
     sizes["split/split.tif"] = (pixels, splits)
-    sizes["predictions/*.tif"] = (int(pixels * PREDICTION_BPP), n_pred * shard_copies)
+    if folds:
+        sizes["aoa/aoa.tif"] = (int(pixels * FLOAT_COG_BPP), splits)
+    sizes["predictions/*.tif"] = (int(pixels * FLOAT_COG_BPP), n_pred * parts)
+    sizes["scratch (a COG's plain copy)"] = (pixels * 4, 1)
     return sizes
 
 
 def used_bytes(folder: str | os.PathLike) -> int:
     """Bytes the files under ``folder`` take (none if it does not exist)."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    total = 0
+    for f in Path(folder).rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # a scratch file renamed meanwhile
+            total += f.stat().st_size if f.is_file() else 0
+    return total
 
 
 def free_bytes(folder: str | os.PathLike) -> int:
@@ -131,8 +149,8 @@ def free_bytes(folder: str | os.PathLike) -> int:
 
 
 def gb(n: float) -> str:
-    """``n`` bytes for a message (GB, or MB below 0.1 GB)."""
-    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+    """``n`` bytes for a message (GB from 1 GB, else MB)."""
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"
 
 
 def check_size(p: Plan, limits: LimitsSettings, results: str | os.PathLike) -> None:

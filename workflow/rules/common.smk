@@ -33,25 +33,40 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
 # Before any job: each AOI's size against limits.max_aoi_km2 and a local DSM's coverage and
-# fill values (aefheight.guards); the free disk in onstart (a dry run writes nothing). Without
-# PROJ where Snakemake runs, the jobs check.
+# fill values (aefheight.guards); the free disk in onstart, which a dry run skips. Snakemake
+# runs onstart only for the main Snakefile, so a module is warned about the disk here.
 PLANS = []
 if workflow.is_main_process:
     try:
         PLANS = check_run(config)
-        for aoi_plan in PLANS:
-            logger.info(aoi_plan.describe())
     except AefHeightError as exc:
         raise WorkflowError(str(exc)) from None
     except ImportError as exc:
-        logger.warning(f"size and input checks left to the jobs: {exc.name} is not installed here")
+        logger.warning(
+            f"AOI size, free disk and local DSM not checked: {exc.name or exc} is missing where"
+            " Snakemake runs (install the project there: pip install -e .)"
+        )
+    for aoi_plan in PLANS:
+        logger.info(aoi_plan.describe())
 
 
-onstart:
+def disk_check(refuse):
+    """The free-disk check of PLANS: refuse the run (jobs about to start) or warn (a module)."""
     try:
         logger.info(check_disk(PLANS, "results", limits_of(config)))
     except AefHeightError as exc:
-        raise WorkflowError(str(exc)) from None
+        if refuse:
+            raise WorkflowError(str(exc)) from None
+        logger.warning(str(exc))
+
+
+if PLANS and not workflow.modifier.is_main_snakefile():
+    disk_check(refuse=False)
+
+
+onstart:
+    if PLANS:
+        disk_check(refuse=True)
 
 
 # Folders the results go into must not be files (Snakemake would end in a traceback).

@@ -63,7 +63,7 @@ class AOI:
     def describe(self) -> str:
         x0, y0, x1, y1 = self.grid.bounds
         return (
-            f"AOI {self.name!r} ({self.area_km2:,.0f} km2, {self.grid.crs.to_string()} "
+            f"AOI {self.name!r} ({self.area_km2:,.0f} km², {self.grid.crs.to_string()} "
             f"[{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], {self.grid.width}x{self.grid.height} px)"
         )
 

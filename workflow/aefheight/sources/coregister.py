@@ -39,8 +39,12 @@ log = logging.getLogger(__name__)
 STRIP_ROWS = 1024
 
 
-def mosaics(src: DSMSource, work: Path) -> list[Path]:
-    """One raster per (CRS, pixel size) group of the source's files: a VRT, or the file."""
+def mosaics(src: DSMSource, work: Path, g: Grid) -> list[Path]:
+    """One raster per (CRS, pixel size) group of the source's files: a VRT, or the file.
+
+    An integer file without nodata is checked for holes written as a value (its part over
+    the grid ``g``): they would become heights.
+    """
     groups: dict[tuple, list[Path]] = defaultdict(list)
     singles: list[Path] = []
     for f in src.files:
@@ -49,8 +53,8 @@ def mosaics(src: DSMSource, work: Path) -> list[Path]:
             t = ds.transform
             if crs is None:
                 raise RasterError(f"{f} has no CRS")
-            if src.nodata is None:  # an integer product's holes would become heights
-                check_fill_value(ds, f, "its nodata (gdal_edit.py -a_nodata)")
+            if src.nodata is None:
+                check_fill_value(ds, f, None, transform_bounds(g.crs, crs, *g.bounds))
             if t.b or t.d or t.e >= 0:  # rotated or bottom-up: warped on its own
                 if ds.crs is None or (src.crs and src.crs != ds.crs):
                     raise RasterError(
@@ -94,7 +98,7 @@ class _Source(NamedTuple):
 def _open_sources(src: DSMSource, work: Path, g: Grid) -> list[_Source]:
     """Open each mosaic of ``src`` and choose its resampling; log the choice."""
     sources = []
-    for path in mosaics(src, work):
+    for path in mosaics(src, work, g):
         ds = open_raster(path)
         crs = ds.crs  # a VRT carries the CRS override
         res = source_resolution(ds, crs, g.crs)

@@ -35,7 +35,9 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import CRSError, RasterioError, WindowError
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 
 from ..errors import (
@@ -353,28 +355,35 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
     path = Path(dsm.path or "")
     if not path.exists():
         raise ConfigError(f"{section}.path: {path} does not exist")
+    crs_override = CRS.from_user_input(dsm.crs) if dsm.crs else None
     with open_raster(path) as ds:
-        if ds.crs is None and not dsm.crs:
+        if ds.crs is None and crs_override is None:
             raise ConfigError(f"{section}.path: {path} has no CRS; set {section}.crs")
         if ds.count != 1:  # band 1 would be taken as height without a word
             raise RasterError(
                 f"{section}.path: {path} has {ds.count} bands; a DSM has one height band "
                 "(extract it first, e.g. gdal_translate -b 1)"
             )
-        res = abs(ds.transform.a)
-        crs = CRS.from_user_input(dsm.crs) if dsm.crs else ds.crs
+        crs = crs_override or ds.crs
         unit = "deg" if crs.is_geographic else "m"
-        _check_coverage(aoi, transform_bounds(crs, aoi.grid.crs, *ds.bounds, densify_pts=21),
-                        dsm.min_covered_fraction, path, section)  # fmt: skip
+        native = f"{abs(ds.transform.a):g} {unit}"
+        try:  # the AOI in the raster's CRS, and the raster's footprint in the grid's
+            aoi_bounds = transform_bounds(aoi.grid.crs, crs, *aoi.grid.bounds, densify_pts=21)
+            footprint = transform_bounds(crs, aoi.grid.crs, *ds.bounds, densify_pts=21)
+        except (RasterioError, CRSError) as exc:
+            raise RasterError(
+                f"{section}.path: cannot place {path} on the AOI's grid: {exc}"
+            ) from None
+        _check_coverage(aoi, footprint, dsm.min_covered_fraction, path, section)
         if dsm.nodata is None:
-            check_fill_value(ds, path, f"{section}.nodata")
+            check_fill_value(ds, path, f"{section}.nodata", aoi_bounds)
     return DSMSource(
         "local",
         f"local raster {path.name}",
         [path],
         dsm.vertical_datum or "unknown (set dsm.vertical_datum)",
-        f"{res:g} {unit}",
-        crs=CRS.from_user_input(dsm.crs) if dsm.crs else None,
+        native,
+        crs=crs_override,
         nodata=dsm.nodata,
         details={"path": str(path)},
     )
@@ -397,18 +406,28 @@ FILL_SHARE = 0.05  # a fill-like value on this share of the pixels is taken for 
 SAMPLE_PX = 1024  # a raster is checked on a nearest-neighbour sample at most this wide
 
 
-def fill_value(ds: rasterio.io.DatasetReader) -> tuple[int, float] | None:
+def fill_value(
+    ds: rasterio.io.DatasetReader, bounds: tuple[float, ...] | None = None
+) -> tuple[int, float] | None:
     """(value, share) of a fill-like value in an integer raster without nodata, or None.
 
     The value is 0 or the type's minimum or maximum, holding at least :data:`FILL_SHARE` of
-    a nearest-neighbour sample of at most :data:`SAMPLE_PX` px a side.
+    a nearest-neighbour sample (at most :data:`SAMPLE_PX` px a side) of the raster, or of its
+    part inside ``bounds`` (the AOI, in the raster's CRS).
     """
     dtype = np.dtype(ds.dtypes[0])
     if ds.nodata is not None or not np.issubdtype(dtype, np.integer):
         return None
-    step = max(1.0, max(ds.width, ds.height) / SAMPLE_PX)
-    shape = (max(1, round(ds.height / step)), max(1, round(ds.width / step)))
-    sample = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    window = Window(0, 0, ds.width, ds.height)
+    if bounds is not None:
+        try:
+            aoi = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
+            window = window.intersection(aoi)
+        except WindowError:  # the raster misses the AOI (or is rotated): the whole of it
+            pass
+    step = max(1.0, max(window.width, window.height) / SAMPLE_PX)
+    shape = (max(1, round(window.height / step)), max(1, round(window.width / step)))
+    sample = ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest)
     info = np.iinfo(dtype)
     for value in dict.fromkeys((0, int(info.min), int(info.max))):
         share = float((sample == value).mean())
@@ -417,16 +436,34 @@ def fill_value(ds: rasterio.io.DatasetReader) -> tuple[int, float] | None:
     return None
 
 
-def check_fill_value(ds: rasterio.io.DatasetReader, path: Path | str, key: str) -> None:
-    """Raise :class:`SuspiciousValues` naming the value, its share and the nodata ``key``."""
-    hit = fill_value(ds)
-    if hit is not None:
-        value, share = hit
-        raise SuspiciousValues(
-            f"{path}: {share:.1%} of its pixels are {value} and it declares no nodata; if "
-            f"they are holes set {key}: {value}, if they are heights set {key} to a value it "
-            "never takes (e.g. -9999)"
+def check_fill_value(
+    ds: rasterio.io.DatasetReader,
+    path: Path | str,
+    key: str | None,
+    bounds: tuple[float, ...] | None = None,
+) -> None:
+    """Raise :class:`SuspiciousValues` naming the value, its share and the fix.
+
+    Args:
+        ds: the opened raster.
+        path: its path, for the message.
+        key: the config key declaring its nodata, or None (the fix is then in the file).
+        bounds: the AOI in the raster's CRS (only that part is sampled), or None.
+    """
+    hit = fill_value(ds, bounds)
+    if hit is None:
+        return
+    value, share = hit
+    if key is None:
+        fix = f"if they are holes declare it in the file (gdal_edit.py -a_nodata {value} {path})"
+    else:
+        fix = (
+            f"if they are holes set {key}: {value}, if they are heights set {key} to a value "
+            "it never takes (e.g. -9999)"
         )
+    raise SuspiciousValues(
+        f"{path}: {share:.1%} of its pixels are {value} and it declares no nodata; {fix}"
+    )
 
 
 def prepare(

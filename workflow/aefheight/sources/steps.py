@@ -141,7 +141,16 @@ def run_coarse_dem(
     d = from_mapping(DownloadSettings, downloads, "downloads")
     ref = json.loads(Path(reference).read_text(encoding="utf-8"))
     missing = s.dsm_settings(section).missing_tiles
-    glo = DSMSettings("copernicus_glo30", (), None, None, None, None, missing, 0.0)
+    glo = DSMSettings(
+        source="copernicus_glo30",
+        archives=(),
+        path=None,
+        crs=None,
+        nodata=None,
+        vertical_datum=None,
+        missing_tiles=missing,
+        min_covered_fraction=0.0,  # tiles: their coverage is missing_tiles' business
+    )
     aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
     src = dsm_mod.fetch_copernicus(aoi, glo, d, Path(cache))
     with atomic_path(out) as tmp:
