@@ -90,9 +90,10 @@ def listed_rules() -> tuple[str, ...]:
 
 @cache
 def rule_blocks() -> dict[str, str]:
-    """Rule name -> the text of its definition, from the Snakefile and workflow/rules/*.smk."""
+    """Rule name -> the text of its definition, from the Snakefiles and workflow/rules/*.smk."""
     blocks = {}
     for path in [
+        REPO / "Snakefile",
         REPO / "workflow" / "Snakefile",
         *sorted((REPO / "workflow" / "rules").rglob("*.smk")),
     ]:
@@ -364,7 +365,7 @@ def rule_imports(rule: str) -> set[str]:
 def test_rules_are_found():
     rules = listed_rules()
     assert {"synthesize", "tile", "train_net", "predict", "evaluate"} <= set(rules)
-    assert set(rules) <= set(rule_blocks()), "a rule defined outside workflow/rules/*.smk"
+    assert set(rules) <= set(rule_blocks()), "a rule defined outside the Snakefiles and rules"
 
 
 @pytest.mark.parametrize("rule", command_rules())
