@@ -24,12 +24,14 @@ import pytest
 import rasterio
 import yaml
 from aefheight import config, guards
-from aefheight.errors import SuspiciousValues
+from aefheight.errors import AOIOutsideCoverage, SuspiciousValues
 from aefheight.guards import free_bytes
+from aefheight.raster import build_vrt
 from aefheight.sources.aoi import target_grid
 from aefheight.sources.coregister import coregister
 from aefheight.sources.dsm import DSMSource
 from aefheight.sources.spec import AOISpec
+from rasterio.crs import CRS
 
 UTM_AOI = {"bbox": [500000, 4990000, 510000, 5000000], "crs": "EPSG:32630"}  # 10 x 10 km
 
@@ -138,6 +140,25 @@ def test_a_local_dsm_covering_little_of_the_aoi_is_refused(tmp_path):
     assert "covers 4.0% of AOI 'real'" in err and "aois.real.dsm.min_covered_fraction" in err
     cfg["aois"]["real"]["dsm"]["min_covered_fraction"] = 0.03  # a coastline: stated, accepted
     _checks_pass(cfg)
+
+
+def test_a_vrt_s_missing_tiles_count_as_uncovered(tmp_path):
+    """A VRT of two of the four 1 km tiles of a 2 x 2 km AOI: its extent covers the AOI, its
+    tiles half of it."""
+    cfg, _ = _config(
+        tmp_path, aoi={"bbox": [500000, 4998000, 502000, 5000000], "crs": "EPSG:32630"}
+    )
+    tiles = []
+    for x, y in [(500000, 5000000), (501000, 4999000)]:
+        origin = rasterio.transform.from_origin(x, y, 10.0, 10.0)
+        data = np.ones((1, 100, 100), np.float32)
+        tiles.append(
+            helpers.write_tif(tmp_path / f"t{x}.tif", data, nodata=-9999, transform=origin)
+        )
+    vrt = build_vrt(tiles, tmp_path / "mosaic.vrt", CRS.from_epsg(32630), None)
+    cfg["aois"]["real"]["dsm"]["path"] = str(vrt)
+    with pytest.raises(AOIOutsideCoverage, match=r"mosaic.vrt covers 50\.0% of AOI 'real'"):
+        guards.check_local_dsm("real", _filled(cfg)["aois"]["real"])
 
 
 def test_an_integer_dsm_hiding_holes_behind_zero_is_named(tmp_path):

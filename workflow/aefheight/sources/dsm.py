@@ -38,7 +38,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError, WindowError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
+from shapely import unary_union
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from ..errors import (
     AOIOutsideCoverage,
@@ -369,7 +371,7 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
         native = f"{abs(ds.transform.a):g} {unit}"
         try:  # the AOI in the raster's CRS, and the raster's footprint in the grid's
             aoi_bounds = transform_bounds(aoi.grid.crs, crs, *aoi.grid.bounds, densify_pts=21)
-            footprint = transform_bounds(crs, aoi.grid.crs, *ds.bounds, densify_pts=21)
+            footprint = _footprint(ds, crs, aoi.grid.crs)
         except (RasterioError, CRSError) as exc:
             raise RasterError(
                 f"{section}.path: cannot place {path} on the AOI's grid: {exc}"
@@ -389,11 +391,26 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
     )
 
 
+def _footprint(ds: rasterio.io.DatasetReader, crs: CRS, grid_crs: CRS) -> BaseGeometry:
+    """Where a raster has pixels, in the grid's CRS: its bounds, or a VRT's files' bounds.
+
+    A VRT's extent spans its tiles, also where one is missing; its files do not.
+    """
+    files = ds.files[1:] if ds.driver == "VRT" else []
+    bounds = [ds.bounds]
+    if files:
+        bounds = []
+        for f in files:
+            with rasterio.open(f) as part:
+                bounds.append(part.bounds)
+    return unary_union([box(*transform_bounds(crs, grid_crs, *b, densify_pts=21)) for b in bounds])
+
+
 def _check_coverage(
-    aoi: AOI, footprint: tuple[float, ...], minimum: float, path: Path, section: str
+    aoi: AOI, footprint: BaseGeometry, minimum: float, path: Path, section: str
 ) -> None:
-    """Refuse a raster whose footprint (bounds in the grid's CRS) covers too little of the AOI."""
-    covered = aoi.polygon.intersection(box(*footprint)).area / aoi.polygon.area
+    """Refuse a raster whose footprint (in the grid's CRS) covers too little of the AOI."""
+    covered = aoi.polygon.intersection(footprint).area / aoi.polygon.area
     if covered < minimum:
         raise AOIOutsideCoverage(
             f"{section}.path: {path} covers {covered:.1%} of {aoi.describe()}, less than "
