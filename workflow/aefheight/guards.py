@@ -5,9 +5,8 @@ estimated from its grid (:class:`Plan`) and an AOI larger than ``limits.max_aoi_
 refused; a local DSM must cover the AOI and may not hide holes behind a fill value.
 :func:`check_disk` then refuses a run whose outputs exceed the free disk where results go
 (Snakemake's ``onstart``: not in a dry run). A refusal is one line and nothing is written.
-:func:`load_yaml` reads a config file
-naming the file, line and column of a syntax error (``make study`` checks its config files with
-it before Snakemake).
+:func:`load_yaml` reads a config file naming the file, line and column of a syntax error
+(``make study`` checks its config files with it before Snakemake).
 """
 
 from __future__ import annotations
@@ -190,7 +189,8 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
         TooLarge: an AOI beyond ``limits.max_aoi_km2``.
         AOIOutsideCoverage, SuspiciousValues, ConfigError, RasterError: a local DSM that
             covers too little of its AOI, hides holes behind a fill value, or cannot be read.
-        ImportError: PROJ or shapely are missing where Snakemake runs (the jobs check).
+        ImportError: PROJ or shapely are missing where Snakemake runs (the caller warns;
+            fetch_dsm still checks a local DSM).
     """
     limits = limits_of(config)
     plans = []
