@@ -18,12 +18,15 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
 from . import aef
 from .errors import ConfigError, TooLarge
+
+if TYPE_CHECKING:  # PROJ and shapely only where a real AOI is planned
+    from .sources.aoi import AOI
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +85,30 @@ class Plan:
         )
 
 
-def plan(config: dict[str, Any], name: str) -> Plan:
-    """The plan of AOI ``name`` of the filled config (a real AOI's grid needs PROJ)."""
+def plan(config: dict[str, Any], name: str, real: AOI | None = None) -> Plan:
+    """The plan of AOI ``name`` of the filled config.
+
+    A real AOI's grid (``real``, else built here: needs PROJ) gives its area and shape.
+    """
     aoi = config["aois"][name]
     if aoi["source"] == "synthetic":
         s = aoi["synthetic"]
         shape = (s["height"], s["width"])
         km2 = shape[0] * shape[1] * s["pixel_size"] ** 2 / 1e6
     else:
-        from .settings import from_mapping
-        from .sources.aoi import target_grid
-        from .sources.spec import RealAOISettings
-
-        spec = from_mapping(RealAOISettings, aoi, f"aois.{name}").aoi_spec(f"aois.{name}")
-        a = target_grid(name, spec, f"aois.{name}.aoi")
+        a = real or real_aoi(name, aoi)
         km2, shape = a.area_km2, (a.grid.height, a.grid.width)
     return Plan(name, km2, *shape, output_sizes(config, name, shape[0] * shape[1]))
+
+
+def real_aoi(name: str, aoi: dict[str, Any]) -> AOI:
+    """The target grid of the real AOI of filled section ``aois.<name>``."""
+    from .settings import from_mapping
+    from .sources.aoi import target_grid
+    from .sources.spec import RealAOISettings
+
+    spec = from_mapping(RealAOISettings, aoi, f"aois.{name}").aoi_spec(f"aois.{name}")
+    return target_grid(name, spec, f"aois.{name}.aoi")
 
 
 def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tuple[int, int]]:
@@ -195,10 +206,11 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
     limits = limits_of(config)
     plans = []
     for name, aoi in config["aois"].items():
-        plans.append(plan(config, name))
+        real = None if aoi["source"] == "synthetic" else real_aoi(name, aoi)
+        plans.append(plan(config, name, real))
         check_size(plans[-1], limits, results)
-        if aoi["source"] != "synthetic" and aoi["dsm"]["source"] == "local":
-            check_local_dsm(name, aoi)
+        if real is not None and aoi["dsm"]["source"] == "local":
+            check_local_dsm(name, aoi, real)
     return plans
 
 
@@ -209,20 +221,19 @@ def limits_of(config: dict[str, Any]) -> LimitsSettings:
     return from_mapping(LimitsSettings, config["limits"], "limits")
 
 
-def check_local_dsm(name: str, aoi: dict[str, Any]) -> None:
+def check_local_dsm(name: str, aoi: dict[str, Any], real: AOI | None = None) -> None:
     """Run ``fetch_dsm``'s checks of a local DSM before any job.
 
-    Readable, one band, a CRS, covering the AOI, no holes hidden behind a fill value.
+    Readable, one band, a CRS, covering the AOI (its grid ``real``, else built here), no
+    holes hidden behind a fill value.
     """
     from .settings import from_mapping
-    from .sources.aoi import target_grid
     from .sources.dsm import local_dsm
     from .sources.spec import RealAOISettings
 
     section = f"aois.{name}"
     s = from_mapping(RealAOISettings, aoi, section)
-    grid = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
-    local_dsm(grid, s.dsm_settings(section), f"{section}.dsm")
+    local_dsm(real or real_aoi(name, aoi), s.dsm_settings(section), f"{section}.dsm")
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
