@@ -1,7 +1,8 @@
 """Shared helpers of the benchmarks: test rasters, page-cache eviction, peak RSS, tables.
 
 The benchmark rasters are made here, not downloaded: a small AOI from the project's own
-synthetic generator (``aefheight.synthetic``), mirrored edge to edge up to the asked size, and
+synthetic generator (``aefheight.inputs.synthetic``), mirrored edge to edge up to the asked
+size, and
 written with the pipeline's own GeoTIFF profile (256 px tiles, deflate, pixel-interleaved int8
 x 64 bands; float32 DSM). Mirroring keeps the statistics (and so the deflate ratio) of the
 synthetic embeddings without synthesizing a huge AOI, and the result is seamless.
@@ -25,9 +26,9 @@ sys.path.insert(0, str(ROOT / "workflow"))
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from aefheight import aef  # noqa: E402
-from aefheight.raster import Grid  # noqa: E402
-from aefheight.settings import make as settings_of  # noqa: E402
-from aefheight.synthetic import SyntheticSettings, write_synthetic  # noqa: E402
+from aefheight.core.raster import Grid  # noqa: E402
+from aefheight.core.settings import make as settings_of  # noqa: E402
+from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic  # noqa: E402
 
 DATA = Path(os.environ.get("AEF_BENCH_DATA", ROOT / "benchmarks" / "data"))
 BASE_TILE = 1024  # px side of the synthetic AOI that is mirrored
@@ -174,22 +175,22 @@ def store_files(store_dir: Path) -> tuple[Path, Path]:
 
 def tile_store(paths: dict[str, Path], store_dir: Path, patch: int):
     """The tile step into ``store_dir``: index.parquet, embeddings.npy, dsm.npy."""
-    from aefheight.patches import TilingSettings, tile
+    from aefheight.tiles.patches import TilingSettings, cut_patches
 
     emb, dsm = store_files(store_dir)
     s = settings_of(TilingSettings, patch_size=patch)
-    return tile(paths["embeddings"], paths["dsm"], s, store_dir / "index.parquet", emb, dsm)
+    return cut_patches(paths["embeddings"], paths["dsm"], s, store_dir / "index.parquet", emb, dsm)
 
 
 _TILE = """
 import sys
 sys.path.insert(0, {workflow!r})
 from pathlib import Path
-from aefheight.patches import TilingSettings, tile
-from aefheight.settings import make
+from aefheight.tiles.patches import TilingSettings, cut_patches
+from aefheight.core.settings import make
 out = Path({out!r})
-tile(Path({emb!r}), Path({dsm!r}), make(TilingSettings, patch_size={patch}), out / "index.parquet",
-     out / "embeddings.npy", out / "dsm.npy")
+cut_patches(Path({emb!r}), Path({dsm!r}), make(TilingSettings, patch_size={patch}),
+    out / "index.parquet", out / "embeddings.npy", out / "dsm.npy")
 """
 
 

@@ -4,8 +4,8 @@ and France.
 Measures on this machine (``--threads`` CPU threads; no GPU here) with the paper's settings
 (``config/paper.yaml``: 512 px patches; prediction window 512, overlap 128, batch 4):
 
-* ``tile``: ``aefheight.patches.tile`` (the rule's function) on a mirrored benchmark AOI, in
-  its own process, start-up included: AOI px/s.
+* ``tile``: ``aefheight.tiles.patches.cut_patches`` (the rule's function) on a mirrored
+  benchmark AOI, in its own process, start-up included: AOI px/s.
 * ``train``: AdamW steps of U-Net and U-Net++ (ResNet-18, 64 bands, batch 8 of 512^2 px,
   channels-last and bf16 where the CPU has it, as ``train.py``; the first step is dropped):
   patch px per second, i.e. px-epochs/s.

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "sources"), str(ROOT / "workflow")]
 
-from aefheight.sources import steps  # noqa: E402
+from aefheight.inputs.sources import steps  # noqa: E402
 from fixture_server import serve  # noqa: E402
 from fixture_world import aoi_section, build, downloads  # noqa: E402
 

@@ -4,15 +4,17 @@ Each step runs in a fresh process (``_common.run_measured``: peak RSS from ``wai
 small launcher) on AOIs of growing size, with ``GDAL_CACHEMAX=256`` as ``python -m aefheight``
 sets it; the ratio is taken against the smallest AOI of the same invocation:
 
-* ``tile``: ``aefheight.patches.tile`` (the rule's function) on the mirrored benchmark AOIs
+* ``tile``: ``aefheight.tiles.patches.cut_patches`` (the rule's function) on the mirrored
+  benchmark AOIs
   (``_common.make_aoi``), 256 px patches, into a scratch store.
-* ``predict (Ridge)``: ``aefheight.predict.predict_raster`` (the rule's function) with a
+* ``predict (Ridge)``: ``aefheight.predict.infer.predict_raster`` (the rule's function) with a
   Ridge checkpoint, the cheap stand-in for the nets (the memory of prediction is its window
   rows and the COG copy, not the model), 256 px windows, 2 threads.
-* ``evaluate``: ``aefheight.metrics.evaluate`` (the rule's function: per-block partial
+* ``evaluate``: ``aefheight.evaluate.metrics.evaluate_prediction`` (the rule's function:
+  per-block partial
   statistics folded in order, as ``merge_evaluation`` folds a sharded AOI's) of the DSM against
   itself with a 60/10/30 % train/val/test label raster made once per AOI.
-* ``synthesize``: ``aefheight.synthetic.write_synthetic`` (the rule's function) at the demo's
+* ``synthesize``: ``aefheight.inputs.synthetic.write_synthetic`` (the rule's function) at the demo's
   settings but the given size; it streams tile by tile.
 
 Prediction with a U-Net++ has its own sweep (``bench_predict.py --part memory``).
@@ -35,8 +37,8 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {workflow!r})
 from pathlib import Path
-from aefheight.settings import make
-from aefheight.synthetic import SyntheticSettings, write_synthetic
+from aefheight.core.settings import make
+from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic
 out = Path({out!r})
 s = make(SyntheticSettings, width={size}, height={size})
 write_synthetic(s, out / "e.tif", out / "d.tif", out / "lc.tif", out / "dem.tif")
@@ -49,8 +51,8 @@ from pathlib import Path
 sys.path.insert(0, {workflow!r})
 sys.path.insert(0, {benchmarks!r})
 from pathlib import Path
-from aefheight.predict import PredictSettings, predict_raster
-from aefheight.settings import make
+from aefheight.predict.infer import PredictSettings, predict_raster
+from aefheight.core.settings import make
 from bench_predict import make_checkpoint
 out = Path({out!r})
 ckpt = make_checkpoint("ridge", out / "ridge.pt", 256)
@@ -63,8 +65,8 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {workflow!r})
 from pathlib import Path
-from aefheight.metrics import evaluate
-evaluate(Path({dsm!r}), Path({dsm!r}), Path({split!r}))
+from aefheight.evaluate.metrics import evaluate_prediction
+evaluate_prediction(Path({dsm!r}), Path({dsm!r}), Path({split!r}))
 """
 
 
@@ -72,7 +74,7 @@ def split_raster(paths: dict, size: int) -> Path:
     """A 60/10/30 % train/val/test label raster along x on the AOI's grid (made once)."""
     import numpy as np
     import rasterio
-    from aefheight.names import CODES
+    from aefheight.core.names import CODES
 
     out = paths["dsm"].parent / "split.tif"
     if out.exists():

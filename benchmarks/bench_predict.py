@@ -40,7 +40,7 @@ os.environ.setdefault("GDAL_CACHEMAX", "256")  # as `python -m aefheight` sets i
 def make_checkpoint(arch: str, path: Path, patch: int) -> Path:
     """A checkpoint with random weights (the same cost as trained ones), as train.py writes it."""
     import torch
-    from aefheight.models import ModelSettings, build_model, save_checkpoint
+    from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 
     torch.manual_seed(0)
     ms = c.settings_of(ModelSettings, arch=arch)
@@ -52,8 +52,8 @@ def window_batches(emb: Path, s) -> list:
     """Every window batch of predict_raster, read and de-quantized (float32 tensors)."""
     import rasterio
     import torch
-    from aefheight import aef
-    from aefheight.raster import window_origins
+    from aefheight.core import aef
+    from aefheight.core.raster import window_origins
     from rasterio.windows import Window
 
     out = []
@@ -79,8 +79,8 @@ def window_batches(emb: Path, s) -> list:
 
 def part_overhead(a: argparse.Namespace) -> dict:
     import torch
-    from aefheight.models import load_checkpoint
-    from aefheight.predict import PredictSettings, predict_raster
+    from aefheight.models.factory import load_checkpoint
+    from aefheight.predict.infer import PredictSettings, predict_raster
 
     torch.set_num_threads(a.threads)
     paths = c.make_aoi(a.overhead_size, a.overhead_size, f"aoi_{a.overhead_size}")
@@ -97,7 +97,7 @@ def part_overhead(a: argparse.Namespace) -> dict:
                 model(x)
         return time.perf_counter() - t0
 
-    import aefheight.predict as predict_module
+    import aefheight.predict.infer as predict_module
 
     inside = []  # forward seconds inside each predict run: the same run, the same load
 
@@ -179,10 +179,10 @@ def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, 
     """MONAI sliding_window_inference style: whole-AOI output and weight canvases in RAM."""
     import rasterio
     import torch
-    from aefheight import aef
-    from aefheight.models import load_checkpoint
-    from aefheight.predict import PRED_NODATA, blend_weights
-    from aefheight.raster import Grid, window_origins
+    from aefheight.core import aef
+    from aefheight.core.raster import Grid, window_origins
+    from aefheight.models.factory import load_checkpoint
+    from aefheight.predict.infer import PRED_NODATA, blend_weights
     from rasterio.windows import Window
 
     torch.set_num_threads(1)

@@ -14,7 +14,7 @@ Contenders (a patch = 64 x P x P embeddings + P x P heights):
 
 * ``memcpy``: copy the same bytes from RAM into a patch buffer: the ceiling.
 * ``disk``: read the same bytes cold in one sequential pass: the ceiling of a cold read.
-* ``ours int8``: the pipeline's :class:`aefheight.patches.PatchStore` (int8 ``.npy`` store
+* ``ours int8``: the pipeline's :class:`aefheight.tiles.patches.PatchStore` (int8 ``.npy`` store
   written by the ``tile`` rule, one contiguous run per patch), patches in random order, each
   batch announced with ``PatchStore.prefetch`` first, then copied into RAM as int8. It also
   times a RAM copy of the same bytes after each patch: ``memcpy (interleaved)``.
@@ -166,9 +166,9 @@ def _passes(make, items: list, budget: float, files: list[Path], ceiling=None) -
 
 def worker(name: str, a: argparse.Namespace) -> list[dict]:
     import rasterio
-    from aefheight import aef
-    from aefheight.dataset import PatchDataset
-    from aefheight.patches import PatchStore
+    from aefheight.core import aef
+    from aefheight.tiles.patches import PatchStore
+    from aefheight.train.dataset import PatchDataset
     from rasterio.windows import Window
 
     p = a.patch
@@ -405,7 +405,7 @@ def main() -> None:
         setup_torchgeo()
         return
 
-    from aefheight.patches import PatchStore
+    from aefheight.tiles.patches import PatchStore
 
     paths = c.make_aoi(a.size, a.size, f"aoi_{a.size}")
     store_dir = paths["embeddings"].parent / f"store{a.patch}"

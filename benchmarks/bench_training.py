@@ -1,6 +1,6 @@
 """Item 2: share of each training step spent waiting for data (real U-Net++, CPU).
 
-Runs the pipeline's own ``aefheight.train.train_net`` (U-Net++ ResNet-18, 64 bands, AdamW,
+Runs the pipeline's own ``aefheight.train.fit.fit_net`` (U-Net++ ResNet-18, 64 bands, AdamW,
 augmentation on, the study's batch size) for one epoch on a patch store made by the ``tile``
 step, and times from outside, without touching the training code: every ``next()`` on the
 training DataLoader (reading, masking, collating int8 batches: the wait for data, since on the
@@ -31,8 +31,8 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
     """A patch store (the tile step), a split with ``steps`` x batch train patches, its raster."""
     import geopandas as gpd
     import rasterio
-    from aefheight.raster import Grid
-    from aefheight.split import CODES
+    from aefheight.core.raster import Grid
+    from aefheight.split.spatial import CODES
 
     n_train = a.steps * a.batch
     n = n_train + a.batch + 1  # + one validation batch + one test patch
@@ -67,8 +67,8 @@ def prepare(a: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out: Path) -> dict:
     import torch
-    from aefheight import train
-    from aefheight.models import ModelSettings
+    from aefheight.models.factory import ModelSettings
+    from aefheight.train import fit as train
 
     t = {"wait": 0.0, "augment": 0.0, "input": 0.0, "validation": 0.0, "loop": 0.0, "steps": 0}
     in_eval = [False]
@@ -126,7 +126,7 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
         train.TrainSettings, max_epochs=1, patience=1, batch_size=a.batch, device="cpu"
     )
     t0 = time.perf_counter()
-    train.train_net(
+    train.fit_net(
         *c.store_files(store), split, tif, ms, ts, 0, "unetplusplus",
         out / "checkpoint.pt", out / "history.csv", out / "resume.pt", threads=a.threads,
     )  # fmt: skip

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from aefheight import aef
+from aefheight.core import aef
 
 
 def test_dequantize_matches_official_formula_for_every_code():

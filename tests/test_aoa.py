@@ -5,21 +5,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from aefheight import aef
-from aefheight.aoa import (
+from aefheight.core import aef
+from aefheight.core.errors import ConfigError, NoValidData, RasterError
+from aefheight.core.names import CODES, SPLITS
+from aefheight.core.settings import make
+from aefheight.evaluate.aoa import (
     AOASettings,
-    aoa_metrics,
     cv_threshold,
+    metrics_by_area,
     nearest_distance,
     sample_training,
     training_scale,
     write_aoa,
     write_aoa_metrics,
 )
-from aefheight.errors import ConfigError, NoValidData, RasterError
-from aefheight.names import CODES, SPLITS
-from aefheight.settings import make
-from aefheight.split import fold_strips
+from aefheight.split.spatial import fold_strips
 from helpers import write_tif
 from scipy.spatial.distance import cdist
 
@@ -260,7 +260,7 @@ def metric_scene(tmp_path):
 
 def test_metrics_inside_are_exact_and_outside_carry_the_offset(metric_scene, tmp_path):
     p, preds, lab, out, ok = metric_scene
-    df = aoa_metrics(preds, p["dsm"], p["split"], p["aoa"])
+    df = metrics_by_area(preds, p["dsm"], p["split"], p["aoa"])
     assert len(df) == 2 * len(SPLITS) * 2
     assert list(df.columns) == [
         "model", "seed", "split", "area", "n", "r2", "rmse_m", "bias_m", "mae_m", "nmad_m"
@@ -279,7 +279,7 @@ def test_metrics_inside_are_exact_and_outside_carry_the_offset(metric_scene, tmp
 
 def test_an_explicit_threshold_overrides_the_tag(metric_scene):
     p, preds, lab, out, ok = metric_scene
-    df = aoa_metrics(preds[:1], p["dsm"], p["split"], p["aoa"], threshold=3.0)
+    df = metrics_by_area(preds[:1], p["dsm"], p["split"], p["aoa"], threshold=3.0)
     by = df.set_index(["split", "area"])
     for k in SPLITS:
         area = ok & (lab == CODES[k])
@@ -293,4 +293,4 @@ def test_a_prediction_without_its_model_tag_is_one_clear_error(metric_scene, tmp
     p, _, _, _, _ = metric_scene
     bare = write_tif(tmp_path / "bare.tif", np.zeros((1, 64, 48), np.float32), nodata=ND)
     with pytest.raises(RasterError, match="model"):
-        aoa_metrics([bare], p["dsm"], p["split"], p["aoa"])
+        metrics_by_area([bare], p["dsm"], p["split"], p["aoa"])

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from aefheight.patches import TilingSettings, tile
-from aefheight.settings import make
+from aefheight.core.settings import make
+from aefheight.tiles.patches import TilingSettings, cut_patches
 from helpers import store_paths, tile_flags, write_tif
 
 
@@ -20,7 +20,7 @@ def _digest(folder):
 def tiled(tiny_aoi, tmp_path):
     """A patch store from good inputs: the 'earlier results' a bad rerun must not touch."""
     out = tmp_path / "patches"
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64),
@@ -113,7 +113,7 @@ def test_tile_rejects_bad_rasters_and_keeps_earlier_outputs(case, tiny_aoi, tile
 
 def test_too_few_patches_for_the_split_says_how_many(tiny_aoi, tmp_path):
     out = tmp_path / "p"
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=128),
@@ -126,6 +126,8 @@ def test_too_few_patches_for_the_split_says_how_many(tiny_aoi, tmp_path):
             "-m",
             "aefheight",
             "split",
+            "--settings",
+            "{}",
             "--index",
             str(out / "index.parquet"),
             "--grid",

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from aefheight import claims
+from aefheight.report import claims
 from scipy import stats
 
 

@@ -31,6 +31,8 @@ def test_missing_raster_names_the_file(tmp_path, capsys):
     rc = main(
         [
             "tile",
+            "--settings",
+            "{}",
             "--embeddings",
             str(tmp_path / "nope.tif"),
             "--dsm",
@@ -52,8 +54,6 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
             "-m",
             "aefheight",
             "synthesize",
-            "--aoi",
-            "demo",
             "--settings",
             '{"width": 64, "height": 64}',
             "--embeddings",
@@ -71,3 +71,35 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "error: cannot write" in proc.stderr and "Traceback" not in proc.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_steps_help_lists_every_flag_from_its_signature():
+    import inspect
+
+    from aefheight.cli import step_function
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "aefheight", "train-net", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    for name in inspect.signature(step_function("train-net")).parameters:
+        assert "--" + name.replace("_", "-") in proc.stdout
+
+
+def test_the_step_list_and_an_unknown_step(capsys):
+    assert main([]) == 0
+    assert "train-net" in capsys.readouterr().out
+    assert main(["train-nets"]) == 2
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1] == "aefheight: error: no step 'train-nets'"
+    )
+
+
+def test_a_missing_flag_is_refused_before_the_step_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "aefheight", "merge-patches", "--index", str(tmp_path / "i")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "--indexes" in proc.stderr
+    assert not (tmp_path / "i").exists()

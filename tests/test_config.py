@@ -6,18 +6,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aefheight import config, settings
-from aefheight.aoa import AOASettings
-from aefheight.correction import CorrectionSettings
-from aefheight.errors import ConfigError
+from aefheight import config
+from aefheight.core import settings
+from aefheight.core.errors import ConfigError
+from aefheight.evaluate.aoa import AOASettings
 from aefheight.guards import LimitsSettings
-from aefheight.models import ModelSettings
-from aefheight.patches import TilingSettings
-from aefheight.predict import PredictSettings
-from aefheight.sources.spec import AOISpec, DownloadSettings, DSMSettings, RealAOISettings
-from aefheight.split import SplitSettings
-from aefheight.synthetic import SyntheticSettings
-from aefheight.train import TrainSettings
+from aefheight.inputs.sources.spec import AOISpec, DownloadSettings, DSMSettings, RealAOISettings
+from aefheight.inputs.synthetic import SyntheticSettings
+from aefheight.models.factory import ModelSettings
+from aefheight.predict.correction import CorrectionSettings
+from aefheight.predict.infer import PredictSettings
+from aefheight.split.spatial import SplitSettings
+from aefheight.tiles.patches import TilingSettings
+from aefheight.train.fit import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from aefheight import config, settings
-from aefheight.errors import ConfigError
+from aefheight import config
+from aefheight.core import settings
+from aefheight.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 Case = tuple[str, dict, str]  # (what is broken, the config, the key the line must name)

@@ -4,16 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from aefheight.correction import (
+from aefheight.core.errors import ConfigError
+from aefheight.core.names import CODES
+from aefheight.core.settings import make
+from aefheight.predict.correction import (
     PRED_NODATA,
     CorrectionSettings,
-    correct,
+    correct_prediction,
     sample_pairs,
     write_coarse_dem_prediction,
 )
-from aefheight.errors import ConfigError
-from aefheight.names import CODES
-from aefheight.settings import make
 from helpers import write_tif
 
 H, W = 96, 160
@@ -54,7 +54,7 @@ def _settings(**kw):
 
 def _run(paths, method, out, **extra):
     need = {"linear": "dsm", "quantile_map": "coarse_dem"}[method]
-    return correct(
+    return correct_prediction(
         paths["prediction"], paths["split"], method, _settings(), 0, out / f"{method}.tif",
         out / f"{method}.csv", "m", **{need: extra.get(need, paths[need])},
     )  # fmt: skip
@@ -116,10 +116,10 @@ def test_no_test_label_enters_any_correction(scene, tmp_path):
 def test_a_method_without_its_input_is_one_line(scene, tmp_path):
     paths, _, _ = scene
     with pytest.raises(ConfigError, match="needs --dsm"):
-        correct(paths["prediction"], paths["split"], "linear", _settings(), 0,
+        correct_prediction(paths["prediction"], paths["split"], "linear", _settings(), 0,
                 tmp_path / "c.tif", tmp_path / "c.csv", "m")  # fmt: skip
     with pytest.raises(ConfigError, match="needs --coarse-dem"):
-        correct(paths["prediction"], paths["split"], "quantile_map", _settings(), 0,
+        correct_prediction(paths["prediction"], paths["split"], "quantile_map", _settings(), 0,
                 tmp_path / "c.tif", tmp_path / "c.csv", "m", dsm=paths["dsm"])  # fmt: skip
     assert not (tmp_path / "c.tif").exists()
 

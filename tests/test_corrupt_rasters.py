@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from aefheight import aef
 from aefheight.cli import main
-from aefheight.models import ModelSettings, build_model, save_checkpoint
-from aefheight.patches import TilingSettings, tile
-from aefheight.predict import PredictSettings, predict_raster
-from aefheight.settings import make
-from aefheight.split import SplitSettings, write_split
+from aefheight.core import aef
+from aefheight.core.settings import make
+from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
+from aefheight.predict.infer import PredictSettings, predict_raster
+from aefheight.split.spatial import SplitSettings, write_split
+from aefheight.tiles.patches import TilingSettings, cut_patches
 from helpers import store_paths
 
 DAMAGE = ["zero_length", "magic", "cut10", "cut50", "cut90", "bands", "huge"]
@@ -32,7 +32,9 @@ def good(tiny_aoi, tmp_path_factory) -> dict[str, Path]:
     """Intact inputs of every step: the AOI, a split and a prediction."""
     d = tmp_path_factory.mktemp("good")
     paths = store_paths(d)
-    tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], make(TilingSettings, patch_size=64), **paths)
+    cut_patches(
+        tiny_aoi["embeddings"], tiny_aoi["dsm"], make(TilingSettings, patch_size=64), **paths
+    )
     split = make(SplitSettings, method="blocks", block_patches=1, buffer_px=4)
     write_split(
         paths["index"], tiny_aoi["embeddings"], d / "s.gpkg", d / "s.tif", d / "a.csv", split
@@ -97,10 +99,11 @@ def _outputs(out: Path) -> dict[str, list[str]]:
                  "--store-coarse-dem", o("c.npy")],
         "split": ["split", "--settings", json.dumps({"buffer_px": 4}), "--gpkg", o("s.gpkg"),
                   "--raster", o("s.tif"), "--areas", o("a.csv")],
-        "predict": ["predict", "--model", "ridge", "--seed", "0", "--prediction", o("p.tif")],
+        "predict": ["predict", "--settings", "{}", "--model", "ridge", "--seed", "0",
+                    "--prediction", o("p.tif")],
         "predict-coarse-dem": ["predict-coarse-dem", "--model", "coarse_dem", "--seed", "0",
                                "--prediction", o("p.tif")],
-        "correct": ["correct", "--model", "ridge", "--method", "quantile_map", "--seed", "0",
+        "correct": ["correct", "--settings", "{}", "--model", "ridge", "--method", "quantile_map", "--seed", "0",
                     "--corrected", o("c.tif"), "--fit", o("f.csv")],
         "evaluate": ["evaluate", "--model", "ridge", "--seed", "0", "--metrics", o("m.csv"),
                      "--samples", o("s.csv"), "--by-height", o("h.csv"), "--by-class", o("c.csv"),

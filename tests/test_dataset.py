@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from aefheight import aef
-from aefheight.dataset import PatchDataset, draw_windows, window_pieces
-from aefheight.patches import PatchStore
+from aefheight.core import aef
+from aefheight.tiles.patches import PatchStore
+from aefheight.train.dataset import PatchDataset, draw_windows, window_pieces
 
 P = 8
 

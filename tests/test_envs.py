@@ -3,9 +3,10 @@
 Every rule that runs a command has its own env, ``envs/<rule>.yaml``; each env parses, uses
 conda-forge only and pins every package; and each provides every third-party module that the
 code its rule runs imports. That last check reads the code, not a list: the rule's shell command
-names an ``aefheight`` subcommand, the CLI maps it to a function, and the imports reachable from
-that function (module-level imports of every module it loads, lazy imports of the functions
-it can reach) are collected from the package's syntax trees. Rules are discovered by
+names an ``aefheight`` step, the CLI finds its function (a ``@step``), and the imports
+reachable from that function (module-level imports of every module it loads, lazy imports of
+the functions it can reach; and the command line's own) are collected from the package's
+syntax trees. Rules are discovered by
 ``snakemake --list-rules`` and read from the workflow's rule files, so rules added later are
 covered without touching this file.
 """
@@ -121,10 +122,10 @@ def env_path(rule: str) -> Path | None:
 
 
 def commands(rule: str) -> list[tuple[str, str]]:
-    """The `aefheight` commands of a rule's shell: [(subcommand, CLI function)]."""
+    """The `aefheight` steps of a rule's shell: [(module, function)]."""
     shell = directive(rule_blocks()[rule], "shell") or ""
     return [
-        (s, cli_functions()[s]) for s in re.findall(r"python -m aefheight ([a-z][a-z0-9-]*)", shell)
+        step_functions()[s] for s in re.findall(r"python -m aefheight ([a-z][a-z0-9-]*)", shell)
     ]
 
 
@@ -139,16 +140,14 @@ def command_rules() -> list[str]:
 
 
 @cache
-def cli_functions() -> dict[str, str]:
-    """Subcommand -> name of the function in aefheight/cli.py that runs it."""
+def step_functions() -> dict[str, tuple[str, str]]:
+    """Step name -> (module, function) of the ``@step`` that runs it."""
     sys.path.insert(0, str(PKG_ROOT))
     try:
-        from aefheight.cli import build_parser
+        from aefheight.cli import steps
     finally:
         sys.path.remove(str(PKG_ROOT))
-    parser = build_parser()
-    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return {name: p.get_default("func").__name__ for name, p in sub.choices.items()}
+    return {name: (ref.module, ref.function) for name, ref in steps().items()}
 
 
 # --- the envs ------------------------------------------------------------------------------
@@ -353,9 +352,9 @@ def providers(module: str) -> tuple[str, ...]:
 
 
 def rule_imports(rule: str) -> set[str]:
-    out: set[str] = set()
-    for _, func in commands(rule):
-        out |= reachable_imports(f"{PKG}.cli", func)
+    out = reachable_imports(f"{PKG}.cli", "main")  # the command line itself (tyro)
+    for module, func in commands(rule):
+        out |= reachable_imports(module, func)
     return out
 
 
@@ -406,16 +405,18 @@ def test_env_provides_every_module_the_rule_imports(rule):
 def test_the_import_check_sees_lazy_and_module_level_imports():
     """A self-check of the analysis on code whose imports are known."""
     top = lambda mods: {m.split(".")[0] for m in mods}  # noqa: E731
-    train = top(reachable_imports(f"{PKG}.cli", "train_ridge"))
+    reach = lambda step: top(reachable_imports(*step_functions()[step]))  # noqa: E731
+    train = reach("train-ridge")
     # module level (torch), lazy in a reachable function (sklearn, smp)
     assert {"torch", "segmentation_models_pytorch", "sklearn"} <= train
-    assert "sklearn" not in top(reachable_imports(f"{PKG}.cli", "train_net"))
-    synth = top(reachable_imports(f"{PKG}.cli", "synthesize"))
+    assert "sklearn" not in reach("train-net")
+    synth = reach("synthesize")
     assert {"numpy", "rasterio", "scipy"} <= synth
     assert not synth & {"torch", "sklearn", "matplotlib", "geopandas"}
     # the split map reaches matplotlib; the tiling reaches no torch (dataset.py is apart)
-    assert "matplotlib" in top(reachable_imports(f"{PKG}.cli", "split_map"))
-    assert "torch" not in top(reachable_imports(f"{PKG}.cli", "tile"))
+    assert "matplotlib" in reach("split-map")
+    assert "torch" not in reach("tile")
+    assert "tyro" in top(reachable_imports(f"{PKG}.cli", "main"))
 
 
 def test_training_env_pins_a_cuda_pytorch():

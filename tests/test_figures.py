@@ -2,10 +2,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from aefheight import figures
-from aefheight.patches import TilingSettings, tile
-from aefheight.settings import make
-from aefheight.split import SplitSettings, write_split
+from aefheight.core.settings import make
+from aefheight.report import figures
+from aefheight.split.spatial import SplitSettings, write_split
+from aefheight.tiles.patches import TilingSettings, cut_patches
 from helpers import store_paths
 
 
@@ -14,7 +14,7 @@ def _labels(fig):
 
 
 def test_split_map_has_units_and_all_splits(tiny_aoi, tmp_path):
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=32),

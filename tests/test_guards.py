@@ -24,13 +24,13 @@ import pytest
 import rasterio
 import yaml
 from aefheight import config, guards
-from aefheight.errors import AOIOutsideCoverage, SuspiciousValues
+from aefheight.core.errors import AOIOutsideCoverage, SuspiciousValues
+from aefheight.core.raster import build_vrt
 from aefheight.guards import free_bytes
-from aefheight.raster import build_vrt
-from aefheight.sources.aoi import target_grid
-from aefheight.sources.coregister import coregister
-from aefheight.sources.dsm import DSMSource
-from aefheight.sources.spec import AOISpec
+from aefheight.inputs.sources.aoi import target_grid
+from aefheight.inputs.sources.coregister import coregister
+from aefheight.inputs.sources.dsm import DSMSource
+from aefheight.inputs.sources.spec import AOISpec
 from rasterio.crs import CRS
 
 UTM_AOI = {"bbox": [500000, 4990000, 510000, 5000000], "crs": "EPSG:32630"}  # 10 x 10 km

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from aefheight import kfold
+from aefheight.report import kfold
 
 MODELS = ("unet", "ridge")
 SEEDS = (0, 1, 2)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import rasterio
-from aefheight.metrics import HIST_BIN, DiffStats, evaluate
-from aefheight.raster import Grid
-from aefheight.split import CODES
+from aefheight.core.raster import Grid
+from aefheight.evaluate.metrics import HIST_BIN, DiffStats, evaluate_prediction
+from aefheight.split.spatial import CODES
 from scipy import stats
 
 
@@ -71,7 +71,7 @@ def test_evaluate_skips_nodata_and_nan_and_splits_by_label(tmp_path):
             tmp_path / f"{name}.tif", "w", **g.profile(1, arr.dtype.name, nd)
         ) as dst:
             dst.write(arr, 1)
-    ev = evaluate(tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif")
+    ev = evaluate_prediction(tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif")
     metrics, sample = ev.metrics, ev.sample
     ok = (ref != -9999) & (pred != -9999) & np.isfinite(pred)
     for split in ("train", "val", "test"):
@@ -111,7 +111,7 @@ def test_le90_is_the_90th_percentile_of_abs_dh_not_p95_minus_p5():
 
 def test_crossover_height_finds_the_sign_change_despite_noise():
     import pandas as pd
-    from aefheight.tables import crossover_height
+    from aefheight.report.tables import crossover_height
 
     lo = np.arange(0, 300, 10.0)
     bias = np.where(lo + 5 < 100, 5.0, -5.0)
@@ -124,7 +124,7 @@ def test_crossover_height_finds_the_sign_change_despite_noise():
 
 def test_shift_statistics_match_scipy_up_to_the_bin():
     import pandas as pd
-    from aefheight.metrics import shift_statistics
+    from aefheight.evaluate.metrics import shift_statistics
 
     rng = np.random.default_rng(5)
     train = rng.normal(60, 20, 30_000)
@@ -170,7 +170,7 @@ def test_height_bins_and_landcover_strata(tmp_path):
             dst.write(arr, 1)
             if name == "lc":
                 dst.update_tags(classes="0:open,1:forest")
-    ev = evaluate(
+    ev = evaluate_prediction(
         tmp_path / "pred.tif", tmp_path / "ref.tif", tmp_path / "lab.tif", tmp_path / "lc.tif"
     )
     bh = ev.by_height[ev.by_height["split"] == "test"]
@@ -184,8 +184,8 @@ def test_height_bins_and_landcover_strata(tmp_path):
 def _blended(ref, offsets, win, overlap, noise_sd, seed=0):
     """What prediction writes when window k predicts ``ref + offsets[k] + noise``: the windows
     of predict's layout, blended with its weights."""
-    from aefheight.predict import blend_weights
-    from aefheight.raster import window_origins
+    from aefheight.core.raster import window_origins
+    from aefheight.predict.infer import blend_weights
 
     h, w = ref.shape
     noise = np.random.default_rng(seed).normal(0, noise_sd, ref.shape)
@@ -205,7 +205,7 @@ def _blended(ref, offsets, win, overlap, noise_sd, seed=0):
 def _old_seam_phase(length, window, overlap, band):
     """The earlier seam check's pixels: within ``band`` px of a seam (midway between window
     centres) and of a window centre, along one axis."""
-    from aefheight.raster import window_origins
+    from aefheight.core.raster import window_origins
 
     centres = np.array(window_origins(length, window, window - overlap)) + window / 2
     seams = (centres[1:] + centres[:-1]) / 2
@@ -215,7 +215,7 @@ def _old_seam_phase(length, window, overlap, band):
 
 
 def _seam_ratio(pred, ref, win, overlap):
-    from aefheight.metrics import SeamCheck
+    from aefheight.evaluate.metrics import SeamCheck
     from rasterio.windows import Window
 
     check = SeamCheck({"window": str(win), "overlap": str(overlap)}, *ref.shape)
@@ -257,7 +257,7 @@ def test_seam_check_sees_per_window_offsets_that_mean_abs_dh_misses():
 def test_seam_check_sees_thin_lines_along_the_hand_overs():
     """No offsets, but a 2 px ridge of +4 m where windows hand over (as the old maps showed):
     the jump hardly moves, the roughness does."""
-    from aefheight.raster import window_origins
+    from aefheight.core.raster import window_origins
     from scipy import ndimage
 
     rng = np.random.default_rng(5)
@@ -275,7 +275,7 @@ def test_seam_check_sees_thin_lines_along_the_hand_overs():
 
 
 def test_seam_check_is_the_same_in_any_block_order():
-    from aefheight.metrics import SeamCheck
+    from aefheight.evaluate.metrics import SeamCheck
     from rasterio.windows import Window
 
     rng = np.random.default_rng(4)

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from aefheight.errors import ConfigError
-from aefheight.models import ModelSettings, build_model, load_checkpoint, save_checkpoint
-from aefheight.settings import from_mapping, make
+from aefheight.core.errors import ConfigError
+from aefheight.core.settings import from_mapping, make
+from aefheight.models.factory import ModelSettings, build_model, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("arch", ["unet", "unetplusplus"])
@@ -60,8 +60,8 @@ def test_pretrained_weights_offline_are_one_line(tmp_path):
     import sys
 
     code = (
-        "from aefheight.models import ModelSettings, build_model\n"
-        "from aefheight.settings import make\n"
+        "from aefheight.models.factory import ModelSettings, build_model\n"
+        "from aefheight.core.settings import make\n"
         "build_model(make(ModelSettings, arch='unet', encoder_weights='imagenet'))\n"
     )
     cache = {k: str(tmp_path / k) for k in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME")}

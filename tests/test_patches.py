@@ -3,16 +3,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from aefheight import aef
-from aefheight.dataset import PatchDataset, dequantize_on_device, loader, model_input
-from aefheight.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
-from aefheight.patches import PatchStore, TilingSettings, tile
-from aefheight.settings import make
+from aefheight.core import aef
+from aefheight.core.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
+from aefheight.core.settings import make
+from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches
+from aefheight.train.dataset import PatchDataset, dequantize_on_device, loader, model_input
 from helpers import store_files, store_paths, write_tif
 
 
 def test_patches_equal_the_raster_windows(tiny_aoi, tmp_path):
-    index = tile(
+    index = cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64),
@@ -32,13 +32,13 @@ def test_patches_equal_the_raster_windows(tiny_aoi, tmp_path):
 
 
 def test_low_valid_patches_are_dropped(tiny_aoi, tmp_path):
-    all_ = tile(
+    all_ = cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64, min_valid_fraction=0.01),
         **store_paths(tmp_path / "a"),
     )
-    strict = tile(
+    strict = cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64, min_valid_fraction=0.999),
@@ -50,7 +50,7 @@ def test_low_valid_patches_are_dropped(tiny_aoi, tmp_path):
 
 
 def test_dataset_dequantizes_and_masks(tiny_aoi, tmp_path):
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64),
@@ -85,7 +85,7 @@ def test_device_dequantization_equals_the_cpu_lookup_bit_for_bit():
 def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_path):
     import pickle
 
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64),
@@ -113,7 +113,7 @@ def test_store_read_equals_the_memory_map_and_survives_pickling(tiny_aoi, tmp_pa
 
 
 def test_batches_reuse_only_arrays_nothing_holds(tiny_aoi, tmp_path):
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=64),
@@ -144,20 +144,20 @@ def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):
     write_tif(tmp_path / "e.tif", emb, nodata=-128)
     write_tif(tmp_path / "d_nan.tif", np.full((1, 128, 128), np.nan, np.float32))
     with pytest.raises(RasterError, match="declares no nodata"):
-        tile(tmp_path / "e.tif", tmp_path / "d_nan.tif", s, **store_paths(tmp_path / "o"))
+        cut_patches(tmp_path / "e.tif", tmp_path / "d_nan.tif", s, **store_paths(tmp_path / "o"))
     write_tif(tmp_path / "d_nd.tif", np.full((1, 128, 128), -9999, np.float32), nodata=-9999)
     with pytest.raises(NoValidData, match="no pixel has both"):
-        tile(tmp_path / "e.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
+        cut_patches(tmp_path / "e.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     write_tif(tmp_path / "e16.tif", emb.astype(np.int16))
     with pytest.raises(RasterError, match="must stay AEF int8"):
-        tile(tmp_path / "e16.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
+        cut_patches(tmp_path / "e16.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     write_tif(tmp_path / "e3.tif", emb[:3])
     with pytest.raises(RasterError, match="has 3 bands"):
-        tile(tmp_path / "e3.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
+        cut_patches(tmp_path / "e3.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     with pytest.raises(GridMismatch):
-        tile(tiny_aoi["embeddings"], tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
+        cut_patches(tiny_aoi["embeddings"], tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     with pytest.raises(TooFewPatches, match="smaller than one"):
-        tile(
+        cut_patches(
             tmp_path / "e.tif",
             tmp_path / "d_nd.tif",
             make(TilingSettings, patch_size=256),
@@ -169,7 +169,7 @@ def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):
 
 def test_coarse_dem_patches_equal_its_windows_and_a_misfit_dem_is_refused(tiny_aoi, tmp_path):
     kw = {"coarse_dem_path": tiny_aoi["coarse_dem"], "store_coarse_dem": tmp_path / "c.npy"}
-    index = tile(
+    index = cut_patches(
         tiny_aoi["embeddings"], tiny_aoi["dsm"], make(TilingSettings, patch_size=64),
         **store_paths(tmp_path), **kw,
     )  # fmt: skip
@@ -187,7 +187,7 @@ def test_coarse_dem_patches_equal_its_windows_and_a_misfit_dem_is_refused(tiny_a
     with rasterio.open(shifted, "w", **prof) as dst:
         dst.write(z)
     with pytest.raises(GridMismatch):
-        tile(
+        cut_patches(
             tiny_aoi["embeddings"], tiny_aoi["dsm"], make(TilingSettings, patch_size=64),
             **store_paths(tmp_path / "b"), coarse_dem_path=shifted,
             store_coarse_dem=tmp_path / "b" / "c.npy",
@@ -197,7 +197,7 @@ def test_coarse_dem_patches_equal_its_windows_and_a_misfit_dem_is_refused(tiny_a
 
 @pytest.mark.parametrize("stride", [32, 64, 96])
 def test_tiling_in_column_chunks_writes_the_same_store(tiny_aoi, tmp_path, monkeypatch, stride):
-    import aefheight.patches as patches
+    import aefheight.tiles.patches as patches
 
     def run(chunk_px: int) -> dict[str, bytes]:
         monkeypatch.setattr(patches, "CHUNK_PX", chunk_px)
@@ -205,7 +205,7 @@ def test_tiling_in_column_chunks_writes_the_same_store(tiny_aoi, tmp_path, monke
         out.mkdir()
         paths = {**store_paths(out), "store_coarse_dem": out / "coarse_dem.npy"}
         s = make(TilingSettings, patch_size=64, stride=stride, min_valid_fraction=0.3)
-        tile(tiny_aoi["embeddings"], tiny_aoi["dsm"], s, paths["index"],
+        cut_patches(tiny_aoi["embeddings"], tiny_aoi["dsm"], s, paths["index"],
              paths["store_embeddings"], paths["store_dsm"], tiny_aoi["coarse_dem"],
              paths["store_coarse_dem"])  # fmt: skip
         return {k: v.read_bytes() for k, v in paths.items() if k != "index"} | {

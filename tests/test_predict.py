@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from aefheight import aef
-from aefheight.models import ModelSettings, build_model, save_checkpoint
-from aefheight.predict import PRED_NODATA, PredictSettings, blend_weights, predict_raster
-from aefheight.raster import window_origins
-from aefheight.settings import make
+from aefheight.core import aef
+from aefheight.core.raster import window_origins
+from aefheight.core.settings import make
+from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
+from aefheight.predict.infer import PRED_NODATA, PredictSettings, blend_weights, predict_raster
 
 
 def test_blend_weights_positive_and_symmetric():
@@ -66,8 +66,8 @@ def test_streamed_prediction_equals_direct_map(tiny_aoi, tmp_path, window, overl
 
 
 def test_settings_reject_bad_window():
-    from aefheight.errors import ConfigError
-    from aefheight.settings import from_mapping
+    from aefheight.core.errors import ConfigError
+    from aefheight.core.settings import from_mapping
 
     with pytest.raises(ConfigError, match="multiple of 32"):
         from_mapping(PredictSettings, {"window": 100}, "prediction")
@@ -127,7 +127,7 @@ def test_the_dem_channel_carries_relief_not_height(tiny_aoi, tmp_path):
 
 
 def test_dem_model_without_the_dem_is_one_line(tiny_aoi, tmp_path):
-    from aefheight.errors import ConfigError
+    from aefheight.core.errors import ConfigError
 
     _dem_checkpoint(tmp_path / "z.pt", "residual", False)
     with pytest.raises(ConfigError, match="pass --coarse-dem"):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import rasterio
-from aefheight.errors import GridMismatch, RasterError
-from aefheight.files import atomic_path
-from aefheight.raster import Grid, check_same_grid, open_raster, to_cog
+from aefheight.core.errors import GridMismatch, RasterError
+from aefheight.core.files import atomic_path
+from aefheight.core.raster import Grid, check_same_grid, open_raster, to_cog
 from affine import Affine
 from rasterio.crs import CRS
 

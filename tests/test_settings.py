@@ -1,8 +1,8 @@
 import pytest
-from aefheight.errors import ConfigError
-from aefheight.patches import TilingSettings
-from aefheight.settings import from_mapping, parse_json
-from aefheight.split import SplitSettings
+from aefheight.core.errors import ConfigError
+from aefheight.core.settings import from_mapping, parse_json
+from aefheight.split.spatial import SplitSettings
+from aefheight.tiles.patches import TilingSettings
 
 
 def test_unknown_key_is_named():

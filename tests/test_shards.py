@@ -8,21 +8,21 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from aefheight.errors import ConfigError, RasterError
-from aefheight.metrics import (
-    evaluate,
+from aefheight.core.errors import ConfigError, RasterError
+from aefheight.core.names import CODES
+from aefheight.core.raster import Grid, mosaic_cog
+from aefheight.core.settings import make
+from aefheight.evaluate.metrics import (
     evaluate_partials,
+    evaluate_prediction,
     fold_partials,
     merge_partials,
     write_partials,
 )
-from aefheight.models import ModelSettings, build_model, save_checkpoint
-from aefheight.names import CODES
-from aefheight.patches import PatchStore, TilingSettings, merge_shard_indexes, tile
-from aefheight.predict import PredictSettings, predict_raster
-from aefheight.raster import Grid, mosaic_cog
-from aefheight.settings import make
-from aefheight.shards import BLOCK_PX, shard_names, shard_window
+from aefheight.inputs.shards import BLOCK_PX, shard_names, shard_window
+from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
+from aefheight.predict.infer import PredictSettings, predict_raster
+from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches, merge_shard_indexes
 
 # the tiny AOI is 256 x 192 px: 128 px shards give 2 x 2 = 4 shards (not whole evaluation
 # blocks; the evaluation test below uses its own raster); 96 px shards an uneven 3 x 2
@@ -47,8 +47,8 @@ def test_a_shard_outside_the_aoi_is_one_line():
 
 
 def test_the_schema_keeps_shards_whole_evaluation_blocks():
-    from aefheight.raster import BLOCK
-    from aefheight.settings import schema
+    from aefheight.core.raster import BLOCK
+    from aefheight.core.settings import schema
 
     key = schema()["properties"]["sharding"]["properties"]["shard_px"]
     assert key["multipleOf"] == BLOCK_PX and key["minimum"] == BLOCK_PX
@@ -59,7 +59,7 @@ def _tile(aoi, out, window=None, stride=None):
     out.mkdir(parents=True, exist_ok=True)
     s = make(TilingSettings, patch_size=64, stride=stride, min_valid_fraction=0.5)
     stores = [out / f"{k}.npy" for k in ("embeddings", "dsm", "coarse_dem")]
-    tile(
+    cut_patches(
         aoi["embeddings"], aoi["dsm"], s, out / "index.parquet", stores[0], stores[1],
         aoi["coarse_dem"], stores[2], window,
     )  # fmt: skip
@@ -164,7 +164,7 @@ def _evaluation_rasters(d):
 def test_merged_shard_statistics_give_the_same_evaluation(tmp_path):
     p = _evaluation_rasters(tmp_path)
     args = (p["pred"], p["ref"], p["lab"], p["lc"])
-    want = evaluate(*args, max_samples=5000, seed=1)
+    want = evaluate_prediction(*args, max_samples=5000, seed=1)
     files = []
     for n in shard_names(520, 600, BLOCK_PX):  # 3 x 3 shards, uneven at the edges
         files.append(tmp_path / f"{n}.npz")
@@ -187,7 +187,7 @@ def test_the_snakefile_imports_no_raster_library():
     workflow = Path(__file__).resolve().parents[1] / "workflow"
     code = (
         f"import sys; sys.path.insert(0, {str(workflow)!r}); "
-        "import aefheight.config, aefheight.errors, aefheight.shards; "
+        "import aefheight.config, aefheight.core.errors, aefheight.inputs.shards; "
         "print(sorted(m for m in ('rasterio', 'torch', 'geopandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

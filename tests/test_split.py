@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from aefheight.errors import ConfigError, TooFewPatches
-from aefheight.settings import make
-from aefheight.split import (
+from aefheight.core.errors import ConfigError, TooFewPatches
+from aefheight.core.settings import make
+from aefheight.split.spatial import (
     CODES,
     SplitSettings,
     fold_strips,
@@ -90,9 +90,9 @@ def test_too_few_patches_names_the_keys():
 
 
 def test_write_split_raster_masks_and_areas(tiny_aoi, tmp_path):
-    from aefheight.patches import TilingSettings, tile
+    from aefheight.tiles.patches import TilingSettings, cut_patches
 
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=32),

@@ -2,9 +2,9 @@ import hashlib
 
 import numpy as np
 import rasterio
-from aefheight import aef
-from aefheight.settings import make
-from aefheight.synthetic import (
+from aefheight.core import aef
+from aefheight.core.settings import make
+from aefheight.inputs.synthetic import (
     Scene,
     SyntheticSettings,
     coarse_dem_window,
@@ -63,7 +63,7 @@ def test_no_band_carries_the_height(tiny_aoi):
 
 
 def _elevation_features(s: SyntheticSettings):
-    from aefheight.synthetic import ELEVATION_CODE_TERMS, features
+    from aefheight.inputs.synthetic import ELEVATION_CODE_TERMS, features
 
     f = make_fields(s)
     f.landcover[:] = 0
@@ -79,7 +79,7 @@ def _elevation_features(s: SyntheticSettings):
 def test_elevation_code_moves_at_every_height_of_the_code_range():
     """No cap: every 20 m step from 0 to 700 m moves the code by at least a third of the
     largest step's change (the old tanh encoding kept 0.1 % of its slope above 200 m)."""
-    from aefheight.synthetic import ELEVATION_CODE_TERMS, elevation_code
+    from aefheight.inputs.synthetic import ELEVATION_CODE_TERMS, elevation_code
 
     c = 100.0
     z = np.arange(0.0, 700.0, 20.0)

@@ -1,5 +1,5 @@
 import pandas as pd
-from aefheight import tables
+from aefheight.report import tables
 
 
 def _metrics(seeds=(0,)):

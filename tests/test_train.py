@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from aefheight.models import ModelSettings, load_checkpoint
-from aefheight.patches import PatchStore, TilingSettings, tile
-from aefheight.settings import make
-from aefheight.split import SplitSettings, write_split
-from aefheight.train import TrainSettings, augment, masked_mse, train_net, train_ridge
+from aefheight.core.settings import make
+from aefheight.models.factory import ModelSettings, load_checkpoint
+from aefheight.split.spatial import SplitSettings, write_split
+from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches
+from aefheight.train.fit import TrainSettings, augment, fit_net, fit_ridge, masked_mse
 from helpers import store_files, store_paths
 
 SMALL = {"arch": "unet", "decoder_channels": [32, 16, 8, 8, 4]}
@@ -25,7 +25,7 @@ FAST = {"windows_per_epoch": 16, "warmup_steps": 2, "min_steps": 0}
 def _train(store, ms, ts, seed, out, dsm=None):
     """train_net on the module's patch store, its outputs named as the rule names them."""
     emb, z = store_files(store)
-    return train_net(
+    return fit_net(
         emb, dsm or z, store / "split.gpkg", store / "split.tif", ms, ts, seed, "unet",
         out / "checkpoint.pt", out / "history.csv", out / "resume.pt",
         store_coarse_dem=store / "coarse_dem.npy",
@@ -35,7 +35,7 @@ def _train(store, ms, ts, seed, out, dsm=None):
 @pytest.fixture(scope="module")
 def store(tiny_aoi, tmp_path_factory):
     d = tmp_path_factory.mktemp("store")
-    tile(
+    cut_patches(
         tiny_aoi["embeddings"],
         tiny_aoi["dsm"],
         make(TilingSettings, patch_size=32),
@@ -99,8 +99,8 @@ def test_early_stopping_stops(store, tmp_path):
 
 
 def test_buffer_pixels_never_enter_the_loss_or_the_target_scaling(store):
-    from aefheight.split import CODES
-    from aefheight.train import split_patches, target_stats
+    from aefheight.split.spatial import CODES
+    from aefheight.train.fit import split_patches, target_stats
 
     parts = split_patches(store / "split.gpkg", store / "split.tif")
     ids, masks = parts["train"].ids, parts["train"].masks
@@ -131,18 +131,18 @@ def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_
         hists["a"].drop(columns="seconds"), hists["a2"].drop(columns="seconds")
     )
     # same seed, same threads: identical metrics of the whole-AOI prediction
-    from aefheight.metrics import evaluate
-    from aefheight.predict import PredictSettings, predict_raster
+    from aefheight.evaluate.metrics import evaluate_prediction
+    from aefheight.predict.infer import PredictSettings, predict_raster
 
     emb = tiny_aoi["embeddings"]
     metrics = {}
     for k in ("a", "a2"):
         predict_raster(emb, runs[k] / "checkpoint.pt", runs[k] / "p.tif", make(PredictSettings))
-        metrics[k] = evaluate(runs[k] / "p.tif", tiny_aoi["dsm"], store / "split.tif")
+        metrics[k] = evaluate_prediction(runs[k] / "p.tif", tiny_aoi["dsm"], store / "split.tif")
     pd.testing.assert_frame_equal(metrics["a"].metrics, metrics["a2"].metrics)
     # the initial weights differ by seed, and so do the epoch's order and augmentation draws
     torch.manual_seed(0)
-    from aefheight.models import build_model
+    from aefheight.models.factory import build_model
 
     w0 = build_model(ms).state_dict()[key]
     torch.manual_seed(1)
@@ -153,11 +153,11 @@ def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_
 
 @pytest.mark.parametrize("scales", [(1,), (1, 5, 15)])
 def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales):
-    from aefheight.train import sample_pixels, split_patches
+    from aefheight.train.fit import sample_pixels, split_patches
     from sklearn.linear_model import Ridge
 
     ms = make(ModelSettings, arch="ridge", scales_px=scales)
-    info = train_ridge(
+    info = fit_ridge(
         *store_files(store), store / "split.gpkg", store / "split.tif", ms, 0, "ridge",
         tmp_path / "checkpoint.pt", tmp_path / "history.csv",
     )  # fmt: skip
@@ -174,7 +174,7 @@ def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales
 
 
 def test_box_means_leave_nodata_out():
-    from aefheight.models import BoxRidge
+    from aefheight.models.factory import BoxRidge
 
     x = torch.ones(1, 2, 9, 9)
     x[:, :, :, :4] = 0.0  # nodata on the left
@@ -249,8 +249,8 @@ DEM_NET = {**SMALL, "dem_channel": True, "target": "residual"}
 
 
 def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path):
-    from aefheight.dataset import PatchDataset, model_input
-    from aefheight.train import _dem_use, split_patches, target_stats, with_valid_data
+    from aefheight.train.dataset import PatchDataset, model_input
+    from aefheight.train.fit import _dem_use, split_patches, target_stats, with_valid_data
 
     ms = make(ModelSettings, **DEM_NET)
     st = PatchStore(*store_files(store), store / "coarse_dem.npy")
@@ -273,7 +273,7 @@ def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path)
     _, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["dem_relief_sd"] == pytest.approx(dem.relief_sd) and len(hist) == 2
     with pytest.raises(Exception, match="coarse DEM"):
-        train_net(
+        fit_net(
             *store_files(store), store / "split.gpkg", store / "split.tif", ms,
             make(TrainSettings, max_epochs=1, **FAST), 0, "unet_dem", tmp_path / "c.pt",
             tmp_path / "h.csv", tmp_path / "r.pt",
@@ -297,7 +297,7 @@ def test_no_test_pixel_enters_any_training(store, tmp_path):
         net = torch.load(out / "checkpoint.pt", weights_only=True)
         ms = make(ModelSettings, arch="ridge")
         emb = store_files(store)[0]
-        train_ridge(
+        fit_ridge(
             emb, dsm or store_files(store)[1], store / "split.gpkg", store / "split.tif", ms, 0,
             "ridge", out / "ridge.pt", out / "ridge.csv",
         )  # fmt: skip
@@ -308,7 +308,7 @@ def test_no_test_pixel_enters_any_training(store, tmp_path):
 
 
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
-    from aefheight.train import lr_factor
+    from aefheight.train.fit import lr_factor
 
     ts = make(TrainSettings, warmup_steps=10, max_epochs=4, windows_per_epoch=80, batch_size=8)
     total = 40
@@ -320,7 +320,7 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_cap():
 
 
 def test_early_stopping_waits_for_the_minimum_steps():
-    from aefheight.train import _Run, stop_early
+    from aefheight.train.fit import _Run, stop_early
 
     ts = make(TrainSettings, patience=2, min_steps=100)
     run = _Run(bad=5, history=[{"steps": 60}])

@@ -27,7 +27,7 @@ import geopandas as gpd
 import numpy as np
 import py7zr
 import rasterio
-from aefheight import aef
+from aefheight.core import aef
 from affine import Affine
 from pyproj import Transformer
 from rasterio.shutil import copy as rio_copy

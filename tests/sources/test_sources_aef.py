@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from aefheight import aef
-from aefheight.errors import AOIOutsideCoverage, DownloadError, MissingTile, YearNotAvailable
-from aefheight.settings import from_mapping
-from aefheight.sources import steps
-from aefheight.sources.aef_index import load_index, select_tiles
-from aefheight.sources.aoi import target_grid
-from aefheight.sources.spec import AOISpec
+from aefheight.core import aef
+from aefheight.core.errors import AOIOutsideCoverage, DownloadError, MissingTile, YearNotAvailable
+from aefheight.core.settings import from_mapping
+from aefheight.inputs.sources import steps
+from aefheight.inputs.sources.aef_index import load_index, select_tiles
+from aefheight.inputs.sources.aoi import target_grid
+from aefheight.inputs.sources.spec import AOISpec
 from affine import Affine
 from fixture_server import serve
 from fixture_world import SC_PREFIX, TILES, aoi_section, downloads

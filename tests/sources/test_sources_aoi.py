@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from aefheight.errors import ConfigError
-from aefheight.settings import from_mapping
-from aefheight.sources.aoi import blocks, target_grid, utm_crs_for, utm_zone_name
-from aefheight.sources.spec import AOISpec, DSMSettings, RealAOISettings
+from aefheight.core.errors import ConfigError
+from aefheight.core.settings import from_mapping
+from aefheight.inputs.sources.aoi import blocks, target_grid, utm_crs_for, utm_zone_name
+from aefheight.inputs.sources.spec import AOISpec, DSMSettings, RealAOISettings
 
 
 def spec(**kw) -> AOISpec:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import rasterio
-from aefheight.sources.datum import add_offsets, convert, proj_offset, vertical_epsg
+from aefheight.inputs.sources.datum import add_offsets, convert, proj_offset, vertical_epsg
 from helpers import write_tif
 
 
@@ -46,7 +46,7 @@ def test_offsets_are_interpolated_over_the_grid_and_keep_nodata(dem):
     """A smooth offset (a plane in lon/lat) is reproduced to mm from its 64 px lattice."""
     path, z = dem
     with rasterio.open(path) as ds:
-        from aefheight.raster import Grid
+        from aefheight.core.raster import Grid
 
         grid = Grid.of(ds)
     from pyproj import Transformer

@@ -7,9 +7,9 @@ import types
 import numpy as np
 import pytest
 import rasterio
-from aefheight.errors import ConfigError, MissingTile
-from aefheight.sources import steps
-from aefheight.sources.dsm import (
+from aefheight.core.errors import ConfigError, MissingTile
+from aefheight.inputs.sources import steps
+from aefheight.inputs.sources.dsm import (
     Archive,
     copernicus_tile_name,
     copernicus_tiles_for,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from aefheight.errors import DownloadError
-from aefheight.settings import make
-from aefheight.sources.http import (
+from aefheight.core.errors import DownloadError
+from aefheight.core.settings import make
+from aefheight.inputs.sources.http import (
     NotFound,
     download_file,
     gdal_options,
@@ -16,7 +16,7 @@ from aefheight.sources.http import (
     sidecar,
     with_retries,
 )
-from aefheight.sources.spec import DownloadSettings
+from aefheight.inputs.sources.spec import DownloadSettings
 from fixture_world import RGE_ID
 
 FAST = make(DownloadSettings, max_retry=4, retry_delay_s=0.01, timeout_s=5)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
-from aefheight import aef
+from aefheight.core import aef
 from fixture_world import RGE_ID, aoi_section, downloads
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
-from aefheight import aef
+from aefheight.core import aef
 from helpers import snakemake, tiny_config
 
 pytestmark = pytest.mark.slow

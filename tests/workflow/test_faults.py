@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import rasterio
 import yaml
-from aefheight.models import ModelSettings, build_model, save_checkpoint
-from aefheight.settings import make
+from aefheight.core.settings import make
+from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from helpers import FAKE_TOKEN, snakemake, tiny_config
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
-from aefheight.names import CODES
+from aefheight.core.names import CODES
 from helpers import REPO, TINY_OVERRIDES, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ on test pixels. ``tests/test_calibration.py`` re-runs the control
 on the frozen config so that a generator change that leaves the paper's regime fails CI.
 
 The Ridge is the study's (the same features, alpha and pixel sample size), fitted on the train
-pixels of the study's own split (:func:`aefheight.split.label_pixels` on the patch grid), and
+pixels of the study's own split (:func:`aefheight.split.spatial.label_pixels` on the patch
+grid), and
 scored on every valid train and test pixel.
 """
 
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import aef
-from .names import CODES
-from .patches import patch_origins
-from .synthetic import DSM_NODATA, Scene, SyntheticSettings, tile_rasters, tiles
+from aefheight.core import aef
+from aefheight.core.names import CODES
+from aefheight.inputs.synthetic import DSM_NODATA, Scene, SyntheticSettings, tile_rasters, tiles
+from aefheight.tiles.patches import patch_origins
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ def rasters(s: SyntheticSettings) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_pixels(valid: np.ndarray, c: Control) -> np.ndarray:
-    """The study's split labels (:data:`~aefheight.names.CODES`) of every pixel."""
-    from .split import label_pixels
+    """The study's split labels (:data:`~aefheight.core.names.CODES`) of every pixel."""
+    from aefheight.split.spatial import label_pixels
 
     p = c.patch_size
     rows = []
@@ -174,9 +175,9 @@ def solve(s: SyntheticSettings, c: Control) -> SyntheticSettings:
 
 def from_config(cfg: dict[str, Any], aoi: str) -> tuple[SyntheticSettings, Control]:
     """The generator of synthetic AOI ``aoi`` and the study's split and Ridge, from a config."""
-    from .config import fill_defaults
-    from .settings import from_mapping
-    from .split import SplitSettings
+    from aefheight.config import fill_defaults
+    from aefheight.core.settings import from_mapping
+    from aefheight.split.spatial import SplitSettings
 
     fill_defaults(cfg)
     s = from_mapping(SyntheticSettings, cfg["aois"][aoi]["synthetic"], f"aois.{aoi}.synthetic")
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     """Solve the knobs (``--solve``) or check the frozen config; exit 1 if out of band."""
     import yaml
 
-    from .settings import SCHEMA_PATH
+    from aefheight.core.settings import SCHEMA_PATH
 
     parser = argparse.ArgumentParser(prog="python -m aefheight.calibration", description=__doc__)
     parser.add_argument("--config", default=str(SCHEMA_PATH.parents[2] / "config/config.yaml"))

@@ -15,20 +15,17 @@ import json
 import sys
 from typing import Any
 
-from .settings import from_mapping, schema, validate_section
-
-RIDGE = "ridge"  # models.<name>.arch of the Ridge baselines
-COARSE_DEM = "coarse_dem"  # models.<name>.arch of the "no learning" baseline; any other is a net
-BASELINE_ARCHS = (RIDGE, COARSE_DEM)
+from aefheight.core.settings import from_mapping, schema, validate_section
+from aefheight.models.kinds import BASELINE_ARCHS, COARSE_DEM
 
 
 def corrections(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Corrected predictions of a (filled) config: ``{"<model>_<method>": (model, method)}``.
 
-    Raises :class:`~aefheight.errors.ConfigError` for a model that is not in ``models`` or
+    Raises :class:`~aefheight.core.errors.ConfigError` for a model that is not in ``models`` or
     is a coarse DEM, and for a corrected name that is also a model's name.
     """
-    from .errors import ConfigError
+    from aefheight.core.errors import ConfigError
 
     models, c = config["models"], config["correction"]
     names = c["models"]
@@ -61,14 +58,14 @@ def fill_defaults(config: dict[str, Any]) -> None:
 
 def check_sections(config: dict[str, Any]) -> None:
     """Run every section's cross-field rules (needs the steps' libraries: smp, PROJ)."""
-    from .models import ModelSettings
-    from .patches import TilingSettings
-    from .predict import PredictSettings
-    from .shards import ShardingSettings
-    from .sources.spec import DownloadSettings, RealAOISettings
-    from .split import SplitSettings
-    from .synthetic import SyntheticSettings
-    from .train import TrainSettings
+    from aefheight.inputs.shards import ShardingSettings
+    from aefheight.inputs.sources.spec import DownloadSettings, RealAOISettings
+    from aefheight.inputs.synthetic import SyntheticSettings
+    from aefheight.models.factory import ModelSettings
+    from aefheight.predict.infer import PredictSettings
+    from aefheight.split.spatial import SplitSettings
+    from aefheight.tiles.patches import TilingSettings
+    from aefheight.train.fit import TrainSettings
 
     for name, aoi in config["aois"].items():
         if aoi["source"] == "synthetic":
@@ -87,7 +84,7 @@ def check_sections(config: dict[str, Any]) -> None:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Raise :class:`~aefheight.errors.ConfigError` naming the first bad key; fill defaults."""
+    """Raise :class:`~aefheight.core.errors.ConfigError` naming the first bad key; fill defaults."""
     fill_defaults(config)
     check_sections(config)
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
-from . import aef
-from .errors import ConfigError, TooLarge
+from aefheight.core import aef
+from aefheight.core.errors import ConfigError, TooLarge
 
 if TYPE_CHECKING:  # PROJ and shapely only where a real AOI is planned
-    from .sources.aoi import AOI
+    from aefheight.inputs.sources.aoi import AOI
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ def plan(config: dict[str, Any], name: str, real: AOI | None = None) -> Plan:
 
 def real_aoi(name: str, aoi: dict[str, Any]) -> AOI:
     """The target grid of the real AOI of filled section ``aois.<name>``."""
-    from .settings import from_mapping
-    from .sources.aoi import target_grid
-    from .sources.spec import RealAOISettings
+    from aefheight.core.settings import from_mapping
+    from aefheight.inputs.sources.aoi import target_grid
+    from aefheight.inputs.sources.spec import RealAOISettings
 
     spec = from_mapping(RealAOISettings, aoi, f"aois.{name}").aoi_spec(f"aois.{name}")
     return target_grid(name, spec, f"aois.{name}.aoi")
@@ -119,7 +119,7 @@ def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tu
     resources/, usually the same disk), and every AOI one prediction's scratch copy (a COG is
     written from a plain GeoTIFF beside it).
     """
-    from .config import corrections
+    from aefheight.config import corrections
 
     t = config["tiling"]
     overlap = (t["patch_size"] / (t["stride"] or t["patch_size"])) ** 2
@@ -216,7 +216,7 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
 
 def limits_of(config: dict[str, Any]) -> LimitsSettings:
     """The filled config's ``limits`` section."""
-    from .settings import from_mapping
+    from aefheight.core.settings import from_mapping
 
     return from_mapping(LimitsSettings, config["limits"], "limits")
 
@@ -227,9 +227,9 @@ def check_local_dsm(name: str, aoi: dict[str, Any], real: AOI | None = None) -> 
     Readable, one band, a CRS, covering the AOI (its grid ``real``, else built here), no
     holes hidden behind a fill value.
     """
-    from .settings import from_mapping
-    from .sources.dsm import local_dsm
-    from .sources.spec import RealAOISettings
+    from aefheight.core.settings import from_mapping
+    from aefheight.inputs.sources.dsm import local_dsm
+    from aefheight.inputs.sources.spec import RealAOISettings
 
     section = f"aois.{name}"
     s = from_mapping(RealAOISettings, aoi, section)

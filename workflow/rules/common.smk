@@ -12,10 +12,11 @@ from snakemake.logging import logger
 # The package beside these rule files (also when this workflow is used as a module).
 PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 sys.path.insert(0, PACKAGE_ROOT)
-from aefheight.config import COARSE_DEM, RIDGE, check_sections, corrections, fill_defaults
-from aefheight.errors import AefHeightError, ConfigError
+from aefheight.config import check_sections, corrections, fill_defaults
+from aefheight.core.errors import AefHeightError, ConfigError
 from aefheight.guards import check_disk, check_run, limits_of
-from aefheight.shards import aoi_shape, shard_names
+from aefheight.models.kinds import COARSE_DEM, RIDGE
+from aefheight.inputs.shards import aoi_shape, shard_names
 
 # The schema (workflow/schemas/config.schema.yaml) checks every key and fills in its default,
 # in every Snakemake process (jobs read the filled sections). The cross-field rules of every

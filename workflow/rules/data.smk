@@ -22,7 +22,7 @@ rule synthesize:
     params:
         settings=lambda w: section_json("aois", w.aoi, "synthetic"),
     shell:
-        "python -m aefheight synthesize --aoi {wildcards.aoi} --settings {params.settings:q}"
+        "python -m aefheight synthesize --settings {params.settings:q}"
         " --embeddings {output.embeddings} --dsm {output.dsm} --landcover {output.landcover}"
         " --coarse-dem {output.coarse_dem}"
         " > {log} 2>&1"

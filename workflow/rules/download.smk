@@ -1,5 +1,5 @@
 # Real AOIs: AEF embeddings, a reference DSM and a coarse DEM, downloaded and co-registered
-# onto one 10 m grid in the AOI's UTM zone (workflow/aefheight/sources/). For an AOI whose
+# onto one 10 m grid in the AOI's UTM zone (workflow/aefheight/inputs/sources/). For an AOI whose
 # source is source_coop, gcs or earthengine these rules replace `synthesize` and write:
 #   embeddings.tif  int8 x 64 bands, nodata -128 (AEF codes, not de-quantized)
 #   dsm.tif         float32 height in metres, nodata -9999; source, resolution and vertical

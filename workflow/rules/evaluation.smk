@@ -54,7 +54,7 @@ rule evaluate_shard:
         landcover=optional_flags(landcover_input),
         sharding=lambda w: section_json("sharding"),
     shell:
-        "python -m aefheight evaluate-shard --model {wildcards.model} --seed {wildcards.seed}"
+        "python -m aefheight evaluate-shard --seed {wildcards.seed}"
         " --shard {wildcards.shard} --sharding {params.sharding:q}"
         " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
         " {params.landcover} --partials {output.partials} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule split_fold:
         settings=lambda w: section_json("split"),
         fold=lambda w: FOLD_INDEX[w.aoi],
     shell:
-        "python -m aefheight split-fold --settings {params.settings:q} --fold {params.fold}"
+        "python -m aefheight split --settings {params.settings:q} --fold {params.fold}"
         " --index {input.index} --grid {input.grid} --gpkg {output.gpkg}"
         " --raster {output.raster} --areas {output.areas} > {log} 2>&1"
 

@@ -120,7 +120,7 @@ rule predict_shard:
         sharding=lambda w: section_json("sharding"),
         optional=optional_flags(coarse_dem_input),
     shell:
-        "python -m aefheight predict-shard --settings {params.settings:q}"
+        "python -m aefheight predict --settings {params.settings:q}"
         " --sharding {params.sharding:q} --shard {wildcards.shard} --model {wildcards.model}"
         " --seed {wildcards.seed} --embeddings {input.embeddings} {params.optional}"
         " --checkpoint {input.checkpoint} --prediction {output.prediction} --threads {threads}"

@@ -53,7 +53,7 @@ rule tile_shard:
         settings=lambda w: section_json("tiling"),
         sharding=lambda w: section_json("sharding"),
     shell:
-        "python -m aefheight tile-shard --shard {wildcards.shard} --settings {params.settings:q}"
+        "python -m aefheight tile --shard {wildcards.shard} --settings {params.settings:q}"
         " --sharding {params.sharding:q} --embeddings {input.embeddings} --dsm {input.dsm}"
         " --coarse-dem {input.coarse_dem} --index {output.index}"
         " --store-embeddings {output.store_embeddings} --store-dsm {output.store_dsm}"
