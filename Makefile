@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # make study CONFIG="config/config.yaml config/beyond_paper.yaml" (its files are checked
 # first: Snakemake's own message on a YAML error names neither the file nor the line).
 study: $(STAMP)
-	PYTHONPATH=workflow $(BIN)/python -m aefheight.guards $(CONFIG)
+	PYTHONPATH=workflow $(BIN)/python -m aefheight.config $(CONFIG)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --configfile $(CONFIG)
 	PATH="$(BIN):$$PATH" snakemake --report results/report.html --configfile $(CONFIG)
 
@@ -39,7 +39,7 @@ lint: $(STAMP)
 # config/README.md's key tables from the schema (a test fails when they are stale)
 docs: $(STAMP)
 	sed -i '/^<!-- generated from workflow\/schemas/q' config/README.md
-	PYTHONPATH=workflow $(BIN)/python -m aefheight.config >> config/README.md
+	PYTHONPATH=workflow $(BIN)/python -m aefheight.config --key-tables >> config/README.md
 
 # The synthetic AOI's calibration (the pixel-wise Ridge only, no net): solves the generator's
 # knobs, prints the values to freeze in config/config.yaml and the schema, checks the targets.

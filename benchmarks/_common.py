@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from aefheight import aef  # noqa: E402
 from aefheight.core.raster import Grid  # noqa: E402
-from aefheight.core.settings import make as settings_of  # noqa: E402
+from aefheight.core.schema import make as settings_of  # noqa: E402
 from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic  # noqa: E402
 
 DATA = Path(os.environ.get("AEF_BENCH_DATA", ROOT / "benchmarks" / "data"))
@@ -187,7 +187,7 @@ import sys
 sys.path.insert(0, {workflow!r})
 from pathlib import Path
 from aefheight.tiles.patches import TilingSettings, cut_patches
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 out = Path({out!r})
 cut_patches(Path({emb!r}), Path({dsm!r}), make(TilingSettings, patch_size={patch}),
     out / "index.parquet", out / "embeddings.npy", out / "dsm.npy")

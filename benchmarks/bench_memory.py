@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {workflow!r})
 from pathlib import Path
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic
 out = Path({out!r})
 s = make(SyntheticSettings, width={size}, height={size})
@@ -52,7 +52,7 @@ sys.path.insert(0, {workflow!r})
 sys.path.insert(0, {benchmarks!r})
 from pathlib import Path
 from aefheight.predict.infer import PredictSettings, predict_raster
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from bench_predict import make_checkpoint
 out = Path({out!r})
 ckpt = make_checkpoint("ridge", out / "ridge.pt", 256)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic
 
 TINY = make(SyntheticSettings, width=256, height=192, seed=3, holes=2)

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.tiles.patches import TilingSettings, cut_patches
 from helpers import store_paths, tile_flags, write_tif
 

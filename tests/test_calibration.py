@@ -23,7 +23,7 @@ def test_the_default_aoi_keeps_the_ridge_control_in_its_target_band():
 
 def test_the_frozen_values_are_the_schema_defaults():
     """The config states the calibrated values; the schema holds them as defaults (once)."""
-    from aefheight.core.settings import validate_section
+    from aefheight.core.schema import validate_section
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     frozen = cfg["aois"]["demo"]["synthetic"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aefheight import config
-from aefheight.core import settings
+from aefheight.core import schema
 from aefheight.core.errors import ConfigError
 from aefheight.evaluate.aoa import AOASettings
 from aefheight.guards import LimitsSettings
@@ -56,7 +56,7 @@ def _load(name):
 
 
 def test_every_key_has_a_description_and_a_default():
-    for key, sub in _keys(settings.schema()):
+    for key, sub in _keys(schema.schema()):
         if key.startswith("split.fractions."):
             continue  # train/val/test: described and defaulted together as split.fractions
         assert sub.get("description"), f"schema key {key} has no description"
@@ -77,7 +77,7 @@ def test_settings_classes_mirror_the_schema_and_hold_no_defaults(cls):
     fields = dataclasses.fields(cls)
     assert all(f.default is dataclasses.MISSING for f in fields), "a default outside the schema"
     assert all(f.default_factory is dataclasses.MISSING for f in fields)
-    props = set(settings.subschema(cls.SECTION).get("properties", {}))
+    props = set(schema.subschema(cls.SECTION).get("properties", {}))
     names = {f.name for f in fields}
     # a real AOI's settings leave out the synthetic AOI's section
     assert names == props - ({"synthetic"} if cls is RealAOISettings else set())
@@ -102,9 +102,9 @@ def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
         assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
     raw = _load("config.yaml")
     for section in ("tiling", "split", "aoa", "training", "prediction", "correction", "limits"):
-        defaults = settings.validate_section({}, section)
+        defaults = schema.validate_section({}, section)
         assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
-    synthetic = settings.validate_section({}, "aois.<name>.synthetic")
+    synthetic = schema.validate_section({}, "aois.<name>.synthetic")
     assert raw["aois"]["demo"]["synthetic"] == synthetic
 
 

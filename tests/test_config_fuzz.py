@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from aefheight import config
-from aefheight.core import settings
+from aefheight.core import schema
 from aefheight.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def schema_cases(cfg: dict) -> Iterator[Case]:
             for rule, bad in _broken_values(node, value):
                 yield f"{where}: {rule}", _set(cfg, path, bad), where
 
-    yield from walk(settings.schema(), cfg, [])
+    yield from walk(schema.schema(), cfg, [])
 
 
 def _set(cfg: dict, path: list[str], value: Any) -> dict:

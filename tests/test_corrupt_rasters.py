@@ -17,7 +17,7 @@ import pytest
 import rasterio
 from aefheight.cli import main
 from aefheight.core import aef
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from aefheight.predict.infer import PredictSettings, predict_raster
 from aefheight.split.spatial import SplitSettings, write_split
@@ -103,8 +103,8 @@ def _outputs(out: Path) -> dict[str, list[str]]:
                     "--prediction", o("p.tif")],
         "predict-coarse-dem": ["predict-coarse-dem", "--model", "coarse_dem", "--seed", "0",
                                "--prediction", o("p.tif")],
-        "correct": ["correct", "--settings", "{}", "--model", "ridge", "--method", "quantile_map", "--seed", "0",
-                    "--corrected", o("c.tif"), "--fit", o("f.csv")],
+        "correct": ["correct", "--settings", "{}", "--model", "ridge", "--method", "quantile_map",
+                    "--seed", "0", "--corrected", o("c.tif"), "--fit", o("f.csv")],
         "evaluate": ["evaluate", "--model", "ridge", "--seed", "0", "--metrics", o("m.csv"),
                      "--samples", o("s.csv"), "--by-height", o("h.csv"), "--by-class", o("c.csv"),
                      "--seams", o("x.csv")],

@@ -191,7 +191,7 @@ def test_a_broken_config_file_is_named_with_its_line_and_column(tmp_path):
     bad.parent.mkdir()
     bad.write_text("seeds: [0, 1\nmodels:\n  unet: {arch: unet}\n")
     guard = subprocess.run(
-        [sys.executable, "-m", "aefheight.guards", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "aefheight.config", str(bad)], capture_output=True, text=True
     )  # what `make study` runs first
     assert guard.returncode == 2
     assert guard.stderr.strip().startswith(f"aefheight: error: {bad}:2:")

@@ -8,6 +8,7 @@ Python, not from a reader. The order is :data:`aefheight.STAGES`; the top module
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from aefheight import STAGES
@@ -138,3 +139,19 @@ def test_a_lazy_upward_import_and_a_cycle_are_caught(tmp_path):
     edges = graph(root)
     assert upward(edges) == ["aefheight.core.a imports aefheight.train.fit"]
     assert cycles(edges) == [["aefheight.core.a", "aefheight.train.fit"]]
+
+
+def test_each_stage_has_one_rule_file_included_in_stage_order():
+    snakefile = (PKG.parent / "Snakefile").read_text(encoding="utf-8")
+    included = re.findall(r'^include: "rules/(\w+)\.smk"', snakefile, flags=re.M)
+    assert included[0] == "common"
+    stages = included[1:]
+    assert stages == [s for s in STAGES if s in stages], "rule files out of stage order"
+    assert set(stages) == {p.stem for p in (PKG.parent / "rules").glob("*.smk")} - {"common"}
+    assert set(STAGES) - set(stages) <= {"core", "models"}  # stages without a rule of their own
+
+
+def test_tests_mirror_the_stages():
+    tests = Path(__file__).resolve().parent
+    for stage in STAGES:
+        assert list((tests / stage).glob("test_*.py")), f"no tests/{stage}/test_*.py"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import rasterio
 import yaml
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from helpers import FAKE_TOKEN, snakemake, tiny_config
 

@@ -176,7 +176,7 @@ def solve(s: SyntheticSettings, c: Control) -> SyntheticSettings:
 def from_config(cfg: dict[str, Any], aoi: str) -> tuple[SyntheticSettings, Control]:
     """The generator of synthetic AOI ``aoi`` and the study's split and Ridge, from a config."""
     from aefheight.config import fill_defaults
-    from aefheight.core.settings import from_mapping
+    from aefheight.core.schema import from_mapping
     from aefheight.split.spatial import SplitSettings
 
     fill_defaults(cfg)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     """Solve the knobs (``--solve``) or check the frozen config; exit 1 if out of band."""
     import yaml
 
-    from aefheight.core.settings import SCHEMA_PATH
+    from aefheight.core.schema import SCHEMA_PATH
 
     parser = argparse.ArgumentParser(prog="python -m aefheight.calibration", description=__doc__)
     parser.add_argument("--config", default=str(SCHEMA_PATH.parents[2] / "config/config.yaml"))

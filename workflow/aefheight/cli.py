@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aefheight.core.errors import AefHeightError, first_line
-from aefheight.core.settings import from_mapping, parse_json
+from aefheight.core.schema import from_mapping, parse_json
 
 log = logging.getLogger("aefheight")
 PKG = Path(__file__).resolve().parent

@@ -1,21 +1,29 @@
-"""The whole-config check Snakemake runs once before any job, and the config's key reference.
+"""The whole config: read, checked once before any job, and its key reference.
+
+:func:`load_yaml` reads a config file, naming the file, line and column of a syntax error
+(``python -m aefheight.config FILE...`` checks files so before ``make study`` runs Snakemake).
 
 :func:`check_config` fills the schema's defaults into the config (in place, so every rule sees
 them), checks it against ``workflow/schemas/config.schema.yaml``, then builds every section's
 settings class so the cross-field rules run for every section: synthetic and real AOIs,
 downloads, tiling, split, models, training and prediction.
 
-``python -m aefheight.config`` prints config/README.md's key tables from the schema (a test
-checks the file is current).
+``python -m aefheight.config --key-tables`` prints config/README.md's key tables from the
+schema (a test checks the file is current).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from aefheight.core.settings import from_mapping, schema, validate_section
+import yaml
+
+from aefheight.core.errors import ConfigError
+from aefheight.core.schema import from_mapping, schema, validate_section
 from aefheight.models.kinds import BASELINE_ARCHS, COARSE_DEM
 
 
@@ -25,8 +33,6 @@ def corrections(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
     Raises :class:`~aefheight.core.errors.ConfigError` for a model that is not in ``models`` or
     is a coarse DEM, and for a corrected name that is also a model's name.
     """
-    from aefheight.core.errors import ConfigError
-
     models, c = config["models"], config["correction"]
     names = c["models"]
     if names is None:
@@ -124,5 +130,40 @@ def key_tables() -> str:
     return "\n".join(out)
 
 
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML config file as a mapping; a syntax error names the file, line and column."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(
+            f"{where}: not valid YAML ({exc.problem or exc.context}); fix the file there"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys (aois:, models:, ...)")
+    return data
+
+
+def main(argv: list[str]) -> int:
+    """``--key-tables``: print the key tables; ``FILE...``: check config files parse."""
+    if argv == ["--key-tables"]:
+        sys.stdout.write(key_tables())
+        return 0
+    try:
+        for path in argv:
+            load_yaml(path)
+    except ConfigError as exc:
+        print(f"aefheight: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    sys.stdout.write(key_tables())
+    sys.exit(main(sys.argv[1:]))

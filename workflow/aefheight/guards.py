@@ -5,8 +5,6 @@ estimated from its grid (:class:`Plan`) and an AOI larger than ``limits.max_aoi_
 refused; a local DSM must cover the AOI and may not hide holes behind a fill value.
 :func:`check_disk` then refuses a run whose outputs exceed the free disk where results go
 (Snakemake's ``onstart``: not in a dry run). A refusal is one line and nothing is written.
-:func:`load_yaml` reads a config file naming the file, line and column of a syntax error
-(``make study`` checks its config files with it before Snakemake).
 """
 
 from __future__ import annotations
@@ -15,15 +13,12 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import yaml
-
 from aefheight.core import aef
-from aefheight.core.errors import ConfigError, TooLarge
+from aefheight.core.errors import TooLarge
 
 if TYPE_CHECKING:  # PROJ and shapely only where a real AOI is planned
     from aefheight.inputs.sources.aoi import AOI
@@ -103,7 +98,7 @@ def plan(config: dict[str, Any], name: str, real: AOI | None = None) -> Plan:
 
 def real_aoi(name: str, aoi: dict[str, Any]) -> AOI:
     """The target grid of the real AOI of filled section ``aois.<name>``."""
-    from aefheight.core.settings import from_mapping
+    from aefheight.core.schema import from_mapping
     from aefheight.inputs.sources.aoi import target_grid
     from aefheight.inputs.sources.spec import RealAOISettings
 
@@ -216,7 +211,7 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
 
 def limits_of(config: dict[str, Any]) -> LimitsSettings:
     """The filled config's ``limits`` section."""
-    from aefheight.core.settings import from_mapping
+    from aefheight.core.schema import from_mapping
 
     return from_mapping(LimitsSettings, config["limits"], "limits")
 
@@ -227,46 +222,10 @@ def check_local_dsm(name: str, aoi: dict[str, Any], real: AOI | None = None) -> 
     Readable, one band, a CRS, covering the AOI (its grid ``real``, else built here), no
     holes hidden behind a fill value.
     """
-    from aefheight.core.settings import from_mapping
+    from aefheight.core.schema import from_mapping
     from aefheight.inputs.sources.dsm import local_dsm
     from aefheight.inputs.sources.spec import RealAOISettings
 
     section = f"aois.{name}"
     s = from_mapping(RealAOISettings, aoi, section)
     local_dsm(real or real_aoi(name, aoi), s.dsm_settings(section), f"{section}.dsm")
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML config file as a mapping; a syntax error names the file, line and column."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(
-            f"{where}: not valid YAML ({exc.problem or exc.context}); fix the file there"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the file") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file is a mapping of keys (aois:, models:, ...)")
-    return data
-
-
-def main(argv: list[str]) -> int:
-    """``python -m aefheight.guards FILE...``: check config files parse (``make study``)."""
-    try:
-        for path in argv:
-            load_yaml(path)
-    except ConfigError as exc:
-        print(f"aefheight: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

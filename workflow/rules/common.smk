@@ -91,7 +91,7 @@ DEM_NETS = [
 # every prediction scored: each model, followed by its corrected versions (side by side)
 PREDICTIONS = [p for m in MODELS for p in [m, *(c for c, (b, _) in CORRECTED.items() if b == m)]]
 SEEDS = [str(s) for s in config["seeds"]]
-# synthesize makes the synthetic AOIs; the download rules (download.smk) fetch the others
+# synthesize makes the synthetic AOIs; the download rules (inputs.smk) fetch the others
 SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
 DOWNLOADED_AOIS = [a for a in AOIS if a not in SYNTHETIC_AOIS]
 NEVER = "(?!x)x"  # a regex matching nothing, for empty name lists
@@ -304,7 +304,7 @@ def landcover_input(wildcards):
     return {}
 
 
-# Inputs of the download rules (download.smk) for a real AOI.
+# Inputs of the download rules (inputs.smk) for a real AOI.
 def aoi_file_input(aoi):
     """The AOI polygon file, when the config names one (so editing it re-runs the downloads)."""
     path = config["aois"][aoi].get("aoi", {}).get("path")

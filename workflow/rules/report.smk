@@ -1,6 +1,8 @@
-# The study's product: the paper's claims checked, the tables, the findings page and the
-# figures. One job per figure kind draws every model and seed; the report embeds the summary
-# PNGs (median seed per model, or every seed as points and bands), the PDFs are for a paper.
+# The study's product (aefheight.report): the paper's claims checked, the tables, the k-fold
+# summary, the findings page and the figures. One job per figure kind draws every model and
+# seed (aefheight.report.plots, one pattern: files in, a PNG for the report and a PDF for a
+# paper out); the report embeds the summary PNGs (median seed per model, or every seed as
+# points and bands).
 
 
 rule tables:
@@ -101,6 +103,70 @@ rule tables:
         " --findings {output.findings} --corrections {output.corrections} > {log} 2>&1"
 
 
+rule kfold:
+    input:
+        metrics="results/{aoi}/metrics/metrics.csv",
+        aoa="results/{aoi}/aoa/aoa.csv",
+        aoa_metrics="results/{aoi}/aoa/metrics.csv",
+        fold_metrics=lambda w: fold_outputs(w.aoi, "results/{aoi}/metrics/metrics.csv"),
+        fold_quantiles=lambda w: fold_outputs(w.aoi, "results/{aoi}/shift/height_quantiles.csv"),
+        fold_stats=lambda w: fold_outputs(w.aoi, "results/{aoi}/shift/shift_stats.csv"),
+        fold_aoa=lambda w: fold_outputs(w.aoi, "results/{aoi}/aoa/aoa.csv"),
+        fold_aoa_metrics=lambda w: fold_outputs(w.aoi, "results/{aoi}/aoa/metrics.csv"),
+        # the nets' histories, fold by fold (the same number per fold: best epochs per fold)
+        fold_histories=lambda w: [
+            h
+            for f in fold_outputs(w.aoi, "results/{aoi}")
+            for h in expand(
+                f"{f}/models/{{model}}/seed{{seed}}/history.csv", model=NETS, seed=SEEDS
+            )
+        ],
+    output:
+        table=report(
+            "results/{aoi}/tables/kfold.csv",
+            caption="../report/kfold_table.rst",
+            category="7 Spatial k-fold",
+            labels={"aoi": "{aoi}", "table": "test metrics per fold, model and seed"},
+        ),
+        comparisons=report(
+            "results/{aoi}/tables/kfold_comparisons.csv",
+            caption="../report/kfold_comparisons.rst",
+            category="7 Spatial k-fold",
+            labels={"aoi": "{aoi}", "table": "k-fold vs single split, paired comparisons"},
+        ),
+        shift_response="results/{aoi}/tables/kfold_shift_response.csv",
+        aoa_table=report(
+            "results/{aoi}/tables/aoa.csv",
+            caption="../report/aoa_table.rst",
+            category="8 Area of applicability",
+            labels={"aoi": "{aoi}", "table": "error inside vs outside the AOA"},
+        ),
+        md="results/{aoi}/tables/kfold.md",
+        findings="results/{aoi}/tables/kfold_findings.rst",
+    log:
+        "results/{aoi}/logs/kfold.log",
+    benchmark:
+        "results/{aoi}/benchmarks/kfold.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/kfold.yaml"
+    threads: 1
+    params:
+        nets=" ".join(NETS),
+        baselines=" ".join(RIDGES + DEMS),
+    shell:
+        "python -m aefheight kfold --aoi {wildcards.aoi} --nets {params.nets}"
+        " --baselines {params.baselines} --metrics {input.metrics} --aoa {input.aoa}"
+        " --aoa-metrics {input.aoa_metrics} --fold-metrics {input.fold_metrics}"
+        " --fold-quantiles {input.fold_quantiles} --fold-stats {input.fold_stats}"
+        " --fold-aoa {input.fold_aoa} --fold-aoa-metrics {input.fold_aoa_metrics}"
+        " --fold-histories {input.fold_histories}"
+        " --table {output.table} --comparisons {output.comparisons}"
+        " --shift-response {output.shift_response} --aoa-table {output.aoa_table}"
+        " --md {output.md} --findings {output.findings} > {log} 2>&1"
+
+
 rule report_front:
     input:
         # each AOI's findings, then its k-fold findings (split.folds >= 2)
@@ -123,6 +189,33 @@ rule report_front:
     shell:
         "python -m aefheight report-front --findings {input.findings} --methods {input.methods}"
         " --front {output.front} > {log} 2>&1"
+
+
+rule split_map:
+    input:
+        gpkg="results/{aoi}/split/split.gpkg",
+        raster="results/{aoi}/split/split.tif",
+        dsm="results/{aoi}/inputs/dsm.tif",
+    output:
+        png=report(
+            "results/{aoi}/figures/split_map.png",
+            caption="../report/split_map.rst",
+            category="6 Split",
+            labels={"aoi": "{aoi}", "figure": "split map"},
+        ),
+        pdf="results/{aoi}/figures/split_map.pdf",
+    log:
+        "results/{aoi}/logs/split_map.log",
+    benchmark:
+        "results/{aoi}/benchmarks/split_map.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/split_map.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight split-map --gpkg {input.gpkg} --raster {input.raster}"
+        " --dsm {input.dsm} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule plot_seeds:
@@ -301,4 +394,62 @@ rule plot_loss_curves:
     threads: 1
     shell:
         "python -m aefheight plot-loss-curves --histories {input.histories}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule plot_kfold:
+    input:
+        table="results/{aoi}/tables/kfold.csv",
+        quantiles=lambda w: fold_outputs(w.aoi, "results/{aoi}/shift/height_quantiles.csv"),
+    output:
+        png=report(
+            "results/{aoi}/figures/kfold.png",
+            caption="../report/kfold.rst",
+            category="7 Spatial k-fold",
+            labels={"aoi": "{aoi}", "figure": "heights and errors per fold"},
+        ),
+        pdf="results/{aoi}/figures/kfold.pdf",
+    log:
+        "results/{aoi}/logs/plot/kfold.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/kfold.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_kfold.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-kfold --table {input.table} --quantiles {input.quantiles}"
+        " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule plot_aoa:
+    input:
+        aoa_tifs=lambda w: [
+            f"results/{w.aoi}/aoa/aoa.tif",
+            *fold_outputs(w.aoi, "results/{aoi}/aoa/aoa.tif"),
+        ],
+        splits=lambda w: [
+            f"results/{w.aoi}/split/split.tif",
+            *fold_outputs(w.aoi, "results/{aoi}/split/split.tif"),
+        ],
+    output:
+        png=report(
+            "results/{aoi}/figures/aoa_map.png",
+            caption="../report/aoa_map.rst",
+            category="8 Area of applicability",
+            labels={"aoi": "{aoi}", "figure": "AOA map per split"},
+        ),
+        pdf="results/{aoi}/figures/aoa_map.pdf",
+    log:
+        "results/{aoi}/logs/plot/aoa_map.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/aoa_map.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_aoa.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight plot-aoa --aoa-tifs {input.aoa_tifs} --splits {input.splits}"
         " --png {output.png} --pdf {output.pdf} > {log} 2>&1"

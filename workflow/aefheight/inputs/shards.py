@@ -77,7 +77,7 @@ def aoi_shape(name: str, aoi: dict) -> tuple[int, int]:
     """
     if aoi["source"] == "synthetic":
         return int(aoi["synthetic"]["height"]), int(aoi["synthetic"]["width"])
-    from aefheight.core.settings import from_mapping
+    from aefheight.core.schema import from_mapping
     from aefheight.inputs.sources.aoi import target_grid
     from aefheight.inputs.sources.spec import RealAOISettings
 

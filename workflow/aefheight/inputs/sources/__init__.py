@@ -1,6 +1,6 @@
 """Real data for an AOI: AlphaEarth embeddings and a reference DSM, downloaded and co-registered.
 
-The download rules (``workflow/rules/download.smk``) replace the synthesize rule when the config
+The download rules (``workflow/rules/inputs.smk``) replace the synthesize rule when the config
 names a real AOI (``aois.<name>.source`` is ``source_coop``, ``gcs`` or ``earthengine``). They
 write the same two rasters the synthetic AOI has, on one 10 m grid in the AOI's UTM zone:
 

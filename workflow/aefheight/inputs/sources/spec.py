@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from aefheight.core.errors import ConfigError
-from aefheight.core.settings import from_mapping
+from aefheight.core.schema import from_mapping
 
 # The public endpoints are the schema's defaults of the downloads section (checked against the
 # providers' documentation, see README "Real data").

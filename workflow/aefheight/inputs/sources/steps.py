@@ -15,7 +15,7 @@ from typing import Any
 
 from aefheight.core.errors import ConfigError
 from aefheight.core.files import atomic_path
-from aefheight.core.settings import from_mapping
+from aefheight.core.schema import from_mapping
 from aefheight.core.steps import step
 from aefheight.inputs.sources.spec import DownloadSettings, RealAOISettings
 

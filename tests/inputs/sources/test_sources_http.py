@@ -6,7 +6,7 @@ import json
 
 import pytest
 from aefheight.core.errors import DownloadError
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.inputs.sources.http import (
     NotFound,
     download_file,

@@ -1,4 +1,7 @@
-"""Settings dataclasses built from config sections, with the schema as the single source.
+"""The config schema, and a step's settings dataclass built from its section of the config.
+
+Use this module for one section (a step, a test, a notebook); :mod:`aefheight.config` checks
+the whole config once, with this module, before any job.
 
 ``workflow/schemas/config.schema.yaml`` holds every key's type, range, description and default.
 :func:`from_mapping` validates a section against its part of the schema (filling defaults) and

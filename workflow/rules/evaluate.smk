@@ -1,5 +1,5 @@
-# Metrics per model and split (one job per shard for a sharded AOI, then merged) and the
-# height-shift analysis; the tables, findings and figures are in report.smk.
+# Scoring (aefheight.evaluate): metrics per model, seed and split (per shard for a sharded AOI,
+# then merged), the height-shift analysis and the area of applicability.
 
 
 rule evaluate:
@@ -141,3 +141,50 @@ rule height_shift:
         "python -m aefheight height-shift --dsm {input.dsm} --split {input.split}"
         " --embeddings {input.embeddings} --hist {output.hist} --quantiles {output.quantiles}"
         " --stats {output.stats} > {log} 2>&1"
+
+
+rule aoa:
+    input:
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
+        split="results/{aoi}/split/split.tif",
+    output:
+        aoa_tif="results/{aoi}/aoa/aoa.tif",
+        aoa_csv="results/{aoi}/aoa/aoa.csv",
+    log:
+        "results/{aoi}/logs/aoa.log",
+    benchmark:
+        "results/{aoi}/benchmarks/aoa.tsv"
+    conda:
+        "../../envs/aoa.yaml"
+    threads: 2
+    params:
+        settings=lambda w: section_json("aoa"),
+        split_settings=lambda w: section_json("split"),
+    shell:
+        "python -m aefheight aoa --settings {params.settings:q}"
+        " --split-settings {params.split_settings:q} --embeddings {input.embeddings}"
+        " --split {input.split} --aoa-tif {output.aoa_tif} --aoa-csv {output.aoa_csv}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule aoa_metrics:
+    input:
+        predictions=expand(
+            "results/{{aoi}}/predictions/{model}_seed{seed}.tif", model=PREDICTIONS, seed=SEEDS
+        ),
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
+        split="results/{aoi}/split/split.tif",
+        aoa_tif="results/{aoi}/aoa/aoa.tif",
+    output:
+        metrics="results/{aoi}/aoa/metrics.csv",
+    log:
+        "results/{aoi}/logs/aoa_metrics.log",
+    benchmark:
+        "results/{aoi}/benchmarks/aoa_metrics.tsv"
+    conda:
+        "../../envs/aoa_metrics.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight aoa-metrics --predictions {input.predictions} --dsm {input.dsm}"
+        " --split {input.split} --aoa-tif {input.aoa_tif} --metrics {output.metrics}"
+        " > {log} 2>&1"

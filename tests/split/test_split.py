@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import rasterio
 from aefheight.core.errors import ConfigError, TooFewPatches
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.split.spatial import (
     CODES,
     SplitSettings,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, load_checkpoint
 from aefheight.split.spatial import SplitSettings, write_split
 from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches

@@ -11,7 +11,7 @@ import torch
 from aefheight.core.errors import ConfigError, RasterError
 from aefheight.core.names import CODES
 from aefheight.core.raster import Grid, mosaic_cog
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.evaluate.metrics import (
     evaluate_partials,
     evaluate_prediction,
@@ -48,7 +48,7 @@ def test_a_shard_outside_the_aoi_is_one_line():
 
 def test_the_schema_keeps_shards_whole_evaluation_blocks():
     from aefheight.core.raster import BLOCK
-    from aefheight.core.settings import schema
+    from aefheight.core.schema import schema
 
     key = schema()["properties"]["sharding"]["properties"]["shard_px"]
     assert key["multipleOf"] == BLOCK_PX and key["minimum"] == BLOCK_PX
@@ -184,7 +184,7 @@ def test_the_snakefile_imports_no_raster_library():
     import sys
     from pathlib import Path
 
-    workflow = Path(__file__).resolve().parents[1] / "workflow"
+    workflow = Path(__file__).resolve().parents[2] / "workflow"
     code = (
         f"import sys; sys.path.insert(0, {str(workflow)!r}); "
         "import aefheight.config, aefheight.core.errors, aefheight.inputs.shards; "

@@ -6,7 +6,7 @@ import rasterio
 import torch
 from aefheight.core import aef
 from aefheight.core.raster import window_origins
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from aefheight.predict.infer import PRED_NODATA, PredictSettings, blend_weights, predict_raster
 
@@ -67,7 +67,7 @@ def test_streamed_prediction_equals_direct_map(tiny_aoi, tmp_path, window, overl
 
 def test_settings_reject_bad_window():
     from aefheight.core.errors import ConfigError
-    from aefheight.core.settings import from_mapping
+    from aefheight.core.schema import from_mapping
 
     with pytest.raises(ConfigError, match="multiple of 32"):
         from_mapping(PredictSettings, {"window": 100}, "prediction")

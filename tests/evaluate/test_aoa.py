@@ -8,7 +8,7 @@ import rasterio
 from aefheight.core import aef
 from aefheight.core.errors import ConfigError, NoValidData, RasterError
 from aefheight.core.names import CODES, SPLITS
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.evaluate.aoa import (
     AOASettings,
     cv_threshold,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from aefheight.core.errors import ConfigError
-from aefheight.core.settings import from_mapping
+from aefheight.core.schema import from_mapping
 from aefheight.inputs.sources.aoi import blocks, target_grid, utm_crs_for, utm_zone_name
 from aefheight.inputs.sources.spec import AOISpec, DSMSettings, RealAOISettings
 

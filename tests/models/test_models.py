@@ -1,7 +1,7 @@
 import pytest
 import torch
 from aefheight.core.errors import ConfigError
-from aefheight.core.settings import from_mapping, make
+from aefheight.core.schema import from_mapping, make
 from aefheight.models.factory import ModelSettings, build_model, load_checkpoint, save_checkpoint
 
 
@@ -61,7 +61,7 @@ def test_pretrained_weights_offline_are_one_line(tmp_path):
 
     code = (
         "from aefheight.models.factory import ModelSettings, build_model\n"
-        "from aefheight.core.settings import make\n"
+        "from aefheight.core.schema import make\n"
         "build_model(make(ModelSettings, arch='unet', encoder_weights='imagenet'))\n"
     )
     cache = {k: str(tmp_path / k) for k in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME")}

@@ -1,6 +1,6 @@
 import pytest
 from aefheight.core.errors import ConfigError
-from aefheight.core.settings import from_mapping, parse_json
+from aefheight.core.schema import from_mapping, parse_json
 from aefheight.split.spatial import SplitSettings
 from aefheight.tiles.patches import TilingSettings
 

@@ -2,7 +2,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.report import figures
 from aefheight.split.spatial import SplitSettings, write_split
 from aefheight.tiles.patches import TilingSettings, cut_patches

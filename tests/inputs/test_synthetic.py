@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import rasterio
 from aefheight.core import aef
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.inputs.synthetic import (
     Scene,
     SyntheticSettings,

@@ -6,7 +6,7 @@ import pytest
 import rasterio
 from aefheight.core.errors import ConfigError
 from aefheight.core.names import CODES
-from aefheight.core.settings import make
+from aefheight.core.schema import make
 from aefheight.predict.correction import (
     PRED_NODATA,
     CorrectionSettings,

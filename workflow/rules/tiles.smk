@@ -1,5 +1,5 @@
-# Tiling into the int8 patch store (one per shard for a sharded AOI), and the spatial split
-# with its map.
+# Tiling into the int8 patch store (aefheight.tiles); a sharded AOI is tiled one job per shard
+# (tile_shard), then merge_patches indexes every shard's store.
 
 
 rule tile:
@@ -77,60 +77,3 @@ rule merge_patches:
     shell:
         "python -m aefheight merge-patches --indexes {input.indexes} --index {output.index}"
         " > {log} 2>&1"
-
-
-rule split:
-    input:
-        index="results/{aoi}/patches/index.parquet",
-        grid="results/{aoi}/inputs/embeddings.tif",
-    output:
-        gpkg="results/{aoi}/split/split.gpkg",
-        raster="results/{aoi}/split/split.tif",
-        areas=report(
-            "results/{aoi}/split/areas.csv",
-            caption="../report/split_areas.rst",
-            category="6 Split",
-            labels={"aoi": "{aoi}", "table": "realized split areas"},
-        ),
-    log:
-        "results/{aoi}/logs/split.log",
-    benchmark:
-        "results/{aoi}/benchmarks/split.tsv"
-    wildcard_constraints:
-        aoi=one_of(AOIS),
-    conda:
-        "../../envs/split.yaml"
-    threads: 1
-    params:
-        settings=lambda w: section_json("split"),
-    shell:
-        "python -m aefheight split --settings {params.settings:q} --index {input.index}"
-        " --grid {input.grid} --gpkg {output.gpkg} --raster {output.raster}"
-        " --areas {output.areas} > {log} 2>&1"
-
-
-rule split_map:
-    input:
-        gpkg="results/{aoi}/split/split.gpkg",
-        raster="results/{aoi}/split/split.tif",
-        dsm="results/{aoi}/inputs/dsm.tif",
-    output:
-        png=report(
-            "results/{aoi}/figures/split_map.png",
-            caption="../report/split_map.rst",
-            category="6 Split",
-            labels={"aoi": "{aoi}", "figure": "split map"},
-        ),
-        pdf="results/{aoi}/figures/split_map.pdf",
-    log:
-        "results/{aoi}/logs/split_map.log",
-    benchmark:
-        "results/{aoi}/benchmarks/split_map.tsv"
-    wildcard_constraints:
-        aoi=one_of(AOIS),
-    conda:
-        "../../envs/split_map.yaml"
-    threads: 1
-    shell:
-        "python -m aefheight split-map --gpkg {input.gpkg} --raster {input.raster}"
-        " --dsm {input.dsm} --png {output.png} --pdf {output.pdf} > {log} 2>&1"

@@ -1,13 +1,38 @@
-# Real AOIs: AEF embeddings, a reference DSM and a coarse DEM, downloaded and co-registered
-# onto one 10 m grid in the AOI's UTM zone (workflow/aefheight/inputs/sources/). For an AOI whose
-# source is source_coop, gcs or earthengine these rules replace `synthesize` and write:
+# Inputs of an AOI: three co-registered rasters on one 10 m grid (aefheight.inputs).
 #   embeddings.tif  int8 x 64 bands, nodata -128 (AEF codes, not de-quantized)
-#   dsm.tif         float32 height in metres, nodata -9999; source, resolution and vertical
-#                   datum in its tags and in dsm.json (shown in the report)
-#   coarse_dem.tif  Copernicus GLO-30, bilinear, on the reference's vertical datum where PROJ
-#                   has the grids (its tags and coarse_dem.json say what was done)
-# Downloads are cached under resources/ with a checksum each; an interrupted run resumes.
-# Credentials come from the environment only (see README, "Real data").
+#   dsm.tif         float32 reference height in metres, nodata -9999
+#   coarse_dem.tif  float32 coarse DEM in metres (GLO-30 on real AOIs), the no-learning baseline
+# A synthetic AOI is made by `synthesize` (and a land-cover raster beside). A real AOI (source
+# source_coop, gcs or earthengine) is downloaded and co-registered onto one grid in its UTM zone
+# (aefheight.inputs.sources): the DSM's source, resolution and vertical datum are in its tags and
+# dsm.json (shown in the report); the coarse DEM is on the reference's vertical datum where PROJ
+# has the grids (coarse_dem.json says what was done). Downloads are cached under resources/ with
+# a checksum each, so an interrupted run resumes. Credentials come from the environment only
+# (see README, "Real data").
+
+
+rule synthesize:
+    output:
+        embeddings="results/{aoi}/inputs/embeddings.tif",
+        dsm="results/{aoi}/inputs/dsm.tif",
+        landcover="results/{aoi}/inputs/landcover.tif",
+        coarse_dem="results/{aoi}/inputs/coarse_dem.tif",
+    log:
+        "results/{aoi}/logs/synthesize.log",
+    benchmark:
+        "results/{aoi}/benchmarks/synthesize.tsv"
+    wildcard_constraints:
+        aoi=one_of(SYNTHETIC_AOIS),
+    conda:
+        "../../envs/synthesize.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("aois", w.aoi, "synthetic"),
+    shell:
+        "python -m aefheight synthesize --settings {params.settings:q}"
+        " --embeddings {output.embeddings} --dsm {output.dsm} --landcover {output.landcover}"
+        " --coarse-dem {output.coarse_dem}"
+        " > {log} 2>&1"
 
 
 rule fetch_aef_index:

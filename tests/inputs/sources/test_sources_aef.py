@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from aefheight.core import aef
 from aefheight.core.errors import AOIOutsideCoverage, DownloadError, MissingTile, YearNotAvailable
-from aefheight.core.settings import from_mapping
+from aefheight.core.schema import from_mapping
 from aefheight.inputs.sources import steps
 from aefheight.inputs.sources.aef_index import load_index, select_tiles
 from aefheight.inputs.sources.aoi import target_grid
