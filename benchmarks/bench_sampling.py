@@ -167,7 +167,7 @@ def _passes(make, items: list, budget: float, files: list[Path], ceiling=None) -
 def worker(name: str, a: argparse.Namespace) -> list[dict]:
     import rasterio
     from aefheight.core import aef
-    from aefheight.tiles.patches import PatchStore
+    from aefheight.tiles.store import PatchStore
     from aefheight.train.dataset import PatchDataset
     from rasterio.windows import Window
 
@@ -405,7 +405,7 @@ def main() -> None:
         setup_torchgeo()
         return
 
-    from aefheight.tiles.patches import PatchStore
+    from aefheight.tiles.store import PatchStore
 
     paths = c.make_aoi(a.size, a.size, f"aoi_{a.size}")
     store_dir = paths["embeddings"].parent / f"store{a.patch}"

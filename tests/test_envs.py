@@ -59,11 +59,12 @@ PYPI_NAMES = {
 # add a fourth number (their own build) to OpenCV's version.
 CONDA_VERSIONS = {"opencv-python-headless": lambda v: ".".join(v.split(".")[:3])}
 # Packages an env may carry without importing them: the engines its imports load by name
-# (GeoPackage/Parquet I/O, pandas' Markdown/LaTeX writers) and smp's encoder libraries.
+# (GeoPackage/Parquet I/O, pandas' Markdown/LaTeX writers), smp's encoders, sklearn's scipy.
 ENGINES = {
     "geopandas": {"pandas", "pyogrio", "pyarrow", "shapely"},
     "pandas": {"pyarrow", "tabulate", "jinja2"},
     "segmentation-models-pytorch": {"timm", "torchvision"},
+    "scikit-learn": {"scipy"},  # pinned, as sklearn's solvers are scipy's
 }
 PIN = re.compile(r"^[A-Za-z0-9_.\-]+\s*(==?|>=|~=)\s*[0-9]")
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import rasterio
 from aefheight.core.raster import Grid
-from aefheight.evaluate.metrics import HIST_BIN, DiffStats, evaluate_prediction
+from aefheight.evaluate.metrics import evaluate_prediction
+from aefheight.evaluate.stats import HIST_BIN, DiffStats
 from aefheight.split.spatial import CODES
 from scipy import stats
 
@@ -124,7 +125,7 @@ def test_crossover_height_finds_the_sign_change_despite_noise():
 
 def test_shift_statistics_match_scipy_up_to_the_bin():
     import pandas as pd
-    from aefheight.evaluate.metrics import shift_statistics
+    from aefheight.evaluate.height_shift import shift_statistics
 
     rng = np.random.default_rng(5)
     train = rng.normal(60, 20, 30_000)
@@ -215,7 +216,7 @@ def _old_seam_phase(length, window, overlap, band):
 
 
 def _seam_ratio(pred, ref, win, overlap):
-    from aefheight.evaluate.metrics import SeamCheck
+    from aefheight.evaluate.stats import SeamCheck
     from rasterio.windows import Window
 
     check = SeamCheck({"window": str(win), "overlap": str(overlap)}, *ref.shape)
@@ -275,7 +276,7 @@ def test_seam_check_sees_thin_lines_along_the_hand_overs():
 
 
 def test_seam_check_is_the_same_in_any_block_order():
-    from aefheight.evaluate.metrics import SeamCheck
+    from aefheight.evaluate.stats import SeamCheck
     from rasterio.windows import Window
 
     rng = np.random.default_rng(4)

@@ -15,14 +15,15 @@ from aefheight.core.schema import make
 from aefheight.evaluate.metrics import (
     evaluate_partials,
     evaluate_prediction,
-    fold_partials,
     merge_partials,
+    reduce_partials,
     write_partials,
 )
 from aefheight.inputs.shards import BLOCK_PX, shard_names, shard_window
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from aefheight.predict.infer import PredictSettings, predict_raster
-from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches, merge_shard_indexes
+from aefheight.tiles.patches import TilingSettings, cut_patches, merge_shard_indexes
+from aefheight.tiles.store import PatchStore
 
 # the tiny AOI is 256 x 192 px: 128 px shards give 2 x 2 = 4 shards (not whole evaluation
 # blocks; the evaluation test below uses its own raster); 96 px shards an uneven 3 x 2
@@ -170,7 +171,7 @@ def test_merged_shard_statistics_give_the_same_evaluation(tmp_path):
         files.append(tmp_path / f"{n}.npz")
         window = shard_window(n, 520, 600, BLOCK_PX)
         write_partials(evaluate_partials(*args, window, max_samples=5000, seed=1), files[-1])
-    got = fold_partials(merge_partials(files[::-1]))  # any order of the shards
+    got = reduce_partials(merge_partials(files[::-1]))  # any order of the shards
     for name in ("metrics", "sample", "by_height", "by_class", "seams"):
         pd.testing.assert_frame_equal(getattr(got, name), getattr(want, name), check_exact=True)
     assert len(want.sample) > 1000 and want.by_class["class_name"].eq("forest").any()

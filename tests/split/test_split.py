@@ -5,14 +5,8 @@ import pytest
 import rasterio
 from aefheight.core.errors import ConfigError, TooFewPatches
 from aefheight.core.schema import make
-from aefheight.split.spatial import (
-    CODES,
-    SplitSettings,
-    fold_strips,
-    label_pixels,
-    loss_masks,
-    write_split,
-)
+from aefheight.split.spatial import CODES, SplitSettings, fold_strips, label_pixels, write_split
+from aefheight.train.targets import loss_masks
 from helpers import store_paths
 from scipy import ndimage
 from shapely.geometry import box

@@ -6,7 +6,8 @@ import torch
 from aefheight.core import aef
 from aefheight.core.errors import GridMismatch, NoValidData, RasterError, TooFewPatches
 from aefheight.core.schema import make
-from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches
+from aefheight.tiles.patches import TilingSettings, cut_patches
+from aefheight.tiles.store import PatchStore
 from aefheight.train.dataset import PatchDataset, dequantize_on_device, loader, model_input
 from helpers import store_files, store_paths, write_tif
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from aefheight.core import aef
-from aefheight.tiles.patches import PatchStore
+from aefheight.tiles.store import PatchStore
 from aefheight.train.dataset import PatchDataset, draw_windows, window_pieces
 
 P = 8

@@ -13,8 +13,10 @@ import torch
 from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, load_checkpoint
 from aefheight.split.spatial import SplitSettings, write_split
-from aefheight.tiles.patches import PatchStore, TilingSettings, cut_patches
-from aefheight.train.fit import TrainSettings, augment, fit_net, fit_ridge, masked_mse
+from aefheight.tiles.patches import TilingSettings, cut_patches
+from aefheight.tiles.store import PatchStore
+from aefheight.train.fit import TrainSettings, augment, fit_net, masked_mse
+from aefheight.train.ridge import fit_ridge
 from helpers import store_files, store_paths
 
 SMALL = {"arch": "unet", "decoder_channels": [32, 16, 8, 8, 4]}
@@ -100,7 +102,7 @@ def test_early_stopping_stops(store, tmp_path):
 
 def test_buffer_pixels_never_enter_the_loss_or_the_target_scaling(store):
     from aefheight.split.spatial import CODES
-    from aefheight.train.fit import split_patches, target_stats
+    from aefheight.train.targets import split_patches, target_stats
 
     parts = split_patches(store / "split.gpkg", store / "split.tif")
     ids, masks = parts["train"].ids, parts["train"].masks
@@ -153,7 +155,8 @@ def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_
 
 @pytest.mark.parametrize("scales", [(1,), (1, 5, 15)])
 def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales):
-    from aefheight.train.fit import sample_pixels, split_patches
+    from aefheight.train.ridge import sample_pixels
+    from aefheight.train.targets import split_patches
     from sklearn.linear_model import Ridge
 
     ms = make(ModelSettings, arch="ridge", scales_px=scales)
@@ -250,7 +253,8 @@ DEM_NET = {**SMALL, "dem_channel": True, "target": "residual"}
 
 def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path):
     from aefheight.train.dataset import PatchDataset, model_input
-    from aefheight.train.fit import _dem_use, split_patches, target_stats, with_valid_data
+    from aefheight.train.fit import _dem_use
+    from aefheight.train.targets import split_patches, target_stats, with_valid_data
 
     ms = make(ModelSettings, **DEM_NET)
     st = PatchStore(*store_files(store), store / "coarse_dem.npy")

@@ -85,32 +85,6 @@ rule merge_evaluation:
         " --seams {output.seams} > {log} 2>&1"
 
 
-rule collect_metrics:
-    input:
-        per_model=expand(
-            "results/{{aoi}}/metrics/per_model/{model}_seed{seed}.csv",
-            model=PREDICTIONS,
-            seed=SEEDS,
-        ),
-    output:
-        table=report(
-            "results/{aoi}/metrics/metrics.csv",
-            caption="../report/metrics.rst",
-            category="1 Claims and tables",
-            labels={"aoi": "{aoi}", "table": "metrics per model, split and seed (CSV)"},
-        ),
-    log:
-        "results/{aoi}/logs/collect_metrics.log",
-    benchmark:
-        "results/{aoi}/benchmarks/collect_metrics.tsv"
-    conda:
-        "../../envs/collect_metrics.yaml"
-    threads: 1
-    shell:
-        "python -m aefheight collect-metrics --aoi {wildcards.aoi} --per-model {input.per_model}"
-        " --table {output.table} > {log} 2>&1"
-
-
 rule height_shift:
     input:
         dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),

@@ -39,7 +39,7 @@ from aefheight.core.raster import (
     to_cog,
 )
 from aefheight.core.steps import step
-from aefheight.evaluate.metrics import DiffStats, hist_quantile
+from aefheight.evaluate.stats import DiffStats, hist_quantile
 from aefheight.split.spatial import SplitSettings, line_folds
 
 log = logging.getLogger(__name__)

@@ -264,15 +264,6 @@ def write_split(
     return index
 
 
-def loss_masks(split_tif: Path, index: pd.DataFrame, name: str) -> np.ndarray:
-    """Per patch of ``index``, the pixels labelled ``name`` in ``split.tif`` (N, P, P) bool."""
-    with open_raster(split_tif, bands=1) as ds:
-        out = []
-        for r, c, p in index[["row", "col", "size"]].itertuples(index=False):
-            out.append(ds.read(1, window=((r, r + p), (c, c + p))) == CODES[name])
-    return np.stack(out) if out else np.zeros((0, 0, 0), bool)
-
-
 @step
 def split(
     *,

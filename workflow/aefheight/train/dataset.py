@@ -14,7 +14,7 @@ import torch
 
 from aefheight.core import aef
 from aefheight.core.dem import DemUse, dem_channel
-from aefheight.tiles.patches import PatchStore
+from aefheight.tiles.store import PatchStore
 
 # codes int8 (B, 64, P, P), extra float32 (B, E, P, P), y float32 (B, 1, P, P), mask bool
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]

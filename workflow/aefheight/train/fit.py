@@ -1,4 +1,4 @@
-"""Training: the nets (MSE, AdamW, early stopping, resumable) and the Ridge baseline.
+"""Training of the nets: MSE, AdamW, early stopping, resumable after a kill.
 
 The seed drives everything random: the weight initialisation (``torch.manual_seed`` before
 the model is built), the order of the patches and the augmentation (a generator seeded with
@@ -14,33 +14,36 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from aefheight.core import aef
-from aefheight.core.dem import DemUse, dem_relief
-from aefheight.core.errors import ConfigError, NoValidData
+from aefheight.core.dem import DemUse
+from aefheight.core.errors import ConfigError
 from aefheight.core.files import atomic_path
 from aefheight.core.steps import step
 from aefheight.models.factory import (
-    BoxRidge,
     ModelSettings,
     build_model,
     pick_device,
     save_checkpoint,
 )
-from aefheight.split.spatial import loss_masks
-from aefheight.tiles.patches import PatchStore
+from aefheight.tiles.store import PatchStore
 from aefheight.train.dataset import PatchDataset, draw_windows, loader, model_input
+from aefheight.train.targets import (
+    SplitPatches,
+    relief_sd,
+    split_patches,
+    target_stats,
+    with_valid_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,94 +74,6 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-@dataclass
-class SplitPatches:
-    """The patches of one split: store ids, origins (row, col) and loss masks (N, P, P)."""
-
-    ids: np.ndarray
-    origins: np.ndarray
-    masks: np.ndarray
-
-
-def split_patches(
-    split_gpkg: Path, split_tif: Path, store: PatchStore | None = None
-) -> dict[str, SplitPatches]:
-    """The train and val patches, with their loss masks (pixels of the split in ``split.tif``).
-
-    ``store``: the patch store they will be read from, checked against the index.
-    """
-    df = gpd.read_file(split_gpkg, layer="patches", ignore_geometry=True)
-    if store is not None:
-        store.check_index(df)
-    out = {}
-    for name in ("train", "val"):
-        sub = df[df["split"] == name]
-        out[name] = SplitPatches(
-            sub["patch_id"].to_numpy(),
-            sub[["row", "col"]].to_numpy(np.int64),
-            loss_masks(split_tif, sub, name),
-        )
-    return out
-
-
-def with_valid_data(store: PatchStore, part: SplitPatches) -> SplitPatches:
-    """``part`` whose masks also require valid embeddings and a valid reference height.
-
-    Reads one band of codes (AEF's nodata is in every band at once) and the DSM per patch, so
-    that each epoch's windows are drawn on the pixels that will enter the loss.
-    """
-    masks = part.masks.copy()
-    for i, k in enumerate(part.ids):
-        masks[i] &= (np.asarray(store.embeddings[k][0]) != aef.NODATA) & ~np.isnan(
-            np.asarray(store.dsm[k])
-        )
-    return SplitPatches(part.ids, part.origins, masks)
-
-
-def _masked_values(store: PatchStore, k: int, mask: np.ndarray, dem: DemUse | None) -> np.ndarray:
-    """Patch ``k``'s target values where valid and in ``mask`` (float64)."""
-    z = np.asarray(store.dsm[k], dtype=np.float64)
-    if dem is not None and store.coarse_dem is not None:
-        c = np.asarray(store.coarse_dem[k], dtype=np.float64)
-        z = z - c if dem.residual else np.where(np.isnan(c), np.nan, z)
-    return z[~np.isnan(z) & mask]
-
-
-def _mean_sd(chunks: Iterable[np.ndarray], what: str) -> tuple[float, float]:
-    n, s1, s2 = 0, 0.0, 0.0
-    for z in chunks:
-        n, s1, s2 = n + z.size, s1 + z.sum(), s2 + (z * z).sum()
-    if n == 0:
-        raise NoValidData(f"the train patches hold no valid {what}")
-    mean = s1 / n
-    return mean, max(float(np.sqrt(max(s2 / n - mean * mean, 0.0))), 1e-6)
-
-
-def target_stats(
-    store: PatchStore,
-    ids: np.ndarray,
-    masks: np.ndarray | None = None,
-    dem: DemUse | None = None,
-) -> tuple[float, float]:
-    """Mean and SD of the valid (unmasked) targets over the patches (float64).
-
-    The target is the height, or reference minus coarse DEM for ``dem.residual``.
-    """
-    full = np.ones(store.dsm.shape[1:], bool)
-    chunks = (
-        _masked_values(store, k, full if masks is None else masks[i], dem)
-        for i, k in enumerate(ids)
-    )
-    return _mean_sd(chunks, "height")
-
-
-def relief_sd(store: PatchStore, ids: np.ndarray, masks: np.ndarray) -> float:
-    """SD of the coarse DEM's relief (:func:`~aefheight.core.dem.dem_relief`) over train pixels."""
-    assert store.coarse_dem is not None
-    chunks = (dem_relief(np.asarray(store.coarse_dem[k]))[masks[i]] for i, k in enumerate(ids))
-    return _mean_sd((c.astype(np.float64) for c in chunks), "coarse DEM")[1]
 
 
 def augment(x: torch.Tensor, *ts: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -538,86 +453,6 @@ def _finish(
     return hist
 
 
-def sample_pixels(
-    store: PatchStore,
-    ids: np.ndarray,
-    masks: np.ndarray,
-    max_pixels: int,
-    seed: int,
-    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``max_pixels`` valid, unmasked (features, height) pixels drawn evenly from patches.
-
-    ``features`` maps a de-quantized patch (1, 64, P, P) tensor to its regression inputs
-    (1, C, P, P); None keeps the 64 bands.
-    """
-    rng = np.random.default_rng(seed)
-    per_patch = max(1, -(-max_pixels // max(1, len(ids))))
-    xs, ys = [], []
-    for i, k in enumerate(ids):
-        codes = np.asarray(store.embeddings[k])
-        z = np.asarray(store.dsm[k])
-        valid = np.flatnonzero((aef.valid_mask(codes) & ~np.isnan(z) & masks[i]).ravel())
-        pick = rng.choice(valid, min(per_patch, valid.size), replace=False)
-        x = aef.dequantize(codes, nodata_value=0.0)
-        if features is not None:
-            with torch.inference_mode():
-                x = features(torch.from_numpy(x)[None])[0].numpy()
-        xs.append(x.reshape(x.shape[0], -1)[:, pick].T)
-        ys.append(z.ravel()[pick])
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return x[:max_pixels], y[:max_pixels]
-
-
-def fit_ridge(
-    store_embeddings: Path | Sequence[Path],
-    store_dsm: Path | Sequence[Path],
-    split_gpkg: Path,
-    split_tif: Path,
-    ms: ModelSettings,
-    seed: int,
-    model_name: str,
-    checkpoint: Path,
-    history: Path,
-) -> dict[str, float]:
-    """Fit a Ridge baseline on sampled train pixels (its box-mean features at ``scales_px``).
-
-    Saved as the equivalent fixed network (box means, then a 1x1 convolution).
-    """
-    from sklearn.linear_model import Ridge
-
-    store = PatchStore(store_embeddings, store_dsm)
-    train = split_patches(split_gpkg, split_tif, store)["train"]
-    model = build_model(ms)
-    assert isinstance(model, BoxRidge)  # arch ridge
-    x, y = sample_pixels(store, train.ids, train.masks, ms.max_pixels, seed, model.features)
-    reg = Ridge(alpha=ms.alpha).fit(x, y)
-    with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(reg.coef_.astype(np.float32)).view(1, -1, 1, 1))
-        model.head.bias.fill_(float(reg.intercept_))  # type: ignore[union-attr]  # has a bias
-    info = {"pixels": len(y), "features": x.shape[1], "train_r2_sample": float(reg.score(x, y))}
-    save_checkpoint(
-        checkpoint,
-        model,
-        ms,
-        0.0,
-        1.0,
-        seed=seed,
-        patch_size=int(store.embeddings.shape[-1]),
-        **info,
-    )
-    with atomic_path(history) as tmp:
-        pd.DataFrame([info]).assign(model=model_name, seed=seed).to_csv(tmp, index=False)
-    log.info(
-        "ridge (scales %s): %d pixels, %d features, in-sample R2 %.3f",
-        ms.scales_px,
-        info["pixels"],
-        info["features"],
-        info["train_r2_sample"],
-    )
-    return info
-
-
 @step
 def train_net(
     *,
@@ -650,31 +485,4 @@ def train_net(
         resume=resume,
         threads=threads,
         store_coarse_dem=store_coarse_dem,
-    )
-
-
-@step
-def train_ridge(
-    *,
-    model_settings: ModelSettings,
-    model: str,
-    seed: int,
-    split_gpkg: Path,
-    split_tif: Path,
-    store_embeddings: list[Path],
-    store_dsm: list[Path],
-    checkpoint: Path,
-    history: Path,
-) -> None:
-    """Fit one Ridge baseline for one seed; one store per shard, in order."""
-    fit_ridge(
-        store_embeddings=store_embeddings,
-        store_dsm=store_dsm,
-        split_gpkg=split_gpkg,
-        split_tif=split_tif,
-        ms=model_settings,
-        seed=seed,
-        model_name=model,
-        checkpoint=checkpoint,
-        history=history,
     )
