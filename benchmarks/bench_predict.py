@@ -182,7 +182,8 @@ def canvas_predict(emb: Path, ckpt: Path, out: Path, window: int, overlap: int, 
     from aefheight.core import aef
     from aefheight.core.raster import Grid, window_origins
     from aefheight.models.factory import load_checkpoint
-    from aefheight.predict.infer import PRED_NODATA, blend_weights
+    from aefheight.predict import PRED_NODATA
+    from aefheight.predict.infer import blend_weights
     from rasterio.windows import Window
 
     torch.set_num_threads(1)

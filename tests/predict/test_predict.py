@@ -8,7 +8,8 @@ from aefheight.core import aef
 from aefheight.core.raster import window_origins
 from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
-from aefheight.predict.infer import PRED_NODATA, PredictSettings, blend_weights, predict_raster
+from aefheight.predict import PRED_NODATA
+from aefheight.predict.infer import PredictSettings, blend_weights, predict_raster
 
 
 def test_blend_weights_positive_and_symmetric():

@@ -4,6 +4,8 @@ import pandas as pd
 import pytest
 from aefheight.core.schema import make
 from aefheight.report import figures
+from aefheight.report.maps import residual_panels, split_map
+from aefheight.report.samples import pred_vs_ref
 from aefheight.split.spatial import SplitSettings, write_split
 from aefheight.tiles.patches import TilingSettings, cut_patches
 from helpers import store_paths
@@ -28,7 +30,7 @@ def test_split_map_has_units_and_all_splits(tiny_aoi, tmp_path):
         tmp_path / "areas.csv",
         make(SplitSettings, buffer_px=4),
     )
-    fig = figures.split_map(
+    fig = split_map(
         tmp_path / "s.gpkg",
         tmp_path / "s.tif",
         tiny_aoi["dsm"],
@@ -64,7 +66,7 @@ def test_pred_vs_ref_panels_per_split_with_metrics(tmp_path):
             "n": [10, 20, 30],
         }
     )
-    fig = figures.pred_vs_ref(samples, metrics, "unetplusplus", tmp_path / "p.png")
+    fig = pred_vs_ref(samples, metrics, "unetplusplus", tmp_path / "p.png")
     assert [ax.get_title() for ax in fig.axes[:3]] == [
         "U-Net++: train",
         "U-Net++: val",
@@ -157,7 +159,7 @@ def test_residual_panels_share_one_colour_scale_and_name_the_seed(tiny_aoi, tmp_
         lab[:, z.shape[1] // 2 :] = 3
         dst.write(lab, 1)
     maps = {"unet": (2, tiny_aoi["dsm"]), "ridge": (0, p)}
-    fig = figures.residual_panels(maps, tiny_aoi["dsm"], split, tmp_path / "r.png")
+    fig = residual_panels(maps, tiny_aoi["dsm"], split, tmp_path / "r.png")
     ims = [ax.images[0] for ax in fig.axes if ax.images]
     assert len({im.get_clim() for im in ims}) == 1 and ims[0].get_clim()[0] == -ims[0].get_clim()[1]
     assert [ax.get_title() for ax in fig.axes if ax.images] == ["U-Net (seed 2)", "Ridge (seed 0)"]

@@ -1,1 +1,1 @@
-"""evaluate."""
+"""evaluate: streaming metrics per split, the height-distribution shift, the AOA."""

@@ -1,1 +1,1 @@
-"""inputs."""
+"""inputs: an AOI's co-registered rasters, synthetic (calibrated, frozen) or downloaded (sources/)."""

@@ -41,10 +41,10 @@ from aefheight.core.raster import (
     to_cog,
 )
 from aefheight.core.steps import step
+from aefheight.predict import PRED_NODATA
 
 log = logging.getLogger(__name__)
 
-PRED_NODATA = -9999.0  # as predict.PRED_NODATA (that module imports torch)
 METHODS = {"linear": "val", "quantile_map": "test"}  # method -> the split its fit reads
 
 

@@ -36,10 +36,9 @@ from aefheight.core.raster import (
 from aefheight.core.steps import step
 from aefheight.inputs.shards import ShardingSettings, shard_of
 from aefheight.models.factory import load_checkpoint, pick_device
+from aefheight.predict import PRED_NODATA
 
 log = logging.getLogger(__name__)
-
-PRED_NODATA = -9999.0
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""Figures of the study (matplotlib, one style): PNG for the report, PDF for a paper.
+"""The figures' style (matplotlib, colours fixed per split and per model) and the charts.
 
-Colours are fixed per split and per model so that every figure reads the same way.
+PNG for the report, PDF for a paper. Every figure module draws with :func:`save` and these
+colours, so every figure reads the same way; maps are in :mod:`.maps`, the sample figures
+(predicted vs reference, dh) in :mod:`.samples`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-from aefheight.core.errors import RasterError
 from aefheight.core.files import atomic_path
-from aefheight.core.names import CODES, SPLITS, model_label
-from aefheight.core.raster import open_raster, read_dsm_block
+from aefheight.core.names import SPLITS, model_label
 
 log = logging.getLogger(__name__)
 
@@ -74,111 +73,6 @@ def save(fig: Figure, out: Path | None, pdf: Path | None = None) -> None:
     plt.close(fig)
 
 
-def overview(
-    path: Path, max_side: int = 1000
-) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """A decimated read of band 1 (NaN for nodata) and its extent for ``imshow``."""
-    with open_raster(path, bands=1) as ds:
-        f = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))
-        shape = (max(1, ds.height // f), max(1, ds.width // f))
-        z = read_dsm_block(ds, None) if f == 1 else ds.read(1, out_shape=shape).astype("f4")
-        if f > 1 and ds.nodata is not None:
-            z[z == ds.nodata] = np.nan
-        b = ds.bounds
-    return z, (b.left, b.right, b.bottom, b.top)
-
-
-def split_map(
-    split_gpkg: Path, split_tif: Path, dsm_path: Path, out: Path, pdf: Path | None = None
-) -> Figure:
-    """Pixel split labels (buffer included) and patch outlines over the reference DSM."""
-    import geopandas as gpd  # only the split map reads vector data
-    from matplotlib.colors import ListedColormap
-
-    df = gpd.read_file(split_gpkg, layer="patches")
-    z, extent = overview(dsm_path)
-    lab, _ = overview(split_tif)
-    fig, ax = plt.subplots(figsize=(8, 6))
-    im = ax.imshow(z, extent=extent, cmap="terrain", interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="reference height (m)")
-    colors = ["#00000000"] + [SPLIT_COLORS[k] for k in CODES]  # code 0 (no patch) clear
-    ax.imshow(
-        np.nan_to_num(lab, nan=0),
-        extent=extent,
-        cmap=ListedColormap(colors),
-        vmin=-0.5,
-        vmax=len(CODES) + 0.5,
-        alpha=0.45,
-        interpolation="nearest",
-    )
-    for name, color in SPLIT_COLORS.items():
-        sub = df[df["split"] == name]
-        if len(sub):
-            sub.boundary.plot(ax=ax, color=color, linewidth=1.0)
-    counts = df["split"].value_counts()
-    ax.legend(
-        handles=[
-            Patch(color=c, alpha=0.6, label=f"{k} ({counts.get(k, 0)} patches)")
-            for k, c in SPLIT_COLORS.items()
-        ],
-        loc="lower left",
-        fontsize=8,
-    )
-    ax.set_xlabel(f"easting (m, {df.crs.to_string() if df.crs else '?'})")
-    ax.set_ylabel("northing (m)")
-    ax.ticklabel_format(style="plain", useOffset=False)
-    ax.set_title("Spatial split (pixels; outlines: patches)")
-    save(fig, out, pdf)
-    return fig
-
-
-def _hexbin(ax: plt.Axes, sub: pd.DataFrame, lo: float, hi: float, gridsize: int) -> None:
-    """Predicted vs reference height of a pixel sample (log counts) and the 1:1 line."""
-    ax.hexbin(sub["reference"], sub["prediction"], gridsize=gridsize, bins="log", mincnt=1,
-              cmap="viridis", extent=(lo, hi, lo, hi))  # fmt: skip
-    ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="1:1")
-
-
-def pred_vs_ref(
-    samples: pd.DataFrame,
-    metrics: pd.DataFrame,
-    model: str,
-    out: Path | None,
-    pdf: Path | None = None,
-) -> Figure:
-    """Hexbin of predicted vs reference height per split, 1:1 line, metrics in the corner."""
-    splits = [s for s in SPLITS if (samples["split"] == s).any()]
-    fig, axes = plt.subplots(
-        1,
-        max(1, len(splits)),
-        figsize=(4.2 * max(1, len(splits)), 4.2),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-    )
-    lo = float(np.nanmin(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 0
-    hi = float(np.nanmax(samples[["reference", "prediction"]].to_numpy())) if len(samples) else 1
-    for ax, split in zip(axes[0], splits, strict=False):
-        _hexbin(ax, samples[samples["split"] == split], lo, hi, 60)
-        m = metrics[metrics["split"] == split].iloc[0]
-        ax.text(
-            0.03,
-            0.97,
-            f"R² = {m['r2']:.3f}\nRMSE = {m['rmse_m']:.2f} m\n"
-            f"median dh = {m['median_diff_m']:.2f} m\nN = {int(m['n']):,}",
-            transform=ax.transAxes,
-            va="top",
-            fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-        )
-        ax.set_title(f"{model_label(model)}: {split}", color=model_color(model))
-        ax.set_xlabel("reference height (m)")
-        ax.set_aspect("equal")
-    axes[0][0].set_ylabel("predicted height (m)")
-    save(fig, out, pdf)
-    return fig
-
-
 def _fold_heights(ax: plt.Axes, quantiles: list[pd.DataFrame]) -> None:
     """Box plots (5-95 % whiskers) of each fold's test heights, from height_shift's quantiles."""
     stats = []
@@ -217,37 +111,6 @@ def kfold_errors(
     ax_b.axhline(0, color="k", linewidth=0.8)
     ax_b.set_xlabel("fold (strip held out, in order along the split axis)")
     ax_r.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save(fig, out, pdf)
-    return fig
-
-
-def aoa_maps(
-    aoa: list[Path], splits: list[Path], names: list[str], out: Path, pdf: Path | None = None
-) -> Figure:
-    """The dissimilarity index of every split; outside the AOA in red, test area outlined."""
-    cols = int(np.ceil(np.sqrt(len(aoa))))
-    rows = int(np.ceil(len(aoa) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, a, s, name in zip(axes.flat, aoa, splits, names, strict=False):
-        di, extent = overview(a)
-        lab, _ = overview(s)
-        with open_raster(a, bands=1) as ds:
-            thr = float(ds.tags()["threshold"])
-        im = ax.imshow(di, extent=extent, cmap="viridis", vmin=0, vmax=2 * thr)
-        outside = np.where(di > thr, 1.0, np.nan)
-        ax.imshow(outside, extent=extent, cmap="autumn", alpha=0.8, interpolation="nearest")
-        ax.contour(
-            np.nan_to_num(lab) == CODES["test"], levels=[0.5], colors="white", linewidths=1.0,
-            extent=(extent[0], extent[1], extent[3], extent[2]),
-        )  # fmt: skip
-        pct = 100 * np.mean(di[(lab == CODES["test"]) & np.isfinite(di)] > thr)
-        ax.set_title(f"{name}: test {pct:.0f} % outside (DI > {thr:.2f})", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.8, label="dissimilarity index")
-    for ax in list(axes.flat)[len(aoa) :]:
-        ax.axis("off")
-    fig.suptitle("Area of applicability (red: outside; white line: held-out area)")
     save(fig, out, pdf)
     return fig
 
@@ -485,57 +348,6 @@ def loss_curve_panels(histories: list[pd.DataFrame], out: Path, pdf: Path | None
     return grid.figure
 
 
-def _dh_map(pred: Path, dsm: Path, max_side: int) -> tuple[np.ndarray, tuple]:
-    p, extent = overview(pred, max_side)
-    r, _ = overview(dsm, max_side)
-    return p - r, extent
-
-
-def residual_panels(
-    maps: dict[str, tuple[int, Path]],
-    dsm: Path,
-    split_tif: Path,
-    out: Path | None,
-    pdf: Path | None = None,
-    max_side: int = 600,
-) -> Figure:
-    """The error (dh) maps of every model on one shared colour scale, the test area's edge drawn.
-
-    ``maps``: model -> (seed, prediction path), e.g. its median seed.
-    """
-    dhs = {m: _dh_map(p, dsm, max_side) for m, (_, p) in maps.items()}
-    lab, extent = overview(split_tif, max_side)
-    allv = np.concatenate([d[np.isfinite(d)] for d, _ in dhs.values()]) if dhs else np.zeros(1)
-    lim = float(np.percentile(np.abs(allv), 98)) if allv.size else 1.0
-    n = len(dhs)
-    ncols = min(3, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False, layout="constrained"
-    )
-    im = None
-    for ax, (m, (d, ext)) in zip(axes.flat, dhs.items(), strict=False):
-        im = ax.imshow(d, extent=ext, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-        ax.contour(
-            np.nan_to_num(lab) == CODES["test"],
-            levels=[0.5],
-            colors="k",
-            linewidths=0.8,
-            extent=extent,
-            origin="upper",
-        )
-        ax.set_title(f"{model_label(m)} (seed {maps[m][0]})", fontsize=10, color=model_color(m))
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.7, label="dh = prediction - reference (m)")
-    fig.suptitle("Residual maps, median seed per model, one colour scale (black: test area edge)")
-    save(fig, out, pdf)
-    return fig
-
-
 def all_seed_pages(pages: Sequence[tuple[str, Callable[..., Figure]]], pdf: Path) -> None:
     """One multi-page PDF (atomic): a page per (title, figure maker), for a paper's appendix."""
     from matplotlib.backends.backend_pdf import PdfPages
@@ -545,159 +357,3 @@ def all_seed_pages(pages: Sequence[tuple[str, Callable[..., Figure]]], pdf: Path
             fig = make()
             book.savefig(fig)
             plt.close(fig)
-
-
-def pred_vs_ref_panels(
-    samples: dict[str, tuple[int, pd.DataFrame]],
-    metrics: pd.DataFrame,
-    out: Path,
-    pdf: Path | None = None,
-    split: str = "test",
-) -> Figure:
-    """Predicted vs reference height in ``split`` for every model (the seed given), 1:1 line."""
-    n = len(samples)
-    ncols = min(4, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(3.9 * ncols, 3.9 * nrows),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-        layout="constrained",
-    )
-    vals = np.concatenate(
-        [s[["reference", "prediction"]].to_numpy().ravel() for _, s in samples.values()]
-    )
-    lo, hi = (float(np.nanpercentile(vals, q)) for q in (0.5, 99.5)) if vals.size else (0.0, 1.0)
-    for ax, (m, (seed, s)) in zip(axes.flat, samples.items(), strict=False):
-        _hexbin(ax, s[s["split"] == split], lo, hi, 45)
-        row = metrics[
-            (metrics["model"] == m) & (metrics["seed"] == seed) & (metrics["split"] == split)
-        ]
-        if len(row):
-            r = row.iloc[0]
-            ax.text(
-                0.03,
-                0.97,
-                f"R² {r['r2']:.3f}\nRMSE {r['rmse_m']:.1f} m\nmedian dh {r['median_diff_m']:.1f} m",
-                transform=ax.transAxes,
-                va="top",
-                fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-            )
-        ax.set_title(f"{model_label(m)} (seed {seed})", fontsize=9, color=model_color(m))
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    fig.supxlabel("reference height (m)")
-    fig.supylabel("predicted height (m)")
-    fig.suptitle(f"Predicted vs reference height, {split} area, median seed per model")
-    save(fig, out, pdf)
-    return fig
-
-
-def dh_distributions(
-    samples: dict[str, tuple[int, pd.DataFrame]], out: Path, pdf: Path | None = None
-) -> Figure:
-    """The error (dh) per model in the train and test areas (the seed given), as violins."""
-    import seaborn as sns
-
-    rows = []
-    for m, (_, s) in samples.items():
-        sub = s[s["split"].isin(["train", "test"])]
-        rows.append(
-            pd.DataFrame(
-                {
-                    "model": model_label(m),
-                    "split": sub["split"],
-                    "dh": sub["prediction"] - sub["reference"],
-                }
-            )
-        )
-    df = pd.concat(rows, ignore_index=True)
-    lim = float(np.nanpercentile(np.abs(df["dh"]), 99)) if len(df) else 1.0
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(samples)), 4.5), layout="constrained")
-    sns.violinplot(
-        data=df,
-        x="model",
-        y="dh",
-        hue="split",
-        split=True,
-        inner="quart",
-        cut=0,
-        palette={k: SPLIT_COLORS[k] for k in ("train", "test")},
-        ax=ax,
-        density_norm="width",
-    )
-    ax.axhline(0, color="k", linewidth=0.8)
-    ax.set_ylim(-lim, lim)
-    ax.set_xlabel("")
-    ax.set_ylabel("dh = prediction - reference (m)")
-    ax.tick_params(axis="x", rotation=30)
-    ax.set_title("Error distributions, median seed per model (lines: quartiles)")
-    save(fig, out, pdf)
-    return fig
-
-
-def write_sample_figures(
-    samples: list[Path],
-    metrics_csv: Path,
-    png: Path,
-    pdf: Path,
-    all_seeds: Path,
-    dh_png: Path,
-    dh_pdf: Path,
-) -> None:
-    """The ``plot_pred_vs_ref`` rule: predicted vs reference and dh, median seed per model.
-
-    Each as PNG and PDF; every model and seed, a page each, in the multi-page ``all_seeds``.
-    """
-    metrics = pd.read_csv(metrics_csv)
-    tables = {
-        (str(d["model"].iloc[0]), int(d["seed"].iloc[0])): d for d in map(pd.read_csv, samples)
-    }
-    median = median_seeds(metrics)
-    chosen = {m: (s, tables[(m, s)]) for m, s in median.items() if (m, s) in tables}
-    pred_vs_ref_panels(chosen, metrics, png, pdf)
-    dh_distributions(chosen, dh_png, dh_pdf)
-    pages = [
-        (
-            f"{m} seed {s}",
-            lambda m=m, s=s, d=d: pred_vs_ref(
-                d, metrics[(metrics["model"] == m) & (metrics["seed"] == s)], m, None
-            ),
-        )
-        for (m, s), d in tables.items()
-    ]
-    all_seed_pages(pages, all_seeds)
-
-
-def write_residual_maps(
-    predictions: list[Path],
-    metrics_csv: Path,
-    dsm: Path,
-    split_tif: Path,
-    png: Path,
-    pdf: Path,
-    all_seeds: Path,
-) -> None:
-    """The ``plot_residual_maps`` rule: every model's dh map at its median seed, one scale.
-
-    As PNG and PDF; every model and seed, a page each, in the multi-page ``all_seeds``.
-    """
-    metrics = pd.read_csv(metrics_csv)
-    paths = {}
-    for p in predictions:
-        with open_raster(p, bands=1) as ds:
-            tags = ds.tags()
-        if not {"model", "seed"} <= set(tags):
-            raise RasterError(f"{p} has no model and seed tags: not a prediction of this workflow")
-        paths[(tags["model"], int(tags["seed"]))] = p
-    chosen = {m: (s, paths[(m, s)]) for m, s in median_seeds(metrics).items() if (m, s) in paths}
-    residual_panels(chosen, dsm, split_tif, png, pdf)
-    pages = [
-        (f"{m} seed {s}", lambda m=m, s=s, p=p: residual_panels({m: (s, p)}, dsm, split_tif, None))
-        for (m, s), p in paths.items()
-    ]
-    all_seed_pages(pages, all_seeds)

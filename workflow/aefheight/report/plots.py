@@ -12,13 +12,14 @@ import pandas as pd
 
 from aefheight.core.names import split_names
 from aefheight.core.steps import step
-from aefheight.report import figures
+from aefheight.report import figures, maps
+from aefheight.report.samples import write_sample_figures
 
 
 @step
 def split_map(*, gpkg: Path, raster: Path, dsm: Path, png: Path, pdf: Path) -> None:
     """Figure: the split map over the reference DSM."""
-    figures.split_map(gpkg, raster, dsm, png, pdf)
+    maps.split_map(gpkg, raster, dsm, png, pdf)
 
 
 @step
@@ -40,7 +41,7 @@ def plot_pred_vs_ref(
     dh_pdf: Path,
 ) -> None:
     """Figures: predicted vs reference heights and dh, median seed per model."""
-    figures.write_sample_figures(samples, metrics, png, pdf, all_seeds, dh_png, dh_pdf)
+    write_sample_figures(samples, metrics, png, pdf, all_seeds, dh_png, dh_pdf)
 
 
 @step
@@ -55,7 +56,7 @@ def plot_residual_maps(
     all_seeds: Path,
 ) -> None:
     """Figure: every model's dh map (median seed); all seeds in a PDF."""
-    figures.write_residual_maps(predictions, metrics, dsm, split, png, pdf, all_seeds)
+    maps.write_residual_maps(predictions, metrics, dsm, split, png, pdf, all_seeds)
 
 
 @step
@@ -85,4 +86,4 @@ def plot_kfold(*, table: Path, quantiles: list[Path], png: Path, pdf: Path) -> N
 @step
 def plot_aoa(*, aoa_tifs: list[Path], splits: list[Path], png: Path, pdf: Path) -> None:
     """Figure: the area of applicability of every split."""
-    figures.aoa_maps(aoa_tifs, splits, split_names(len(aoa_tifs) - 1), png, pdf)
+    maps.aoa_maps(aoa_tifs, splits, split_names(len(aoa_tifs) - 1), png, pdf)
