@@ -1,1 +1,1 @@
-"""inputs: an AOI's co-registered rasters, synthetic (calibrated, frozen) or downloaded (sources/)."""
+"""inputs: an AOI's co-registered rasters, synthetic (calibrated) or downloaded (sources/)."""
