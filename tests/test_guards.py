@@ -29,8 +29,7 @@ from aefheight.core.raster import build_vrt
 from aefheight.guards import free_bytes
 from aefheight.inputs.sources.aoi import target_grid
 from aefheight.inputs.sources.coregister import coregister
-from aefheight.inputs.sources.dsm import DSMSource
-from aefheight.inputs.sources.spec import AOISpec
+from aefheight.inputs.sources.spec import AOISpec, DSMSource
 from rasterio.crs import CRS
 
 UTM_AOI = {"bbox": [500000, 4990000, 510000, 5000000], "crs": "EPSG:32630"}  # 10 x 10 km

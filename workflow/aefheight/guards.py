@@ -223,7 +223,7 @@ def check_local_dsm(name: str, aoi: dict[str, Any], real: AOI | None = None) -> 
     holes hidden behind a fill value.
     """
     from aefheight.core.schema import from_mapping
-    from aefheight.inputs.sources.dsm import local_dsm
+    from aefheight.inputs.sources.local_dsm import local_dsm
     from aefheight.inputs.sources.spec import RealAOISettings
 
     section = f"aois.{name}"

@@ -25,6 +25,9 @@ generated tile by tile (:data:`TILE`), so memory does not grow with its size: th
 draws that span the AOI are small (lattices one point every ``scale`` px, parcel centres, hole
 centres), and every per-pixel draw is a pure function of the pixel (:func:`hash_uniform`), so
 any window of the AOI can be computed alone and equals that window of the whole.
+
+One module of ~490 lines: one generator, whose terrain, land cover, embeddings and coarse DEM
+are calibrated together (``make calibrate``) and then frozen, so they are read together.
 """
 
 from __future__ import annotations

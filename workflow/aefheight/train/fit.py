@@ -4,7 +4,10 @@ The seed drives everything random: the weight initialisation (``torch.manual_see
 the model is built), the order of the patches and the augmentation (a generator seeded with
 ``(seed, epoch)`` only, so a run killed mid-epoch and resumed from its last epoch checkpoint
 ends with the same weights as an uninterrupted run, on the same machine and thread count).
-Loss masks come from the split raster: buffer pixels near the test area never enter a loss.
+What a training reads from the split (patches, loss masks, target scale) is in :mod:`.targets`.
+
+One module of ~490 lines: the loop, its early stopping and its resume state are one piece (a
+resumed run must replay exactly what an uninterrupted one does), so they are read together.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from aefheight.core.errors import NoValidData, RasterError
 from aefheight.core.files import atomic_path
 from aefheight.core.raster import NODATA, Grid, build_vrt, open_raster, strips
 from aefheight.inputs.sources.aoi import AOI
-from aefheight.inputs.sources.dsm import DSMSource, check_fill_value
+from aefheight.inputs.sources.local_dsm import check_fill_value
+from aefheight.inputs.sources.spec import DSMSource
 
 log = logging.getLogger(__name__)
 

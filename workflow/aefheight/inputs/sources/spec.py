@@ -11,8 +11,11 @@ Credentials never appear here: they come from the environment only (see :mod:`.h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
+
+from rasterio.crs import CRS
 
 from aefheight.core.errors import ConfigError
 from aefheight.core.schema import from_mapping
@@ -146,3 +149,17 @@ class RealAOISettings:
 
     def dsm_settings(self, section: str) -> DSMSettings:
         return from_mapping(DSMSettings, self.dsm, f"{section}.dsm")
+
+
+@dataclass
+class DSMSource:
+    """Local files of a DSM product and what is known about them."""
+
+    source: str
+    product: str
+    files: list[Path]
+    vertical_datum: str
+    native_resolution: str
+    crs: CRS | None = None  # override for files without one
+    nodata: float | None = None  # override for files without one
+    details: dict[str, Any] = field(default_factory=dict)
