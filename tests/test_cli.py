@@ -103,3 +103,25 @@ def test_a_missing_flag_is_refused_before_the_step_runs(tmp_path):
     )
     assert proc.returncode == 2 and "--indexes" in proc.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_an_optional_settings_section_is_a_json_flag(tmp_path, capsys):
+    """`--sharding` of a sharded twin reaches the step (a missing raster is then the error)."""
+    rc = main(
+        [
+            "tile",
+            "--settings",
+            "{}",
+            "--shard",
+            "r0c1",
+            "--sharding",
+            '{"shard_px": 256}',
+            "--embeddings",
+            str(tmp_path / "nope.tif"),
+            "--dsm",
+            "y.tif",
+            *tile_flags(tmp_path, "z.tif"),
+        ]
+    )
+    assert rc == 2
+    assert "nope.tif" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -79,8 +79,6 @@ def test_full_disk_is_one_clear_error_and_keeps_complete_files(tmp_path):
         proc = subprocess.run(
             _cli(
                 "synthesize",
-                "--aoi",
-                "demo",
                 "--settings",
                 '{"width": 256, "height": 192}',
                 "--embeddings",

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -72,25 +73,32 @@ def step_function(name: str) -> Callable[..., Any]:
     return fn
 
 
+def _json_kind(kind: Any) -> Callable[[str], Any] | None:
+    """How to build a JSON flag's value: a settings dataclass or a JSON object; None: no JSON."""
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind) and hasattr(kind, "SECTION"):
+        return lambda text: from_mapping(kind, parse_json(text))
+    if typing.get_origin(kind) is dict and typing.get_args(kind)[1:] == (Any,):
+        return lambda text: parse_json(text, "the JSON flag")
+    return None
+
+
 def _json_constructor(kind: Any) -> Any:
-    """Tyro's constructor for a settings dataclass or a JSON object flag; None for others."""
+    """Tyro's constructor of a JSON flag (a settings section, optional or not); None: others."""
     from tyro.constructors import PrimitiveConstructorSpec
 
-    build: Callable[[list[str]], Any]
-    if isinstance(kind, type) and dataclasses.is_dataclass(kind) and hasattr(kind, "SECTION"):
-        build = lambda args: from_mapping(kind, parse_json(args[0]))  # noqa: E731
-        check: Callable[[Any], bool] = lambda x: isinstance(x, kind)  # noqa: E731
-    elif typing.get_origin(kind) is dict and typing.get_args(kind)[1:] == (Any,):
-        build = lambda args: parse_json(args[0], "the JSON flag")  # noqa: E731
-        check = lambda x: isinstance(x, dict)  # noqa: E731
-    else:
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    if optional:  # `Settings | None`: the section of an optional step part (a shard)
+        args = [k for k in typing.get_args(kind) if k is not type(None)]
+        kind = args[0] if len(args) == 1 else None
+    build = _json_kind(kind)
+    if build is None:
         return None
     return PrimitiveConstructorSpec(
         nargs=1,
         metavar="JSON",
-        instance_from_str=build,
-        is_instance=check,
-        str_from_instance=lambda x: [json.dumps(x if isinstance(x, dict) else vars(x))],
+        instance_from_str=lambda args: None if optional and args[0] == "null" else build(args[0]),
+        is_instance=lambda x: x is None or isinstance(x, dict) or dataclasses.is_dataclass(x),
+        str_from_instance=lambda x: [json.dumps(vars(x) if dataclasses.is_dataclass(x) else x)],
     )
 
 

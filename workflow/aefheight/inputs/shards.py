@@ -59,10 +59,17 @@ def shard_window(name: str, height: int, width: int, shard_px: int) -> Window:
     return Window(c0, r0, min(shard_px, width - c0), min(shard_px, height - r0))
 
 
-def shard_of(raster: Path, name: str, s: ShardingSettings) -> Window:
-    """The window of shard ``name`` in the AOI of ``raster`` (one of its co-registered inputs)."""
+def shard_of(raster: Path, name: str | None, s: ShardingSettings | None) -> Window | None:
+    """The window of shard ``name`` in the AOI of ``raster`` (one of its co-registered inputs).
+
+    A step's ``--shard`` and ``--sharding``: None for no shard (the whole AOI).
+    """
     from aefheight.core.raster import open_raster
 
+    if name is None:
+        return None
+    if s is None:
+        raise ConfigError(f"shard {name!r}: --shard needs --sharding (the config's sharding)")
     if s.shard_px is None:
         raise ConfigError(f"shard {name!r}: sharding.shard_px is null; set it to run shards")
     with open_raster(raster) as ds:

@@ -316,11 +316,7 @@ def predict(
     threads: int = 1,
 ) -> None:
     """Predict the whole AOI (or one shard: ``shard`` and ``sharding``) with one checkpoint."""
-    window = None
-    if shard is not None:
-        if sharding is None:
-            raise ConfigError("--shard needs --sharding (the config's sharding section)")
-        window = shard_of(embeddings, shard, sharding)
+    window = shard_of(embeddings, shard, sharding)
     predict_raster(
         embeddings,
         checkpoint,

@@ -382,11 +382,7 @@ def tile(
     sharding: ShardingSettings | None = None,
 ) -> None:
     """Cut the AOI (or one shard of it: ``shard`` and ``sharding``) into the patch store."""
-    window = None
-    if shard is not None:
-        if sharding is None:
-            raise ConfigError("--shard needs --sharding (the config's sharding section)")
-        window = shard_of(embeddings, shard, sharding)
+    window = shard_of(embeddings, shard, sharding)
     cut_patches(
         embeddings,
         dsm,
