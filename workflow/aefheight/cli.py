@@ -6,8 +6,9 @@ which calls ``aefheight.report.figures.plot_seeds``. Its parameters are the rule
 outputs and params by name: tyro turns each into a flag (a ``Path`` is ``--store-dsm PATH``, a
 list of paths takes several, a settings dataclass takes the config section as JSON and the
 schema fills what it leaves out, so a step run by hand behaves as in the workflow). There is
-no table of steps: they are found in the package's syntax trees, so only the chosen step's
-module is imported (each rule's conda env holds its own step's libraries, not every step's).
+no table of steps: they are found in the package's source (``@step`` before a ``def``), so
+only the chosen step's module is imported (each rule's conda env holds its own step's
+libraries, not every step's).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -39,11 +41,18 @@ PKG = Path(__file__).resolve().parent
 
 @dataclasses.dataclass(frozen=True)
 class StepRef:
-    """Where a step is: its module and function, and its docstring's first line."""
+    """Where a step is: its module and function."""
 
     module: str
     function: str
-    about: str
+
+    def about(self) -> str:
+        """The first line of the step's docstring."""
+        path = PKG.parent.joinpath(*self.module.split(".")).with_suffix(".py")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and node.name == self.function:
+                return (ast.get_docstring(node) or "").split("\n", 1)[0]
+        return ""
 
 
 def _module_of(path: Path) -> str:
@@ -51,18 +60,16 @@ def _module_of(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+STEP_DEF = re.compile(r"^@step\s*\ndef (\w+)\(", re.MULTILINE)  # a text search: every job runs it
+
+
 @cache
 def steps() -> dict[str, StepRef]:
-    """Every step of the package by subcommand name, read from its modules' syntax trees."""
+    """Every step of the package by subcommand name (functions marked ``@step``)."""
     found: dict[str, StepRef] = {}
     for path in sorted(PKG.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and any(
-                isinstance(d, ast.Name) and d.id == "step" for d in node.decorator_list
-            ):
-                about = (ast.get_docstring(node) or "").split("\n", 1)[0]
-                found[node.name.replace("_", "-")] = StepRef(_module_of(path), node.name, about)
+        for m in STEP_DEF.finditer(path.read_text(encoding="utf-8")):
+            found[m.group(1).replace("_", "-")] = StepRef(_module_of(path), m.group(1))
     return found
 
 
@@ -116,7 +123,7 @@ def _registry() -> Any:
 
 def _usage() -> str:
     width = max(len(n) for n in steps())
-    lines = [f"  {n:<{width}}  {ref.about}" for n, ref in sorted(steps().items())]
+    lines = [f"  {n:<{width}}  {ref.about()}" for n, ref in sorted(steps().items())]
     return (
         "usage: aefheight [--log-level LEVEL] STEP [flags]   (STEP --help lists its flags)\n\n"
         + __doc__.splitlines()[0]
