@@ -14,4 +14,5 @@ ruff format --check workflow tests benchmarks
 snakefmt --check .
 snakemake --lint
 mypy                                   # the package's types (pyproject.toml [tool.mypy])
-pytest "$@"
+# two workers: one runs a study's jobs while the other runs unit tests (tests/conftest.py)
+pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"

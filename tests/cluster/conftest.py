@@ -36,12 +36,9 @@ from clusterhelp import (  # noqa: E402
 )
 from helpers import REPO  # noqa: E402
 
-SKIPPED: list[str] = []  # reasons the SLURM tests were skipped, for the closing banner
-
 
 def _skip(reason: str) -> None:
-    SKIPPED.append(reason)
-    pytest.skip(f"SLURM TESTS SKIPPED: {reason}")
+    pytest.skip(f"SLURM TESTS SKIPPED: {reason}")  # tests/conftest.py prints a banner of these
 
 
 @pytest.fixture(scope="session")
@@ -115,12 +112,3 @@ def cluster_runs(slurm_cluster, tmp_path_factory) -> dict[str, Run]:
         return {name: finish_run(base / name, s, deadline) for name, s in started.items()}
     finally:
         SLURM_JOBS.update(watcher.stop())
-
-
-def pytest_terminal_summary(terminalreporter):
-    if SKIPPED:
-        bar = "!" * 78
-        terminalreporter.write_line(bar, red=True, bold=True)
-        for reason in dict.fromkeys(SKIPPED):
-            terminalreporter.write_line(f"!!! SLURM CLUSTER TESTS SKIPPED: {reason}", red=True)
-        terminalreporter.write_line(bar, red=True, bold=True)
