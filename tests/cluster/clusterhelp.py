@@ -24,14 +24,7 @@ SLURM_ENV = {
 # Knobs of the test run only. Conda cannot run here: --sdm env-modules replaces the profile's
 # conda (no rule has `envmodules:`, so nothing is deployed and the venv's Python runs the jobs).
 # The plugin's first status check comes after 2 s instead of 40 s.
-SLURM_ARGS = (
-    "--sdm",
-    "env-modules",
-    "--slurm-init-seconds-before-status-checks",
-    "2",
-    "--seconds-between-status-checks",  # 10 by default: each level of jobs waits for it
-    "2",
-)
+SLURM_ARGS = ("--sdm", "env-modules", "--slurm-init-seconds-before-status-checks", "2")
 RUN_TIMEOUT = 900  # s, all three runs together (3 to 4 minutes on a quiet 2-core machine)
 # The chain from inputs to the metrics of every model: synthesize, tile, split, the three
 # trainings, predictions and evaluations, collect_metrics. Seven levels of SLURM jobs, each
