@@ -1,9 +1,8 @@
 """Shared fixtures (tiny synthetic rasters built by code with fixed seeds) and the suite's groups.
 
-`make test` runs the suite on two workers (pytest-xdist, ``--dist loadgroup``): the tests of
-one file stay on one worker, so a module's fixture (a k-fold study, the sharded runs) is made
-once, and the groups below share a session fixture: one SLURM cluster, one tiny study, one
-fixture world of the download tests.
+`make test` runs the suite on two workers (pytest-xdist, ``--dist loadfile``): the tests of
+one file stay on one worker, so a module's or session's study (the k-fold study, the SLURM
+cluster and its runs, the tiny study) is made once; each is read by one file only.
 """
 
 from __future__ import annotations
@@ -15,21 +14,25 @@ from aefheight.core.schema import make
 from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic
 
 TINY = make(SyntheticSettings, width=256, height=192, seed=3, holes=2)
+# The studies first: on two workers (`make test`: pytest-xdist, ``--dist loadfile``, a file's
+# tests on one worker, so a study fixture is made once) the long ones start at once and the
+# unit tests fill the gaps, instead of two studies left for the end.
+FIRST = (
+    "workflow/test_kfold_run.py",
+    "cluster/test_slurm.py",
+    "workflow/test_end_to_end.py",
+    "workflow/test_sharding_run.py",
+)
 TESTS = Path(__file__).resolve().parent
-GROUPS = {  # path prefix under tests/ -> the group its tests share a worker with
-    "cluster/": "slurm",
-    "workflow/test_end_to_end.py": "tiny_run",
-    "workflow/test_faults.py": "tiny_run",
-    "inputs/sources/": "sources",
-}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def _rank(item: pytest.Item) -> int:
+    rel = item.path.resolve().relative_to(TESTS).as_posix()
+    return FIRST.index(rel) if rel in FIRST else len(FIRST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        rel = item.path.resolve().relative_to(TESTS).as_posix()
-        group = next((g for prefix, g in GROUPS.items() if rel.startswith(prefix)), rel)
-        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_rank)  # stable: every other test keeps its order
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

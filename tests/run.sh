@@ -15,4 +15,4 @@ snakefmt --check .
 snakemake --lint
 mypy                                   # the package's types (pyproject.toml [tool.mypy])
 # two workers: one runs a study's jobs while the other runs unit tests (tests/conftest.py)
-pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"
+pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
