@@ -147,6 +147,15 @@ class Cluster:
             _reap(pid)
         self.pids.clear()
         (self.state / "pids.json").unlink(missing_ok=True)
+        remove_config()
+
+
+def remove_config() -> None:
+    """Remove our slurm.conf and gres.conf: with a config but no controller, every
+    ``scontrol`` waits 9 s, and the SLURM executor plugin runs one when snakemake starts."""
+    for conf in (CONF, GRES_CONF):
+        if conf.exists() and MARKER in conf.read_text(errors="replace"):
+            conf.unlink()
 
 
 def jobs() -> dict[str, dict[str, str]]:

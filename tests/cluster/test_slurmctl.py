@@ -32,3 +32,13 @@ def test_cluster_settings(tmp_path):
     assert conf["MinJobAge"] == "300"
     assert conf["AccountingStorageType"] == "accounting_storage/none"  # no slurmdbd, as issued
     assert str(tmp_path) in conf["StateSaveLocation"]
+
+
+def test_removes_only_its_own_config(monkeypatch, tmp_path):
+    ours, real = tmp_path / "slurm.conf", tmp_path / "gres.conf"
+    monkeypatch.setattr(slurmctl, "CONF", ours)
+    monkeypatch.setattr(slurmctl, "GRES_CONF", real)
+    ours.write_text(slurmctl.slurm_conf(tmp_path))
+    real.write_text("NodeName=gpu01 Name=gpu File=/dev/nvidia0\n")
+    slurmctl.remove_config()
+    assert not ours.exists() and real.exists()

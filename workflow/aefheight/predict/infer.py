@@ -315,7 +315,20 @@ def predict(
     sharding: ShardingSettings | None = None,
     threads: int = 1,
 ) -> None:
-    """Predict the whole AOI (or one shard: ``shard`` and ``sharding``) with one checkpoint."""
+    """Predict the whole AOI (or one shard: ``shard`` and ``sharding``) with one checkpoint.
+
+    Args:
+        settings: The config's ``prediction`` section (JSON; ``'{}'`` for the defaults).
+        model: The model's name (written into the prediction's tags).
+        seed: The training seed (written into the tags).
+        embeddings: The co-registered embeddings GeoTIFF to predict over.
+        checkpoint: The trained model (a net's weights or a Ridge fit).
+        prediction: Written: the height map in metres, a COG on the embeddings' grid.
+        coarse_dem: The coarse DEM, for models that take it as a channel or a base.
+        shard: The shard's name (``r<row>c<col>``) to predict only its window.
+        sharding: The config's ``sharding`` section (JSON), given with ``shard``.
+        threads: Torch threads (the rule's ``threads``).
+    """
     window = shard_of(embeddings, shard, sharding)
     predict_raster(
         embeddings,

@@ -275,5 +275,15 @@ def split(
     areas: Path,
     fold: int | None = None,
 ) -> None:
-    """Split the AOI's pixels into train/val/test (or hold out k-fold strip ``fold``)."""
+    """Split the AOI's pixels into train/val/test (or hold out k-fold strip ``fold``).
+
+    Args:
+        settings: The config's ``split`` section (JSON; ``'{}'`` for the defaults).
+        index: The patch index (which pixels hold data).
+        grid: A raster on the AOI grid (the embeddings) the split raster copies.
+        gpkg: Written: the split's polygons, one layer.
+        raster: Written: the split's codes per pixel (train, validation, test, buffer).
+        areas: Written: the realized share of each split (pixels and per cent).
+        fold: The k-fold strip to hold out as test; without it, the single split.
+    """
     write_split(index, grid, gpkg, raster, areas, settings, fold=fold)

@@ -381,7 +381,20 @@ def tile(
     shard: str | None = None,
     sharding: ShardingSettings | None = None,
 ) -> None:
-    """Cut the AOI (or one shard of it: ``shard`` and ``sharding``) into the patch store."""
+    """Cut the AOI (or one shard of it: ``shard`` and ``sharding``) into the patch store.
+
+    Args:
+        settings: The config's ``tiling`` section (JSON; ``'{}'`` for the defaults).
+        embeddings: The co-registered embeddings GeoTIFF (its grid is the AOI grid).
+        dsm: The reference DSM on the same grid.
+        coarse_dem: The coarse DEM on the same grid.
+        index: Written: one row per patch (window, valid share, height statistics).
+        store_embeddings: Written: the embeddings' patches, one array per patch.
+        store_dsm: Written: the DSM's patches, in the index's order.
+        store_coarse_dem: Written: the coarse DEM's patches, in the index's order.
+        shard: The shard's name (``r<row>c<col>``) to cut only its window.
+        sharding: The config's ``sharding`` section (JSON), given with ``shard``.
+    """
     window = shard_of(embeddings, shard, sharding)
     cut_patches(
         embeddings,

@@ -473,7 +473,23 @@ def train_net(
     resume: Path,
     threads: int = 1,
 ) -> None:
-    """Train one net (U-Net, U-Net++, ...) for one seed; one store per shard, in order."""
+    """Train one net (U-Net, U-Net++, ...) for one seed; one store per shard, in order.
+
+    Args:
+        settings: The config's ``training`` section (JSON; ``'{}'`` for the defaults).
+        model_settings: The model's entry under ``models`` (JSON).
+        model: The model's name in the config (names the run in logs and the history).
+        seed: Seeds the weights, the window sampling and the batch order.
+        split_gpkg: The spatial split's polygons (train / validation / test strips).
+        split_tif: The split raster on the AOI grid (which pixels count for which loss).
+        store_embeddings: The patch stores of the embeddings, one per shard.
+        store_dsm: The patch stores of the reference DSM, in the same order.
+        store_coarse_dem: The coarse DEM's stores (read only when the model uses it).
+        checkpoint: Written: the weights of the epoch with the lowest validation loss.
+        history: Written: one row per epoch (steps, train and validation loss, validation RMSE).
+        resume: The last epoch's state; a rerun continues from it.
+        threads: Torch threads (the rule's ``threads``).
+    """
     fit_net(
         store_embeddings=store_embeddings,
         store_dsm=store_dsm,
