@@ -4,6 +4,9 @@ Rasters are read block by block into the accumulators of :mod:`.stats` (one job,
 per shard whose partial statistics :func:`reduce_partials` folds in block order: the same
 numbers). Spearman's rho needs ranks, so it is computed on the uniform random pixel sample
 (its size is reported).
+
+About 420 lines: one evaluation and its sharded twin (partials, merge, reduce) share the
+accumulators' layout; kept together so the two cannot drift apart.
 """
 
 from __future__ import annotations

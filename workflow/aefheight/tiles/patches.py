@@ -7,6 +7,8 @@ nodata. Each patch is one contiguous run of bytes, so reading a patch is one seq
 statistics. De-quantization happens on the training device
 (:func:`aefheight.train.dataset.model_input`).
 No torch here: the tiling env and every raster step stay torch-free.
+
+About 410 lines: the writer and the shard-index merge share the store's layout, defined here once.
 """
 
 from __future__ import annotations
