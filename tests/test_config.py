@@ -16,6 +16,7 @@ from aefheight.inputs.synthetic import SyntheticSettings
 from aefheight.models.factory import ModelSettings
 from aefheight.predict.correction import CorrectionSettings
 from aefheight.predict.infer import PredictSettings
+from aefheight.predict.intervals import IntervalSettings
 from aefheight.split.spatial import SplitSettings
 from aefheight.tiles.patches import TilingSettings
 from aefheight.train.fit import TrainSettings
@@ -33,6 +34,7 @@ CLASSES = [
     DSMSettings,
     DownloadSettings,
     CorrectionSettings,
+    IntervalSettings,
     AOASettings,
     LimitsSettings,
 ]
@@ -101,7 +103,8 @@ def test_the_shipped_configs_pass_and_the_default_states_the_defaults():
         config.check_config(cfg)
         assert set(cfg) >= {"tiling", "split", "training", "prediction", "seeds", "downloads"}
     raw = _load("config.yaml")
-    for section in ("tiling", "split", "aoa", "training", "prediction", "correction", "limits"):
+    sections = ("tiling", "split", "aoa", "training", "prediction", "correction", "intervals")
+    for section in (*sections, "limits"):
         defaults = schema.validate_section({}, section)
         assert raw[section] == defaults, f"config.yaml's {section} differs from the schema"
     synthetic = schema.validate_section({}, "aois.<name>.synthetic")

@@ -65,6 +65,7 @@ ENGINES = {
     "pandas": {"pyarrow", "tabulate", "jinja2"},
     "segmentation-models-pytorch": {"timm", "torchvision"},
     "scikit-learn": {"scipy"},  # pinned, as sklearn's solvers are scipy's
+    "crepes": {"scipy"},  # crepes' own import
 }
 PIN = re.compile(r"^[A-Za-z0-9_.\-]+\s*(==?|>=|~=)\s*[0-9]")
 

@@ -69,6 +69,7 @@ def check_sections(config: dict[str, Any]) -> None:
     from aefheight.inputs.synthetic import SyntheticSettings
     from aefheight.models.factory import ModelSettings
     from aefheight.predict.infer import PredictSettings
+    from aefheight.predict.intervals import IntervalSettings
     from aefheight.split.spatial import SplitSettings
     from aefheight.tiles.patches import TilingSettings
     from aefheight.train.fit import TrainSettings
@@ -83,6 +84,7 @@ def check_sections(config: dict[str, Any]) -> None:
     from_mapping(SplitSettings, config["split"], "split")
     from_mapping(TrainSettings, config["training"], "training")
     from_mapping(PredictSettings, config["prediction"], "prediction")
+    from_mapping(IntervalSettings, config["intervals"], "intervals")
     from_mapping(ShardingSettings, config["sharding"], "sharding")
     for name, model in config["models"].items():
         from_mapping(ModelSettings, model, f"models.{name}")

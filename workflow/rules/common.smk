@@ -91,6 +91,9 @@ DEM_NETS = [
 # every prediction scored: each model, followed by its corrected versions (side by side)
 PREDICTIONS = [p for m in MODELS for p in [m, *(c for c, (b, _) in CORRECTED.items() if b == m)]]
 SEEDS = [str(s) for s in config["seeds"]]
+INTERVAL_METHODS = list(config["intervals"]["methods"])
+# the width map shows one interval per model: the locally adaptive one when it is configured
+MAPPED_METHOD = "by_height" if "by_height" in INTERVAL_METHODS else INTERVAL_METHODS[0]
 # synthesize makes the synthetic AOIs; the download rules (inputs.smk) fetch the others
 SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
 DOWNLOADED_AOIS = [a for a in AOIS if a not in SYNTHETIC_AOIS]
@@ -251,6 +254,7 @@ def final_outputs():
                 f"results/{aoi}/figures/kfold.png",
                 f"results/{aoi}/figures/aoa_map.png",
             ]
+        out += [f"results/{aoi}/tables/intervals.md", f"results/{aoi}/figures/intervals.png"]
         out += expand(f"results/{aoi}/predictions/{{m}}_seed{{s}}.tif", m=PREDICTIONS, s=SEEDS)
     return [*out, FRONT_PAGE]
 
@@ -294,6 +298,26 @@ def correction_inputs(wildcards):
     if wildcards.method == "linear":
         return {"dsm": f"results/{aoi}/inputs/dsm.tif"}
     return {"coarse_dem": f"results/{aoi}/inputs/coarse_dem.tif"}
+
+
+def aoa_input(wildcards):
+    """The split's area-of-applicability map, where one is made (split.folds >= 2)."""
+    return {"aoa": f"results/{wildcards.aoi}/aoa/aoa.tif"} if FOLD_AOIS else {}
+
+
+def interval_files(template):
+    """An input function: ``template`` under the split's intervals/ for every prediction,
+    seed and interval method."""
+
+    def files(wildcards):
+        return expand(
+            f"results/{wildcards.aoi}/intervals/{template}",
+            model=PREDICTIONS,
+            seed=SEEDS,
+            method=INTERVAL_METHODS,
+        )
+
+    return files
 
 
 def landcover_input(wildcards):

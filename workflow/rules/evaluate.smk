@@ -162,3 +162,29 @@ rule aoa_metrics:
         "python -m aefheight aoa-metrics --predictions {input.predictions} --dsm {input.dsm}"
         " --split {input.split} --aoa-tif {input.aoa_tif} --metrics {output.metrics}"
         " > {log} 2>&1"
+
+
+rule interval_coverage:
+    input:
+        unpack(aoa_input),
+        interval="results/{aoi}/intervals/{model}_seed{seed}_{method}.tif",
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
+        split="results/{aoi}/split/split.tif",
+    output:
+        coverage="results/{aoi}/intervals/coverage/{model}_seed{seed}_{method}.csv",
+    log:
+        "results/{aoi}/logs/interval_coverage/{model}_seed{seed}_{method}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/interval_coverage/{model}_seed{seed}_{method}.tsv"
+    wildcard_constraints:
+        method=one_of(INTERVAL_METHODS),
+    conda:
+        "../../envs/interval_coverage.yaml"
+    threads: 1
+    params:
+        aoa=optional_flags(aoa_input),
+    shell:
+        "python -m aefheight interval-coverage --model {wildcards.model}"
+        " --method {wildcards.method} --seed {wildcards.seed} --interval {input.interval}"
+        " --dsm {input.dsm} --split {input.split} {params.aoa}"
+        " --coverage {output.coverage} > {log} 2>&1"

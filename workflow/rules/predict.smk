@@ -124,3 +124,29 @@ rule correct:
         " --seed {wildcards.seed} --settings {params.settings:q} {params.optional}"
         " --prediction {input.prediction} --split {input.split}"
         " --corrected {output.corrected} --fit {output.fit} > {log} 2>&1"
+
+
+rule predict_interval:
+    input:
+        prediction="results/{aoi}/predictions/{model}_seed{seed}.tif",
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
+        split="results/{aoi}/split/split.tif",
+    output:
+        interval="results/{aoi}/intervals/{model}_seed{seed}_{method}.tif",
+        calibration="results/{aoi}/intervals/calibration/{model}_seed{seed}_{method}.csv",
+    log:
+        "results/{aoi}/logs/predict_interval/{model}_seed{seed}_{method}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/predict_interval/{model}_seed{seed}_{method}.tsv"
+    wildcard_constraints:
+        method=one_of(INTERVAL_METHODS),
+    conda:
+        "../../envs/predict_interval.yaml"
+    threads: 1
+    params:
+        settings=lambda w: section_json("intervals"),
+    shell:
+        "python -m aefheight predict-interval --settings {params.settings:q}"
+        " --model {wildcards.model} --method {wildcards.method} --seed {wildcards.seed}"
+        " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
+        " --interval {output.interval} --calibration {output.calibration} > {log} 2>&1"

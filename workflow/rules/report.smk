@@ -195,11 +195,14 @@ rule kfold:
 
 rule report_front:
     input:
-        # each AOI's findings, then its k-fold findings (split.folds >= 2)
+        # each AOI's findings and its intervals', then its k-fold findings (split.folds >= 2)
         findings=[
             f
             for aoi in AOIS
-            for f in [f"results/{aoi}/tables/findings.rst"]
+            for f in [
+                f"results/{aoi}/tables/findings.rst",
+                f"results/{aoi}/tables/interval_findings.rst",
+            ]
             + ([f"results/{aoi}/tables/kfold_findings.rst"] if FOLD_AOIS else [])
         ],
         methods=os.path.normpath(
@@ -479,3 +482,71 @@ rule plot_aoa:
     shell:
         "python -m aefheight plot-aoa --aoa-tifs {input.aoa_tifs} --splits {input.splits}"
         " --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule interval_tables:
+    input:
+        coverages=interval_files("coverage/{model}_seed{seed}_{method}.csv"),
+    output:
+        table="results/{aoi}/tables/intervals.csv",
+        summary_md=report(
+            "results/{aoi}/tables/intervals.md",
+            caption="../report/intervals_table.rst",
+            category="3 Prediction intervals",
+            labels={"aoi": "{aoi}", "table": "interval coverage and width"},
+        ),
+        findings="results/{aoi}/tables/interval_findings.rst",
+    log:
+        "results/{aoi}/logs/interval_tables.log",
+    benchmark:
+        "results/{aoi}/benchmarks/interval_tables.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/interval_tables.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight interval-tables --aoi {wildcards.aoi}"
+        " --coverages {input.coverages} --table {output.table}"
+        " --summary-md {output.summary_md} --findings {output.findings} > {log} 2>&1"
+
+
+rule plot_intervals:
+    input:
+        unpack(aoa_input),
+        coverages=interval_files("coverage/{model}_seed{seed}_{method}.csv"),
+        intervals=lambda w: [
+            f"results/{w.aoi}/intervals/{m}_seed{SEEDS[0]}_{MAPPED_METHOD}.tif" for m in MODELS
+        ],
+        split="results/{aoi}/split/split.tif",
+    output:
+        png=report(
+            "results/{aoi}/figures/intervals.png",
+            caption="../report/intervals.rst",
+            category="3 Prediction intervals",
+            labels={"aoi": "{aoi}", "figure": "coverage by height"},
+        ),
+        pdf="results/{aoi}/figures/intervals.pdf",
+        width_png=report(
+            "results/{aoi}/figures/interval_width.png",
+            caption="../report/interval_width.rst",
+            category="3 Prediction intervals",
+            labels={"aoi": "{aoi}", "figure": "interval width map"},
+        ),
+        width_pdf="results/{aoi}/figures/interval_width.pdf",
+    log:
+        "results/{aoi}/logs/plot/intervals.log",
+    benchmark:
+        "results/{aoi}/benchmarks/plot/intervals.tsv"
+    wildcard_constraints:
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/plot_intervals.yaml"
+    threads: 1
+    params:
+        aoa=optional_flags(aoa_input),
+    shell:
+        "python -m aefheight plot-intervals --coverages {input.coverages}"
+        " --intervals {input.intervals} --split {input.split} {params.aoa}"
+        " --png {output.png} --pdf {output.pdf} --width-png {output.width_png}"
+        " --width-pdf {output.width_pdf} > {log} 2>&1"

@@ -177,9 +177,14 @@ def parse_crs(value: str, key: str, metres: bool = False) -> CRS:
     return crs
 
 
-def read_dsm_block(ds: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:
-    """Read DSM band 1 as float32 with NaN for nodata (declared nodata only)."""
-    z = read_checked(ds, window, indexes=1).astype(np.float32, copy=False)
+def read_dsm_block(
+    ds: rasterio.io.DatasetReader, window: Window | None = None, band: int = 1
+) -> np.ndarray:
+    """Read a height band (a DSM, a prediction, an interval bound) as float32, NaN for nodata.
+
+    Only declared nodata counts.
+    """
+    z = read_checked(ds, window, indexes=band).astype(np.float32, copy=False)
     nd = ds.nodata
     if nd is not None and not np.isnan(nd):
         z[z == nd] = np.nan
