@@ -56,10 +56,12 @@ def test_coverage_by_split_height_and_area(scene):
 
 
 def test_without_an_aoa_map_only_all(scene, tmp_path):
+    with rasterio.open(scene["interval"], "r+") as ds:
+        ds.update_tags(method="by_height", level="0.9")
     interval_coverage(
-        model="unet", method="conformal", seed=2, interval=scene["interval"], dsm=scene["dsm"],
+        model="unet", seed=2, intervals=[scene["interval"]], dsm=scene["dsm"],
         split=scene["split"], coverage=tmp_path / "c.csv",
     )  # fmt: skip
     t = pd.read_csv(tmp_path / "c.csv")
     assert set(t["area"]) == {"all"} and (t["model"] == "unet").all() and (t["seed"] == 2).all()
-    assert t["level"].isna().all()  # the test raster carries no level tag
+    assert (t["method"] == "by_height").all() and (t["level"] == 0.9).all()

@@ -10,7 +10,7 @@ from aefheight.core.names import CODES
 from aefheight.core.schema import from_mapping, make
 from aefheight.evaluate.coverage import coverage_table
 from aefheight.predict import PRED_NODATA
-from aefheight.predict.intervals import IntervalSettings, calibrate, write_interval
+from aefheight.predict.intervals import IntervalSettings, calibrate, predict_interval
 from helpers import write_tif
 
 H, W = 128, 192
@@ -42,10 +42,11 @@ def scene(tmp_path):
 
 
 def _write(paths, method, out, dsm=None, **kw):
-    return write_interval(
-        prediction=paths["prediction"], dsm=dsm or paths["dsm"], split=paths["split"],
-        method=method, s=make(IntervalSettings, **kw), seed=0, interval=out / f"{method}.tif",
-        calibration=out / f"{method}.csv", model="m",
+    """The step for one method: ``out/<method>.tif`` and ``out/<method>.csv``."""
+    predict_interval(
+        settings=make(IntervalSettings, **kw), model="m", seed=0, prediction=paths["prediction"],
+        dsm=dsm or paths["dsm"], split=paths["split"], methods=[method],
+        intervals=[out / f"{method}.tif"], calibrations=[out / f"{method}.csv"],
     )  # fmt: skip
 
 

@@ -306,15 +306,12 @@ def aoa_input(wildcards):
 
 
 def interval_files(template):
-    """An input function: ``template`` under the split's intervals/ for every prediction,
-    seed and interval method."""
+    """An input function: ``template`` under the split's intervals/ for every prediction and
+    seed."""
 
     def files(wildcards):
         return expand(
-            f"results/{wildcards.aoi}/intervals/{template}",
-            model=PREDICTIONS,
-            seed=SEEDS,
-            method=INTERVAL_METHODS,
+            f"results/{wildcards.aoi}/intervals/{template}", model=PREDICTIONS, seed=SEEDS
         )
 
     return files

@@ -167,17 +167,18 @@ rule aoa_metrics:
 rule interval_coverage:
     input:
         unpack(aoa_input),
-        interval="results/{aoi}/intervals/{model}_seed{seed}_{method}.tif",
+        intervals=expand(
+            "results/{{aoi}}/intervals/{{model}}_seed{{seed}}_{method}.tif",
+            method=INTERVAL_METHODS,
+        ),
         dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
         split="results/{aoi}/split/split.tif",
     output:
-        coverage="results/{aoi}/intervals/coverage/{model}_seed{seed}_{method}.csv",
+        coverage="results/{aoi}/intervals/coverage/{model}_seed{seed}.csv",
     log:
-        "results/{aoi}/logs/interval_coverage/{model}_seed{seed}_{method}.log",
+        "results/{aoi}/logs/interval_coverage/{model}_seed{seed}.log",
     benchmark:
-        "results/{aoi}/benchmarks/interval_coverage/{model}_seed{seed}_{method}.tsv"
-    wildcard_constraints:
-        method=one_of(INTERVAL_METHODS),
+        "results/{aoi}/benchmarks/interval_coverage/{model}_seed{seed}.tsv"
     conda:
         "../../envs/interval_coverage.yaml"
     threads: 1
@@ -185,6 +186,5 @@ rule interval_coverage:
         aoa=optional_flags(aoa_input),
     shell:
         "python -m aefheight interval-coverage --model {wildcards.model}"
-        " --method {wildcards.method} --seed {wildcards.seed} --interval {input.interval}"
-        " --dsm {input.dsm} --split {input.split} {params.aoa}"
-        " --coverage {output.coverage} > {log} 2>&1"
+        " --seed {wildcards.seed} --intervals {input.intervals} --dsm {input.dsm}"
+        " --split {input.split} {params.aoa} --coverage {output.coverage} > {log} 2>&1"

@@ -132,21 +132,26 @@ rule predict_interval:
         dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
         split="results/{aoi}/split/split.tif",
     output:
-        interval="results/{aoi}/intervals/{model}_seed{seed}_{method}.tif",
-        calibration="results/{aoi}/intervals/calibration/{model}_seed{seed}_{method}.csv",
+        intervals=expand(
+            "results/{{aoi}}/intervals/{{model}}_seed{{seed}}_{method}.tif",
+            method=INTERVAL_METHODS,
+        ),
+        calibrations=expand(
+            "results/{{aoi}}/intervals/calibration/{{model}}_seed{{seed}}_{method}.csv",
+            method=INTERVAL_METHODS,
+        ),
     log:
-        "results/{aoi}/logs/predict_interval/{model}_seed{seed}_{method}.log",
+        "results/{aoi}/logs/predict_interval/{model}_seed{seed}.log",
     benchmark:
-        "results/{aoi}/benchmarks/predict_interval/{model}_seed{seed}_{method}.tsv"
-    wildcard_constraints:
-        method=one_of(INTERVAL_METHODS),
+        "results/{aoi}/benchmarks/predict_interval/{model}_seed{seed}.tsv"
     conda:
         "../../envs/predict_interval.yaml"
     threads: 1
     params:
         settings=lambda w: section_json("intervals"),
+        methods=" ".join(INTERVAL_METHODS),
     shell:
         "python -m aefheight predict-interval --settings {params.settings:q}"
-        " --model {wildcards.model} --method {wildcards.method} --seed {wildcards.seed}"
-        " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
-        " --interval {output.interval} --calibration {output.calibration} > {log} 2>&1"
+        " --model {wildcards.model} --seed {wildcards.seed} --prediction {input.prediction}"
+        " --dsm {input.dsm} --split {input.split} --methods {params.methods}"
+        " --intervals {output.intervals} --calibrations {output.calibrations} > {log} 2>&1"

@@ -486,7 +486,7 @@ rule plot_aoa:
 
 rule interval_tables:
     input:
-        coverages=interval_files("coverage/{model}_seed{seed}_{method}.csv"),
+        coverages=interval_files("coverage/{model}_seed{seed}.csv"),
     output:
         table="results/{aoi}/tables/intervals.csv",
         summary_md=report(
@@ -514,7 +514,7 @@ rule interval_tables:
 rule plot_intervals:
     input:
         unpack(aoa_input),
-        coverages=interval_files("coverage/{model}_seed{seed}_{method}.csv"),
+        coverages=interval_files("coverage/{model}_seed{seed}.csv"),
         intervals=lambda w: [
             f"results/{w.aoi}/intervals/{m}_seed{SEEDS[0]}_{MAPPED_METHOD}.tif" for m in MODELS
         ],

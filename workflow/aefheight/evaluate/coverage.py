@@ -95,32 +95,36 @@ def coverage_table(interval: Path, dsm: Path, split: Path, aoa: Path | None = No
 def interval_coverage(
     *,
     model: str,
-    method: str,
     seed: int,
-    interval: Path,
+    intervals: list[Path],
     dsm: Path,
     split: Path,
     coverage: Path,
     aoa: Path | None = None,
 ) -> None:
-    """Score one interval: coverage and mean width per split, height bin and AOA area.
+    """Score one prediction's intervals: coverage and mean width per split, height bin, area.
 
     Args:
         model: The model's name (a column of the table).
-        method: The interval's method (a column).
         seed: The training seed (a column).
-        interval: The two-band interval COG (lower_m, upper_m).
+        intervals: The two-band interval COGs (lower_m, upper_m), one per method (its tag).
         dsm: The reference DSM on the same grid.
         split: The split raster (train, validation, test).
-        coverage: Written: one row per split, area and reference-height bin.
+        coverage: Written: one row per method, split, area and reference-height bin.
         aoa: The area-of-applicability map (its ``threshold`` tag), when mapped.
     """
-    with rasterio.open(interval) as ds:
-        level = float(ds.tags().get("level", "nan"))
-    table = coverage_table(interval, dsm, split, aoa)
-    table.insert(0, "level", level)
-    for name, value in (("seed", seed), ("method", method), ("model", model)):
-        table.insert(0, name, value)
+    tables = []
+    for interval in intervals:
+        with rasterio.open(interval) as ds:
+            tags = ds.tags()
+        t = coverage_table(interval, dsm, split, aoa)
+        head = {"model": model, "seed": seed, "method": tags.get("method", "?")}
+        tables.append(t.assign(**head, level=float(tags.get("level", "nan"))))
+    table = pd.concat(tables, ignore_index=True)
+    table = table[["model", "seed", "method", "level", *COLUMNS]]
     write_csv(table, coverage)
-    tot = table[(table["area"] == ALL) & table["height_lo_m"].isna()].set_index("split")
-    log.info("%s seed %d %s: coverage %s %%", model, seed, method, tot["covered_pct"].round(1))
+    tot = table[(table["area"] == ALL) & table["height_lo_m"].isna()]
+    for r in tot.itertuples(index=False):
+        log.info(
+            "%s seed %d %s %s: coverage %.1f %%", model, seed, r.method, r.split, r.covered_pct
+        )

@@ -1,11 +1,12 @@
 """Prediction intervals: split conformal on the validation band, written beside the prediction.
 
 Use when a user needs to know which pixels of a height map to trust, in metres. For one
-prediction (a model and seed), :func:`write_interval` samples (prediction, reference) pairs of
+prediction (a model and seed), :func:`predict_interval` samples (prediction, reference) pairs of
 the **validation band** (``val`` in ``split.tif``: held out of the weights' fit, next to the
 buffer of the test strip; it chose the epoch, one number, as for the linear correction), fits a
-conformal regressor of ``crepes`` on their residuals and writes the interval (lower, upper) at
-the configured level, block by block, as a two-band COG. Two methods:
+conformal regressor of ``crepes`` on their residuals (:func:`calibrate`) and writes the
+interval (lower, upper) at the configured level, block by block, as a two-band COG
+(:func:`write_interval`). Two methods, one sample:
 
 * ``conformal``: one half-width for every pixel (standard split conformal);
 * ``by_height``: Mondrian by predicted height, one half-width per bin; the bins' edges are
@@ -70,12 +71,18 @@ class IntervalSettings:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A fitted interval: the regressor, the inner bin edges (empty: one bin) and the level."""
+    """A fitted interval: the regressor, the inner bin edges (empty: one bin), the level."""
 
     regressor: ConformalRegressor
     edges: np.ndarray
     level: float
     counts: np.ndarray
+    method: str
+
+    @property
+    def n(self) -> int:
+        """Calibration pixels."""
+        return int(self.counts.sum())
 
     def bins(self, pred: np.ndarray) -> np.ndarray | None:
         """Each prediction's bin (None for a single bin, as crepes takes it)."""
@@ -114,25 +121,13 @@ def calibrate(
             f"({s.min_calibration_px}); lower intervals.height_bins or widen split.fractions.val"
         )
     regressor = ConformalRegressor().fit(ref - pred, bins=labels if bins > 1 else None)
-    return Calibration(regressor, edges, s.level, counts)
+    return Calibration(regressor, edges, s.level, counts, method)
 
 
 def write_interval(
-    *,
-    prediction: Path,
-    dsm: Path,
-    split: Path,
-    method: str,
-    s: IntervalSettings,
-    seed: int,
-    interval: Path,
-    calibration: Path,
-    model: str,
-) -> Calibration:
-    """Calibrate ``prediction`` on the validation band; write its interval COG and bin table."""
-    what = f"{model} seed {seed}"
-    pred, ref = sample_pairs(prediction, dsm, split, CALIBRATION_SPLIT, s.max_pixels, seed)
-    cal = calibrate(pred, ref, method, s, what)
+    prediction: Path, cal: Calibration, interval: Path, tags: dict[str, str]
+) -> None:
+    """Write the interval of ``cal`` around ``prediction``, block by block, as a two-band COG."""
     with open_raster(prediction, bands=1) as src, scratch_path(interval, ".tif") as tmp:
         with rasterio.open(tmp, "w", **Grid.of(src).profile(2, "float32", PRED_NODATA)) as dst:
             for _, win in src.block_windows(1):
@@ -141,18 +136,11 @@ def write_interval(
                 ok = ~np.isnan(p)
                 out[:, ok] = cal.interval(p[ok].astype(np.float64)).T
                 dst.write(out, window=win)
-            tags = {"model": model, "seed": str(seed), "method": method, "level": str(s.level)}
-            tags |= {"calibration_split": CALIBRATION_SPLIT, "calibration_px": str(len(pred))}
+            tags = tags | {"method": cal.method, "level": str(cal.level)}
+            tags |= {"calibration_split": CALIBRATION_SPLIT, "calibration_px": str(cal.n)}
             dst.update_tags(units="m", **tags)
             dst.descriptions = ("lower_m", "upper_m")
         to_cog(tmp, interval)
-    table = cal.table().assign(model=model, seed=seed, method=method, level=s.level)
-    write_csv(table, calibration)
-    half = np.round(table["half_width_m"].to_numpy(), 2)
-    log.info(
-        "%s %s: %d %s pixels, half-widths %s m", what, method, len(pred), CALIBRATION_SPLIT, half
-    )
-    return cal
 
 
 @step
@@ -160,35 +148,35 @@ def predict_interval(
     *,
     settings: IntervalSettings,
     model: str,
-    method: str,
     seed: int,
     prediction: Path,
     dsm: Path,
     split: Path,
-    interval: Path,
-    calibration: Path,
+    methods: list[str],
+    intervals: list[Path],
+    calibrations: list[Path],
 ) -> None:
-    """Write one prediction's interval (lower, upper) at ``settings.level``, without test labels.
+    """Write one prediction's intervals at ``settings.level``, one per method, no test label.
 
     Args:
         settings: The config's ``intervals`` section (JSON; ``'{}'`` for the defaults).
         model: The model's name (written into the tags).
-        method: ``conformal`` (one width) or ``by_height`` (a width per predicted-height bin).
         seed: The training seed; it also draws the calibration sample.
         prediction: The height map to bracket.
         dsm: The reference DSM (read on the validation band only).
         split: The split raster (which pixels are the validation band).
-        interval: Written: a two-band COG (lower_m, upper_m) on the prediction's grid.
-        calibration: Written: one row per bin (its range, calibration pixels, half-width).
+        methods: ``conformal`` (one width), ``by_height`` (a width per predicted-height bin).
+        intervals: Written, one per method: a two-band COG (lower_m, upper_m).
+        calibrations: Written, one per method: a row per bin (range, pixels, half-width).
     """
-    write_interval(
-        prediction=prediction,
-        dsm=dsm,
-        split=split,
-        method=method,
-        s=settings,
-        seed=seed,
-        interval=interval,
-        calibration=calibration,
-        model=model,
-    )
+    if not len(methods) == len(intervals) == len(calibrations):
+        raise ConfigError("predict-interval needs one --intervals and --calibrations per method")
+    pred, ref = sample_pairs(prediction, dsm, split, CALIBRATION_SPLIT, settings.max_pixels, seed)
+    for method, interval, calibration in zip(methods, intervals, calibrations, strict=True):
+        cal = calibrate(pred, ref, method, settings, f"{model} seed {seed}")
+        write_interval(prediction, cal, interval, {"model": model, "seed": str(seed)})
+        table = cal.table().assign(model=model, seed=seed, method=method, level=settings.level)
+        write_csv(table, calibration)
+        half = np.round(table["half_width_m"].to_numpy(), 2)
+        log.info("%s seed %d %s: %d %s pixels, half-widths %s m", model, seed, method,
+                 len(pred), CALIBRATION_SPLIT, half)  # fmt: skip
