@@ -18,8 +18,9 @@ PREDICTIONS = MODELS + CORRECTED
 SEEDS = (0, 1)
 FIGURES = (
     "split_map", "seeds", "error_by_height", "height_shift", "residual_maps", "pred_vs_ref",
-    "dh", "loss_curves",
+    "dh", "loss_curves", "intervals", "interval_width",
 )  # fmt: skip
+INTERVAL_METHODS = ("conformal", "by_height")
 
 
 def test_every_output_exists_on_the_embedding_grid(tiny_run):
@@ -56,10 +57,36 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
         "seams.csv",
         "findings.rst",
         "corrections.csv",
+        "intervals.csv",
+        "intervals.md",
+        "interval_findings.rst",
     ):
         assert (res / "tables" / table).stat().st_size > 0
     assert (res / "split" / "split.gpkg").exists()
     assert list((res / "logs").rglob("*.log")) and list((res / "benchmarks").rglob("*.tsv"))
+
+
+def test_every_prediction_has_its_intervals_scored(tiny_run):
+    """An interval COG per prediction, seed and method, calibrated on the validation band;
+    coverage rows for each, and the intervals' section after the findings on the front page."""
+    res = tiny_run / "results" / "tiny"
+    for m in PREDICTIONS:
+        for method in INTERVAL_METHODS:
+            with rasterio.open(res / "intervals" / f"{m}_seed1_{method}.tif") as ds:
+                assert ds.count == 2 and ds.tags()["calibration_split"] == "val"
+                assert int(ds.tags()["calibration_px"]) >= 100
+                lo, hi = ds.read(1, masked=True), ds.read(2, masked=True)
+            assert (hi - lo).min() >= 0
+    cov = pd.read_csv(res / "tables" / "intervals.csv")
+    assert set(zip(cov["model"], cov["seed"], cov["method"], strict=True)) == {
+        (m, s, k) for m in PREDICTIONS for s in SEEDS for k in INTERVAL_METHODS
+    }
+    assert (
+        set(cov["split"]) == {"train", "val", "test"} and cov["covered_pct"].between(0, 100).all()
+    )
+    front = (tiny_run / "results" / "report_front.rst").read_text()
+    assert front.index("Findings: AOI tiny") < front.index("Prediction intervals: AOI tiny")
+    assert "cover" in front.split("Prediction intervals: AOI tiny", 1)[1]
 
 
 def test_metrics_csv_is_complete(tiny_run):

@@ -66,6 +66,9 @@ def test_aoa_rasters_are_cogs_on_the_grid_with_their_threshold(kfold_run):
         assert 0 <= table.loc["test", "outside_pct"] <= 100
         m = pd.read_csv(split / "aoa" / "metrics.csv")
         assert set(m["model"]) == set(MODELS) and set(m["area"]) == {"inside", "outside"}
+    cov = pd.read_csv(res / "tables" / "intervals.csv")  # the single split's intervals
+    assert set(cov["area"]) == {"all", "inside", "outside"}
+    assert "test coverage outside AOA (%)" in (res / "tables" / "intervals.md").read_text()
 
 
 def test_kfold_tables_figures_and_findings(kfold_run):

@@ -14,7 +14,7 @@ from helpers import TINY_OVERRIDES, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 MODELS = ("unet", "coarse_dem")  # a net, and the DEM (evaluated per shard, not predicted)
-TARGET = "results/tiny/metrics/metrics.csv"
+TARGETS = ("results/tiny/metrics/metrics.csv", "results/tiny/tables/intervals.csv")
 
 
 def _run(work: Path, shard_px: int | None) -> str:
@@ -27,7 +27,7 @@ def _run(work: Path, shard_px: int | None) -> str:
     cfg["sharding"] = {"shard_px": shard_px}
     work.mkdir()
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = snakemake(work, "--cores", "2", TARGET)
+    proc = snakemake(work, "--cores", "2", *TARGETS)
     return proc.stdout + proc.stderr
 
 
@@ -84,3 +84,15 @@ def test_sharded_and_unsharded_runs_give_identical_prediction_pixels(runs):
     h = "models/unet/seed0/history.csv"
     a, b = (pd.read_csv(r / h).drop(columns="seconds") for r in (whole, sharded))
     pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_sharded_and_unsharded_runs_give_identical_intervals(runs):
+    """The intervals are made from the assembled prediction: the same pixels and coverage."""
+    whole, sharded, _ = runs
+    ivs = sorted((whole / "intervals").glob("*.tif"))
+    assert len(ivs) == 2 * 2  # two predictions, two methods
+    for iv in ivs:
+        with rasterio.open(iv) as a, rasterio.open(sharded / "intervals" / iv.name) as b:
+            assert np.array_equal(a.read(), b.read()), iv.name
+    for t in ("tables/intervals.csv", *(f"intervals/coverage/{m}_seed0.csv" for m in MODELS)):
+        assert (sharded / t).read_bytes() == (whole / t).read_bytes(), t
