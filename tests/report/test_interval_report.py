@@ -21,7 +21,13 @@ def _coverage() -> pd.DataFrame:
             for method, extra in (("conformal", 0.0), ("by_height", 3.0 + seed)):
                 for split, base in (("val", 90.0), ("test", 70.0)):
                     cov = base + extra if model == "unet" else base
-                    head = {"model": model, "method": method, "seed": seed, "level": 0.9}
+                    head = {
+                        "model": model,
+                        "method": method,
+                        "seed": seed,
+                        "level": 0.9,
+                        "calibration_px": 5000,
+                    }
                     head |= {"split": split, "area": "all"}
                     rows.append(
                         head
@@ -44,20 +50,23 @@ def test_summary_has_mean_sd_and_per_seed_values():
     assert row["test coverage (%)"] == "74.0 ± 1.0" and row["val coverage (%)"] == "94.0 ± 1.0"
     assert row["per-seed test coverage (%)"] == "73.0, 74.0, 75.0"
     assert row["test mean width (m)"] == "11.0 ± 1.0"
+    assert row["calibration px (val band)"] == "5000"
     assert "test coverage outside AOA (%)" not in s.columns  # no AOA rows given
 
 
 def test_verdicts_are_paired_by_seed():
     v = method_verdicts(_coverage())
     unet = next(x for x in v if x.startswith("U-Net"))
-    assert "raises the test coverage" in unet and "Δ = +4.0" in unet and "3 seeds" in unet
+    assert "covers more of the test area than one width" in unet
+    assert "Δ = +4.0" in unet and "3 seeds" in unet
     ridge = next(x for x in v if x.startswith("Ridge"))
-    assert "does not resolve" in ridge
+    assert "not resolved" in ridge
 
 
 def test_finding_says_whether_the_intervals_hold():
     text = finding(_coverage())
     assert "nominal 90 %" in text and "70.0 to 74.0 %" in text and "do not hold" in text
+    assert "do not fix it for any of Ridge, U-Net" in text
 
 
 def test_figures_are_written(tmp_path):

@@ -119,9 +119,10 @@ def interval_coverage(
             tags = ds.tags()
         t = coverage_table(interval, dsm, split, aoa)
         head = {"model": model, "seed": seed, "method": tags.get("method", "?")}
-        tables.append(t.assign(**head, level=float(tags.get("level", "nan"))))
+        head |= {"level": float(tags.get("level", "nan"))}
+        tables.append(t.assign(**head, calibration_px=int(tags.get("calibration_px", -1))))
     table = pd.concat(tables, ignore_index=True)
-    table = table[["model", "seed", "method", "level", *COLUMNS]]
+    table = table[["model", "seed", "method", "level", "calibration_px", *COLUMNS]]
     write_csv(table, coverage)
     tot = table[(table["area"] == ALL) & table["height_lo_m"].isna()]
     for r in tot.itertuples(index=False):

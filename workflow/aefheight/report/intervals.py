@@ -47,6 +47,8 @@ def summary(cov: pd.DataFrame) -> pd.DataFrame:
         every = g[g["area"] == "all"].set_index(["split", "seed"])
         row = {"model": model_label(model), "method": METHOD_LABELS.get(method, method)}
         row["nominal (%)"] = f"{100 * g['level'].iloc[0]:.0f}"
+        px = every.loc["val", "calibration_px"]  # one per seed: the same band, all sampled
+        row["calibration px (val band)"] = str(px.iloc[0]) if px.nunique() == 1 else cell(px, 0)
         for split in ("val", "test"):
             row[f"{split} coverage (%)"] = cell(every.loc[split, "covered_pct"], 1)
         row["test mean width (m)"] = cell(every.loc["test", "mean_width_m"], 1)
@@ -61,7 +63,7 @@ def summary(cov: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_verdicts(cov: pd.DataFrame) -> list[str]:
-    """Per model: does the by-height interval cover the test area better, paired by seed?"""
+    """Per model: does the by-height interval cover more of the test area, paired by seed?"""
     t = totals(cov)
     t = t[(t["split"] == "test") & (t["area"] == "all")]
     out = []
@@ -71,31 +73,45 @@ def method_verdicts(cov: pd.DataFrame) -> list[str]:
             continue
         d = paired_difference(by["by_height"], by["conformal"])
         stat = diff_stat(d, 1)
-        resolved = d["n_seeds"] >= 2 and (d["ci_low"] > 0 or d["ci_high"] < 0)
-        word = ("raises" if d["mean_diff"] > 0 else "lowers") if resolved else "does not resolve"
-        out.append(
-            f"{model_label(model)}: widths by predicted height {word} the test coverage "
-            f"against one width (percentage points, {stat})."
-        )
+        if d["n_seeds"] >= 2 and (d["ci_low"] > 0 or d["ci_high"] < 0):
+            word = "more" if d["mean_diff"] > 0 else "less"
+            text = f"the width by predicted height covers {word} of the test area than one width"
+        else:
+            text = "width by predicted height vs one width on test coverage: not resolved"
+        out.append(f"{model_label(model)}: {text} ({stat}, percentage points).")
     return out
 
 
+def _fixed_sentence(t: pd.DataFrame, level: float) -> str:
+    """Whether the by-height interval fixes the models whose one-width interval falls short."""
+    mean = t.groupby(["model", "method"])["covered_pct"].mean().unstack()
+    if not {"conformal", "by_height"} <= set(mean.columns):
+        return ""
+    short = mean[mean["conformal"] < level - 1]
+    if short.empty:
+        return " Every one-width interval holds, so there is nothing for widths by height to fix."
+    fixed = [model_label(m) for m in short.index if short.loc[m, "by_height"] >= level - 1]
+    names = ", ".join(model_label(m) for m in short.index)
+    if not fixed:
+        return f" Widths by predicted height do not fix it for any of {names}."
+    return f" Widths by predicted height fix it for {', '.join(fixed)} (of {names})."
+
+
 def finding(cov: pd.DataFrame) -> str:
-    """One sentence: do the intervals hold on the test area, under the shift?"""
+    """Two sentences: do the intervals hold on the test area, and does adapting fix them?"""
     t = totals(cov)
     t = t[(t["split"] == "test") & (t["area"] == "all")]
     level = 100 * float(t["level"].iloc[0])
     mean = t.groupby(["model", "method"])["covered_pct"].mean()
     lo, hi = mean.min(), mean.max()
-    held = (
-        "hold"
-        if lo >= level - 1
-        else ("hold for some models only" if hi >= level - 1 else "do not hold")
-    )
+    if lo >= level - 1:
+        held = "hold"
+    else:
+        held = "hold for some models only" if hi >= level - 1 else "do not hold"
     return (
         f"At a nominal {level:.0f} %, the intervals (calibrated on the validation band) cover "
         f"{lo:.1f} to {hi:.1f} % of the test area's pixels (mean over seeds per model and "
-        f"method): they {held} under the height shift."
+        f"method): they {held} under the height shift." + _fixed_sentence(t, level)
     )
 
 
@@ -148,24 +164,28 @@ def width_maps(
     The AOA panel is drawn only when there is a map (``split.folds >= 2``).
     """
     panels = len(intervals) + (1 if aoa else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.8), squeeze=False)
+    cols = min(3, panels)
+    rows = int(np.ceil(panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
     lab, extent = overview(split)
     test = np.nan_to_num(lab) == CODES["test"]
     flip = (extent[0], extent[1], extent[3], extent[2])
-    for ax, path in zip(axes.flat, intervals, strict=False):
+    widths, titles = [], []
+    for path in intervals:
         with open_raster(path, bands=2) as ds:
             tags = ds.tags()
             f = max(1, int(np.ceil(max(ds.width, ds.height) / lab.shape[1])))
             lo, hi = (read_dsm_block(ds, None, b)[::f, ::f] for b in (1, 2))
-        width = (hi - lo)[: lab.shape[0], : lab.shape[1]]
-        im = ax.imshow(width, extent=extent, cmap="magma", interpolation="nearest")
+        widths.append((hi - lo)[: lab.shape[0], : lab.shape[1]])
+        titles.append(f"{model_label(tags['model'])} (seed {tags['seed']}, {tags['method']})")
+    vmin, vmax = np.nanpercentile(np.concatenate([w.ravel() for w in widths]), [1, 99])
+    for ax, width, title in zip(axes.flat, widths, titles, strict=False):
+        im = ax.imshow(width, extent=extent, cmap="magma", vmin=vmin, vmax=vmax)
         ax.contour(test, levels=[0.5], colors="cyan", linewidths=1.0, extent=flip)
-        ax.set_title(
-            f"{model_label(tags['model'])} seed {tags['seed']}, {tags['method']}", fontsize=9
-        )
+        ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8, label="interval width (m)")
     if aoa:
-        ax = axes.flat[-1]
+        ax = axes.flat[len(intervals)]
         di, _ = overview(aoa)
         with open_raster(aoa, bands=1) as ds:
             thr = float(ds.tags()["threshold"])
@@ -177,7 +197,9 @@ def width_maps(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Interval width (cyan line: test area)")
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
+    fig.suptitle("Interval width, one colour scale (cyan line: test area)")
     save(fig, out, pdf)
     return fig
 
