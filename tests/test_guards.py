@@ -244,3 +244,13 @@ def test_a_step_killed_mid_write_leaves_no_partial_file(tmp_path, sig):
         step.kill()
         log.close()
     assert sorted(p.name for p in out.parent.iterdir()) == []  # no scratch, no output
+
+
+def test_a_validation_band_too_small_for_the_intervals_is_refused_before_any_job(tmp_path):
+    cfg = helpers.tiny_config()  # 384 x 256 px: a validation band of at most 9,830 px
+    cfg["intervals"] = {"height_bins": 5, "min_calibration_px": 2000}
+    err = _refused(tmp_path, cfg)
+    assert "aois.tiny: its validation band holds at most 9,830 px" in err
+    assert "10,000" in err and "split.fractions.val" in err
+    cfg["intervals"] = {"height_bins": 4, "min_calibration_px": 2000}  # 8,000: may fit
+    _checks_pass(cfg)

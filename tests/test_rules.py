@@ -19,7 +19,8 @@ from aefheight.cli import step_function, steps
 from test_envs import command_rules, directive, rule_blocks
 
 REPO = Path(__file__).resolve().parents[1]
-TWINS = ("_shard", "_fold")  # a twin rule runs its step for one shard or one k-fold strip
+# a twin rule runs its step for one shard, one k-fold strip or a seed ensemble
+TWINS = ("_shard", "_fold", "_ensemble")
 
 
 def _names(rule: str, what: str) -> list[str]:

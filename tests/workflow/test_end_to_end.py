@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 MODELS = ("unet", "unetplusplus", "ridge", "ridge_ctx", "coarse_dem", "unet_dem")
 CORRECTED = ("unet_linear", "unet_quantile_map")  # tiny_config: correction.models [unet]
 PREDICTIONS = MODELS + CORRECTED
+ENSEMBLES = ("unet", "unetplusplus", "ridge", "ridge_ctx", "unet_dem")  # nets and Ridges
 SEEDS = (0, 1)
 FIGURES = (
     "split_map", "seeds", "error_by_height", "height_shift", "residual_maps", "pred_vs_ref",
@@ -91,8 +92,10 @@ def test_every_prediction_has_its_intervals_scored(tiny_run):
 
 def test_metrics_csv_is_complete(tiny_run):
     df = pd.read_csv(tiny_run / "results" / "tiny" / "metrics" / "metrics.csv")
+    scored = [(m, seed) for m in PREDICTIONS for seed in SEEDS]
+    scored += [(f"{m}_ensemble", -1) for m in ENSEMBLES]  # the seed ensembles: no one seed
     assert sorted(zip(df["model"], df["seed"], df["split"], strict=True)) == sorted(
-        (m, seed, s) for m in PREDICTIONS for seed in SEEDS for s in ("train", "val", "test")
+        (m, seed, s) for m, seed in scored for s in ("train", "val", "test")
     )
     cols = [
         "n",

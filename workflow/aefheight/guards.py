@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aefheight.core import aef
-from aefheight.core.errors import TooLarge
+from aefheight.core.errors import ConfigError, TooLarge
 
 if TYPE_CHECKING:  # PROJ and shapely only where a real AOI is planned
     from aefheight.inputs.sources.aoi import AOI
@@ -132,6 +132,8 @@ def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tu
     if folds:
         sizes["aoa/aoa.tif"] = (int(pixels * FLOAT_COG_BPP), splits)
     sizes["predictions/*.tif"] = (int(pixels * FLOAT_COG_BPP), n_pred * parts)
+    methods = len(config["intervals"]["methods"])  # the single split's, two bands each
+    sizes["intervals/*.tif"] = (int(pixels * 2 * FLOAT_COG_BPP), n_pred // splits * methods)
     sizes["scratch (a COG's plain copy)"] = (pixels * 4, 1)
     return sizes
 
@@ -204,9 +206,31 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
         real = None if aoi["source"] == "synthetic" else real_aoi(name, aoi)
         plans.append(plan(config, name, real))
         check_size(plans[-1], limits, results)
+        check_calibration_band(config, plans[-1])
         if real is not None and aoi["dsm"]["source"] == "local":
             check_local_dsm(name, aoi, real)
     return plans
+
+
+def check_calibration_band(config: dict[str, Any], p: Plan) -> None:
+    """Refuse intervals whose validation band cannot fill their bins, even at its full share.
+
+    An upper estimate (the grid times ``split.fractions.val``; nodata and the buffer take
+    more), so a pass here is checked again on the real band by ``predict_interval``.
+    """
+    iv = config["intervals"]
+    bins = iv["height_bins"] if "by_height" in iv["methods"] else 1
+    need, band = (
+        iv["min_calibration_px"] * bins,
+        int(p.pixels * config["split"]["fractions"]["val"]),
+    )
+    if band < need:
+        raise ConfigError(
+            f"aois.{p.name}: its validation band holds at most {band:,} px, fewer than the "
+            f"{need:,} the intervals need ({bins} bins of intervals.min_calibration_px "
+            f"{iv['min_calibration_px']}); lower intervals.height_bins or min_calibration_px, "
+            "or widen split.fractions.val"
+        )
 
 
 def limits_of(config: dict[str, Any]) -> LimitsSettings:

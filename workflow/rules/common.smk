@@ -91,6 +91,8 @@ DEM_NETS = [
 # every prediction scored: each model, followed by its corrected versions (side by side)
 PREDICTIONS = [p for m in MODELS for p in [m, *(c for c, (b, _) in CORRECTED.items() if b == m)]]
 SEEDS = [str(s) for s in config["seeds"]]
+# the seed ensemble <model>_ensemble of every net and Ridge, scored on the AOI's single split
+ENSEMBLED = [m for m in NETS + RIDGES] if len(SEEDS) >= 2 else []
 INTERVAL_METHODS = list(config["intervals"]["methods"])
 # the width map shows one interval per model: the locally adaptive one when it is configured
 MAPPED_METHOD = "by_height" if "by_height" in INTERVAL_METHODS else INTERVAL_METHODS[0]
@@ -303,6 +305,13 @@ def correction_inputs(wildcards):
 def aoa_input(wildcards):
     """The split's area-of-applicability map, where one is made (split.folds >= 2)."""
     return {"aoa": f"results/{wildcards.aoi}/aoa/aoa.tif"} if FOLD_AOIS else {}
+
+
+def ensemble_metrics(wildcards):
+    """The seed ensembles' metrics: on an AOI's single split, not on its k-fold splits."""
+    if wildcards.aoi not in AOIS:
+        return []
+    return [f"results/{wildcards.aoi}/metrics/per_model/{m}_ensemble.csv" for m in ENSEMBLED]
 
 
 def interval_files(template):

@@ -33,6 +33,38 @@ rule evaluate:
         " --seams {output.seams} > {log} 2>&1"
 
 
+rule evaluate_ensemble:
+    input:
+        unpack(landcover_input),
+        prediction="results/{aoi}/predictions/{model}_ensemble.tif",
+        dsm=aoi_input("results/{aoi}/inputs/dsm.tif"),
+        split="results/{aoi}/split/split.tif",
+    output:
+        metrics="results/{aoi}/metrics/per_model/{model}_ensemble.csv",
+        samples="results/{aoi}/metrics/samples/{model}_ensemble.csv",
+        by_height="results/{aoi}/metrics/by_height/{model}_ensemble.csv",
+        by_class="results/{aoi}/metrics/by_landcover/{model}_ensemble.csv",
+        seams="results/{aoi}/metrics/seams/{model}_ensemble.csv",
+    log:
+        "results/{aoi}/logs/evaluate/{model}_ensemble.log",
+    benchmark:
+        "results/{aoi}/benchmarks/evaluate/{model}_ensemble.tsv"
+    wildcard_constraints:
+        model=one_of(ENSEMBLED),
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/evaluate_ensemble.yaml"
+    threads: 1
+    params:
+        landcover=optional_flags(landcover_input),
+    shell:
+        "python -m aefheight evaluate --model {wildcards.model}_ensemble --seed -1"
+        " --prediction {input.prediction} --dsm {input.dsm} --split {input.split}"
+        " {params.landcover} --metrics {output.metrics} --samples {output.samples}"
+        " --by-height {output.by_height} --by-class {output.by_class}"
+        " --seams {output.seams} > {log} 2>&1"
+
+
 rule evaluate_shard:
     input:
         unpack(landcover_input),

@@ -155,3 +155,23 @@ rule predict_interval:
         " --model {wildcards.model} --seed {wildcards.seed} --prediction {input.prediction}"
         " --dsm {input.dsm} --split {input.split} --methods {params.methods}"
         " --intervals {output.intervals} --calibrations {output.calibrations} > {log} 2>&1"
+
+
+rule ensemble:
+    input:
+        predictions=expand("results/{{aoi}}/predictions/{{model}}_seed{seed}.tif", seed=SEEDS),
+    output:
+        prediction="results/{aoi}/predictions/{model}_ensemble.tif",
+    log:
+        "results/{aoi}/logs/ensemble/{model}.log",
+    benchmark:
+        "results/{aoi}/benchmarks/ensemble/{model}.tsv"
+    wildcard_constraints:
+        model=one_of(ENSEMBLED),
+        aoi=one_of(AOIS),
+    conda:
+        "../../envs/ensemble.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight ensemble --model {wildcards.model}"
+        " --predictions {input.predictions} --prediction {output.prediction} > {log} 2>&1"

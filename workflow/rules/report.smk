@@ -7,11 +7,13 @@
 
 rule collect_metrics:
     input:
-        per_model=expand(
-            "results/{{aoi}}/metrics/per_model/{model}_seed{seed}.csv",
+        per_model=lambda w: expand(
+            "results/{aoi}/metrics/per_model/{model}_seed{seed}.csv",
+            aoi=w.aoi,
             model=PREDICTIONS,
             seed=SEEDS,
-        ),
+        )
+        + ensemble_metrics(w),
     output:
         table=report(
             "results/{aoi}/metrics/metrics.csv",

@@ -21,8 +21,13 @@ MODEL_LABELS = {
     "unet_dem": "U-Net + DEM (residual)",
     "unetplusplus_dem": "U-Net++ + DEM (residual)",
 }
-# bias-correction methods (config correction.methods) -> label of "<model>_<method>"
-METHOD_LABELS = {"linear": "linear recalibration", "quantile_map": "quantile-mapped"}
+# suffixes of derived predictions "<model>_<suffix>" -> their label: the bias corrections
+# (config correction.methods) and the seed ensemble (aefheight.predict.ensemble)
+METHOD_LABELS = {
+    "linear": "linear recalibration",
+    "quantile_map": "quantile-mapped",
+    "ensemble": "mean of the seeds",
+}
 
 
 def split_names(folds: int) -> list[str]:

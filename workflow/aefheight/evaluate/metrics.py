@@ -333,8 +333,9 @@ def write_evaluation(
     ``outputs`` names the CSVs: ``metrics``, ``samples``, ``by_height``, ``by_class``,
     ``seams``. Every table carries the ``model`` and ``seed`` it belongs to.
     """
+    draw = max(seed, 0)  # a seed ensemble's seed is -1: it samples pixels as seed 0 does
     return _write_evaluation_tables(
-        evaluate_prediction(prediction, dsm, split, landcover, seed=seed), model, seed, outputs
+        evaluate_prediction(prediction, dsm, split, landcover, seed=draw), model, seed, outputs
     )
 
 

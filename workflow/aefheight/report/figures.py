@@ -44,7 +44,7 @@ MODEL_COLORS = {
     "unetplusplus_dem": "#9467bd",
 }
 # a corrected prediction takes its model's colour, lighter (linear) or darker (quantile_map)
-METHOD_SHADES = {"linear": 0.5, "quantile_map": -0.45}
+METHOD_SHADES = {"linear": 0.5, "quantile_map": -0.45, "ensemble": -0.25}
 
 
 def model_color(name: str) -> str:
