@@ -68,10 +68,10 @@ def test_every_output_exists_on_the_embedding_grid(tiny_run):
 
 
 def test_every_prediction_has_its_intervals_scored(tiny_run):
-    """An interval COG per prediction, seed and method, calibrated on the validation band;
+    """An interval COG per model, seed and method, calibrated on the validation band;
     coverage rows for each, and the intervals' section after the findings on the front page."""
     res = tiny_run / "results" / "tiny"
-    for m in PREDICTIONS:
+    for m in MODELS:  # nets and baselines; not the corrected predictions
         for method in INTERVAL_METHODS:
             with rasterio.open(res / "intervals" / f"{m}_seed1_{method}.tif") as ds:
                 assert ds.count == 2 and ds.tags()["calibration_split"] == "val"
@@ -80,7 +80,7 @@ def test_every_prediction_has_its_intervals_scored(tiny_run):
             assert (hi - lo).min() >= 0
     cov = pd.read_csv(res / "tables" / "intervals.csv")
     assert set(zip(cov["model"], cov["seed"], cov["method"], strict=True)) == {
-        (m, s, k) for m in PREDICTIONS for s in SEEDS for k in INTERVAL_METHODS
+        (m, s, k) for m in MODELS for s in SEEDS for k in INTERVAL_METHODS
     }
     assert (
         set(cov["split"]) == {"train", "val", "test"} and cov["covered_pct"].between(0, 100).all()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aefheight.core import aef
 from aefheight.core.errors import ConfigError, TooLarge
+from aefheight.models.kinds import COARSE_DEM
 
 if TYPE_CHECKING:  # PROJ and shapely only where a real AOI is planned
     from aefheight.inputs.sources.aoi import AOI
@@ -121,6 +122,8 @@ def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tu
     folds = config["split"]["folds"] if config["split"]["folds"] >= 2 else 0
     splits = 1 + folds
     n_pred = (len(config["models"]) + len(corrections(config))) * len(config["seeds"]) * splits
+    if len(config["seeds"]) >= 2:  # the seed ensembles of the nets and Ridges (single split)
+        n_pred += sum(m["arch"] != COARSE_DEM for m in config["models"].values())
     parts = 2 if config["sharding"]["shard_px"] else 1  # a sharded step's parts, then the merge
     sizes = {f: (pixels * bpp, 1) for f, bpp in INPUT_BPP.items()}
     sizes |= {f: (int(pixels * bpp * overlap), parts) for f, bpp in STORE_BPP.items()}
@@ -219,6 +222,8 @@ def check_calibration_band(config: dict[str, Any], p: Plan) -> None:
     more), so a pass here is checked again on the real band by ``predict_interval``.
     """
     iv = config["intervals"]
+    if not iv["methods"]:
+        return
     bins = iv["height_bins"] if "by_height" in iv["methods"] else 1
     need, band = (
         iv["min_calibration_px"] * bins,

@@ -93,9 +93,11 @@ PREDICTIONS = [p for m in MODELS for p in [m, *(c for c, (b, _) in CORRECTED.ite
 SEEDS = [str(s) for s in config["seeds"]]
 # the seed ensemble <model>_ensemble of every net and Ridge, scored on the AOI's single split
 ENSEMBLED = [m for m in NETS + RIDGES] if len(SEEDS) >= 2 else []
-INTERVAL_METHODS = list(config["intervals"]["methods"])
+INTERVAL_METHODS = list(config["intervals"]["methods"])  # [] = no intervals
 # the width map shows one interval per model: the locally adaptive one when it is configured
-MAPPED_METHOD = "by_height" if "by_height" in INTERVAL_METHODS else INTERVAL_METHODS[0]
+MAPPED_METHOD = (
+    "by_height" if "by_height" in INTERVAL_METHODS else next(iter(INTERVAL_METHODS), None)
+)
 # synthesize makes the synthetic AOIs; the download rules (inputs.smk) fetch the others
 SYNTHETIC_AOIS = [a for a, s in config["aois"].items() if s["source"] == "synthetic"]
 DOWNLOADED_AOIS = [a for a in AOIS if a not in SYNTHETIC_AOIS]
@@ -256,7 +258,8 @@ def final_outputs():
                 f"results/{aoi}/figures/kfold.png",
                 f"results/{aoi}/figures/aoa_map.png",
             ]
-        out += [f"results/{aoi}/tables/intervals.md", f"results/{aoi}/figures/intervals.png"]
+        if INTERVAL_METHODS:
+            out += [f"results/{aoi}/tables/intervals.md", f"results/{aoi}/figures/intervals.png"]
         out += expand(f"results/{aoi}/predictions/{{m}}_seed{{s}}.tif", m=PREDICTIONS, s=SEEDS)
     return [*out, FRONT_PAGE]
 
@@ -315,13 +318,11 @@ def ensemble_metrics(wildcards):
 
 
 def interval_files(template):
-    """An input function: ``template`` under the split's intervals/ for every prediction and
-    seed."""
+    """An input function: ``template`` under the split's intervals/ for every model (nets and
+    baselines; not the corrected predictions) and seed."""
 
     def files(wildcards):
-        return expand(
-            f"results/{wildcards.aoi}/intervals/{template}", model=PREDICTIONS, seed=SEEDS
-        )
+        return expand(f"results/{wildcards.aoi}/intervals/{template}", model=MODELS, seed=SEEDS)
 
     return files
 

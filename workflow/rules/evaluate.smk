@@ -211,6 +211,8 @@ rule interval_coverage:
         "results/{aoi}/logs/interval_coverage/{model}_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/interval_coverage/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(MODELS),
     conda:
         "../../envs/interval_coverage.yaml"
     threads: 1

@@ -144,6 +144,8 @@ rule predict_interval:
         "results/{aoi}/logs/predict_interval/{model}_seed{seed}.log",
     benchmark:
         "results/{aoi}/benchmarks/predict_interval/{model}_seed{seed}.tsv"
+    wildcard_constraints:
+        model=one_of(MODELS),
     conda:
         "../../envs/predict_interval.yaml"
     threads: 1

@@ -201,10 +201,8 @@ rule report_front:
         findings=[
             f
             for aoi in AOIS
-            for f in [
-                f"results/{aoi}/tables/findings.rst",
-                f"results/{aoi}/tables/interval_findings.rst",
-            ]
+            for f in [f"results/{aoi}/tables/findings.rst"]
+            + ([f"results/{aoi}/tables/interval_findings.rst"] if INTERVAL_METHODS else [])
             + ([f"results/{aoi}/tables/kfold_findings.rst"] if FOLD_AOIS else [])
         ],
         methods=os.path.normpath(
