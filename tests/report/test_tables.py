@@ -120,3 +120,16 @@ def test_training_summary_counts_epochs_steps_and_the_cap():
         "train_seconds": 3.5,
     }
     assert s.iloc[1]["stopped"] == "early stopping"
+
+
+def test_an_ensemble_row_counts_its_model_s_seeds_and_is_no_failed_fit():
+    rows = [
+        {"model": m, "seed": s, "split": k, "r2": 0.5, "rmse_m": 1.0, "median_diff_m": 0.0}
+        for m, seeds in (("unet", (0, 1, 2)), ("unet_ensemble", (-1,)))
+        for s in seeds
+        for k in ("train", "test")
+    ]
+    failed = pd.DataFrame(columns=["model", "seed", "failed_to_fit"])
+    row = tables.headline(pd.DataFrame(rows), ["unet_ensemble"], failed).iloc[0]
+    assert row["model"] == "U-Net, mean of the seeds" and row["seeds"] == 3
+    assert row["failed to fit"] == "n/a (an ensemble)"

@@ -21,12 +21,15 @@ MODEL_LABELS = {
     "unet_dem": "U-Net + DEM (residual)",
     "unetplusplus_dem": "U-Net++ + DEM (residual)",
 }
+ENSEMBLE = (
+    "ensemble"  # "<model>_ensemble": the mean of a model's seeds (aefheight.predict.ensemble)
+)
 # suffixes of derived predictions "<model>_<suffix>" -> their label: the bias corrections
-# (config correction.methods) and the seed ensemble (aefheight.predict.ensemble)
+# (config correction.methods) and the seed ensemble
 METHOD_LABELS = {
     "linear": "linear recalibration",
     "quantile_map": "quantile-mapped",
-    "ensemble": "mean of the seeds",
+    ENSEMBLE: "mean of the seeds",
 }
 
 

@@ -16,13 +16,13 @@ import rasterio
 
 from aefheight.core.errors import ConfigError
 from aefheight.core.files import scratch_path
+from aefheight.core.names import ENSEMBLE
 from aefheight.core.raster import Grid, check_same_grid, open_raster, read_dsm_block, to_cog
 from aefheight.core.steps import step
 from aefheight.predict import PRED_NODATA
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE = "ensemble"  # the suffix of an ensemble's name: <model>_ensemble
 ENSEMBLE_SEED = -1  # its seed in the metrics tables: no one seed
 
 

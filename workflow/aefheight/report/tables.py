@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from aefheight.core.files import atomic_path
-from aefheight.core.names import SPLITS, model_label
+from aefheight.core.names import ENSEMBLE, SPLITS, model_label
 
 # metrics.csv column -> (header, decimals); the paper's columns first, then the DEM ones
 COLUMNS = {
@@ -296,11 +296,17 @@ def headline(
         g = metrics[metrics["model"] == model]
         if g.empty:
             continue
-        row = {"model": model_label(model), "seeds": g["seed"].nunique()}
+        base = model.removesuffix(f"_{ENSEMBLE}")  # an ensemble: one row, its seeds averaged
+        seeds = metrics.loc[metrics["model"] == base, "seed"].nunique()
+        row = {
+            "model": model_label(model),
+            "seeds": seeds if base != model else g["seed"].nunique(),
+        }
         for (split, col), (head, dec) in HEADLINE.items():
             row[head] = cell(g.loc[g["split"] == split, col], dec)
         if failed is not None:
-            row["failed to fit"] = _failed_text(failed, model) or "n/a (no training)"
+            none = "n/a (an ensemble)" if base != model else "n/a (no training)"
+            row["failed to fit"] = _failed_text(failed, model) or none
         rows.append(row)
     return pd.DataFrame(rows)
 
