@@ -9,6 +9,7 @@ integers and the width sums float64 added block by block in a fixed order, so a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -44,15 +45,20 @@ def _tally(
     """Add one block's pixels of (split, area) to ``counts`` per height bin (and in all)."""
     if ref.size == 0:
         return
-    hit = (ref >= lo) & (ref <= hi)
+    hit = ((ref >= lo) & (ref <= hi)).astype(np.float64)
     width = (hi - lo).astype(np.float64)
     bins = np.floor(ref / HEIGHT_BIN).astype(np.int64)
-    for b in (*np.unique(bins).tolist(), None):
-        sel = np.ones(ref.shape, bool) if b is None else bins == b
-        c = counts[(*key, b)]
-        c[0] += int(np.count_nonzero(sel))
-        c[1] += int(np.count_nonzero(hit & sel))
-        c[2] += float(width[sel].sum())
+    first = int(bins.min())
+    per_bin = [np.bincount(bins - first, weights=w) for w in (None, hit, width)]
+    for i in np.flatnonzero(per_bin[0]):
+        c = counts[(*key, first + int(i))]
+        c[0] += int(per_bin[0][i])
+        c[1] += int(per_bin[1][i])
+        c[2] += float(per_bin[2][i])
+    c = counts[(*key, None)]
+    c[0] += ref.size
+    c[1] += int(hit.sum())
+    c[2] += float(width.sum())
 
 
 def coverage_table(interval: Path, dsm: Path, split: Path, aoa: Path | None = None) -> pd.DataFrame:
@@ -65,8 +71,8 @@ def coverage_table(interval: Path, dsm: Path, split: Path, aoa: Path | None = No
         open_raster(interval, bands=2) as iv,
         open_raster(dsm, bands=1) as dm,
         open_raster(split, bands=1) as sp,
+        open_raster(aoa, bands=1) if aoa else contextlib.nullcontext() as ao,
     ):
-        ao = open_raster(aoa, bands=1) if aoa else None
         threshold = float(ao.tags()["threshold"]) if ao else np.inf
         for ds in (dm, sp, *([ao] if ao else [])):
             check_same_grid(Grid.of(iv), Grid.of(ds), iv.name, ds.name)
@@ -79,8 +85,6 @@ def coverage_table(interval: Path, dsm: Path, split: Path, aoa: Path | None = No
                 for area, mask in areas.items():
                     sel = ok & (lab == CODES[k]) & (True if mask is None else mask)
                     _tally(counts, ref[sel], lo[sel], hi[sel], (k, area))
-        if ao:
-            ao.close()
     rows = []
     for (k, area, b), (n, hit, width) in counts.items():
         lo_m, hi_m = (np.nan, np.nan) if b is None else (b * HEIGHT_BIN, (b + 1) * HEIGHT_BIN)
