@@ -44,7 +44,7 @@ def make_checkpoint(arch: str, path: Path, patch: int) -> Path:
 
     torch.manual_seed(0)
     ms = c.settings_of(ModelSettings, arch=arch)
-    save_checkpoint(path, build_model(ms), ms, mean=60.0, std=25.0, patch_size=patch)
+    save_checkpoint(path, build_model(ms, 64), ms, 60.0, 25.0, ("aef", 64), patch_size=patch)
     return path
 
 

@@ -129,6 +129,7 @@ def run_variant(a: argparse.Namespace, store: Path, split: Path, tif: Path, out:
     train.fit_net(
         *c.store_files(store), split, tif, ms, ts, 0, "unetplusplus",
         out / "checkpoint.pt", out / "history.csv", out / "resume.pt", threads=a.threads,
+        embeddings_path=store.parent / "embeddings.tif",
     )  # fmt: skip
     t["train_net"] = time.perf_counter() - t0
     return t

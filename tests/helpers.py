@@ -15,6 +15,7 @@ import rasterio
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+AEF = ("aef", 64)  # the (product, bands) of the tiny AOI's embeddings, as checkpoints record
 
 # The demo config shrunk so the whole DAG runs in about a minute on 2 cores.
 TINY_OVERRIDES = {

@@ -22,7 +22,7 @@ from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from aefheight.predict.infer import PredictSettings, predict_raster
 from aefheight.split.spatial import SplitSettings, write_split
 from aefheight.tiles.patches import TilingSettings, cut_patches
-from helpers import store_paths
+from helpers import AEF, store_paths
 
 DAMAGE = ["zero_length", "magic", "cut10", "cut50", "cut90", "bands", "huge"]
 
@@ -40,7 +40,7 @@ def good(tiny_aoi, tmp_path_factory) -> dict[str, Path]:
         paths["index"], tiny_aoi["embeddings"], d / "s.gpkg", d / "s.tif", d / "a.csv", split
     )
     ms = make(ModelSettings, arch="ridge")
-    save_checkpoint(d / "m.pt", build_model(ms), ms, 50.0, 10.0, patch_size=64)
+    save_checkpoint(d / "m.pt", build_model(ms, 64), ms, 50.0, 10.0, AEF, patch_size=64)
     meta = {"model": "ridge", "seed": "0"}
     predict_raster(
         tiny_aoi["embeddings"], d / "m.pt", d / "p.tif", make(PredictSettings), meta=meta

@@ -24,6 +24,7 @@ from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from aefheight.predict.infer import PredictSettings, predict_raster
 from aefheight.tiles.patches import TilingSettings, cut_patches, merge_shard_indexes
 from aefheight.tiles.store import PatchStore
+from helpers import AEF
 
 # the tiny AOI is 256 x 192 px: 128 px shards give 2 x 2 = 4 shards (not whole evaluation
 # blocks; the evaluation test below uses its own raster); 96 px shards an uneven 3 x 2
@@ -102,12 +103,12 @@ def _checkpoint(path, arch):
         **({"decoder_channels": (16, 8, 8, 8, 4)} if arch == "unet" else {}),
     )
     torch.manual_seed(0)
-    m = build_model(s)
+    m = build_model(s, 64)
     if arch == "ridge":
         with torch.no_grad():
             m.head.weight.normal_(0, 10)
             m.head.bias.fill_(50.0)
-    save_checkpoint(path, m, s, 2.0, 3.0, patch_size=64)
+    save_checkpoint(path, m, s, 2.0, 3.0, AEF, patch_size=64)
 
 
 @pytest.mark.parametrize("arch", ["ridge", "unet"])

@@ -3,6 +3,7 @@ import torch
 from aefheight.core.errors import ConfigError
 from aefheight.core.schema import from_mapping, make
 from aefheight.models.factory import ModelSettings, build_model, load_checkpoint, save_checkpoint
+from helpers import AEF
 
 
 @pytest.mark.parametrize("arch", ["unet", "unetplusplus"])
@@ -10,15 +11,15 @@ class TestNets:
     """The same checks for both decoders: they differ only in config."""
 
     def test_shape_64_in_1_out(self, arch):
-        m = build_model(make(ModelSettings, arch=arch)).eval()
+        m = build_model(make(ModelSettings, arch=arch), 64).eval()
         with torch.no_grad():
             y = m(torch.randn(2, 64, 64, 64))
         assert y.shape == (2, 1, 64, 64)
 
     def test_checkpoint_roundtrip(self, arch, tmp_path):
         s = make(ModelSettings, arch=arch, decoder_channels=(64, 32, 16, 8, 4))
-        m = build_model(s).eval()
-        save_checkpoint(tmp_path / "c.pt", m, s, 12.0, 3.0, epochs_run=2)
+        m = build_model(s, 64).eval()
+        save_checkpoint(tmp_path / "c.pt", m, s, 12.0, 3.0, AEF, epochs_run=2)
         back, ckpt = load_checkpoint(tmp_path / "c.pt")
         x = torch.randn(1, 64, 32, 32)
         with torch.no_grad():
@@ -27,7 +28,7 @@ class TestNets:
 
 
 def test_ridge_is_a_pixelwise_linear_map():
-    m = build_model(make(ModelSettings, arch="ridge"))
+    m = build_model(make(ModelSettings, arch="ridge"), 64)
     x = torch.randn(1, 64, 8, 8)
     y = m(x)
     expected = torch.einsum("c,bchw->bhw", m.head.weight.view(-1), x) + m.head.bias
@@ -35,7 +36,7 @@ def test_ridge_is_a_pixelwise_linear_map():
 
 
 def test_multiscale_ridge_sees_box_means_and_checks_its_scales():
-    m = build_model(make(ModelSettings, arch="ridge", scales_px=(1, 3)))
+    m = build_model(make(ModelSettings, arch="ridge", scales_px=(1, 3)), 64)
     x = torch.zeros(1, 64, 5, 5)
     x[0, :, 2, 2] = 9.0  # one bright pixel; its 3x3 mean is 1 at its neighbours
     f = m.features(x)
@@ -62,7 +63,7 @@ def test_pretrained_weights_offline_are_one_line(tmp_path):
     code = (
         "from aefheight.models.factory import ModelSettings, build_model\n"
         "from aefheight.core.schema import make\n"
-        "build_model(make(ModelSettings, arch='unet', encoder_weights='imagenet'))\n"
+        "build_model(make(ModelSettings, arch='unet', encoder_weights='imagenet'), 64)\n"
     )
     cache = {k: str(tmp_path / k) for k in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME")}
     env = {**os.environ, **cache, "HF_HUB_OFFLINE": "1"}

@@ -10,6 +10,7 @@ from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
 from aefheight.predict import PRED_NODATA
 from aefheight.predict.infer import PredictSettings, blend_weights, predict_raster
+from helpers import AEF
 
 
 def test_blend_weights_positive_and_symmetric():
@@ -33,12 +34,12 @@ def test_window_origins_cover_everything(length, window, stride):
 def _linear_checkpoint(path, seed=0):
     """A pixel-wise linear model: its blended sliding-window output must equal the direct map."""
     s = make(ModelSettings, arch="ridge")
-    m = build_model(s)
+    m = build_model(s, 64)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         m.head.weight.copy_(torch.randn(m.head.weight.shape, generator=g) * 10)
         m.head.bias.fill_(50.0)
-    save_checkpoint(path, m, s, 0.0, 1.0, patch_size=64)
+    save_checkpoint(path, m, s, 0.0, 1.0, AEF, patch_size=64)
     return m.head.weight.detach().numpy().reshape(-1), float(m.head.bias.detach())
 
 
@@ -88,12 +89,12 @@ def _dem_checkpoint(path, target, channel, zero=False):
         target=target,
     )  # fmt: skip
     torch.manual_seed(0)
-    m = build_model(s)
+    m = build_model(s, 64)
     if zero:
         with torch.no_grad():
             for p in m.parameters():
                 p.zero_()
-    save_checkpoint(path, m, s, 2.5, 3.0, patch_size=64, dem_relief_sd=4.0)
+    save_checkpoint(path, m, s, 2.5, 3.0, AEF, patch_size=64, dem_relief_sd=4.0)
 
 
 def _predict(tiny_aoi, ckpt, out, dem):

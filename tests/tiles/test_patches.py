@@ -150,10 +150,10 @@ def test_bad_inputs_raise_named_errors(tiny_aoi, tmp_path):
     with pytest.raises(NoValidData, match="no pixel has both"):
         cut_patches(tmp_path / "e.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     write_tif(tmp_path / "e16.tif", emb.astype(np.int16))
-    with pytest.raises(RasterError, match="must stay AEF int8"):
+    with pytest.raises(RasterError, match="int8 AEF codes or float32"):
         cut_patches(tmp_path / "e16.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     write_tif(tmp_path / "e3.tif", emb[:3])
-    with pytest.raises(RasterError, match="has 3 bands"):
+    with pytest.raises(RasterError, match="has 3 bands; aef embeddings have 64"):
         cut_patches(tmp_path / "e3.tif", tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))
     with pytest.raises(GridMismatch):
         cut_patches(tiny_aoi["embeddings"], tmp_path / "d_nd.tif", s, **store_paths(tmp_path / "o"))

@@ -30,7 +30,7 @@ def _train(store, ms, ts, seed, out, dsm=None):
     return fit_net(
         emb, dsm or z, store / "split.gpkg", store / "split.tif", ms, ts, seed, "unet",
         out / "checkpoint.pt", out / "history.csv", out / "resume.pt",
-        store_coarse_dem=store / "coarse_dem.npy",
+        store_coarse_dem=store / "coarse_dem.npy", embeddings_path=store / "embeddings.tif",
     )  # fmt: skip
 
 
@@ -53,6 +53,7 @@ def store(tiny_aoi, tmp_path_factory):
         d / "areas.csv",
         make(SplitSettings, method="blocks", block_patches=2, buffer_px=4),
     )
+    (d / "embeddings.tif").symlink_to(tiny_aoi["embeddings"])  # the raster tiled
     return d
 
 
@@ -146,9 +147,9 @@ def test_seed_drives_initialisation_order_and_augmentation(store, tiny_aoi, tmp_
     torch.manual_seed(0)
     from aefheight.models.factory import build_model
 
-    w0 = build_model(ms).state_dict()[key]
+    w0 = build_model(ms, 64).state_dict()[key]
     torch.manual_seed(1)
-    assert not torch.equal(w0, build_model(ms).state_dict()[key])
+    assert not torch.equal(w0, build_model(ms, 64).state_dict()[key])
     g0, g1 = (torch.Generator().manual_seed(s * 1_000_003 + 1) for s in (0, 1))
     assert torch.randperm(40, generator=g0).tolist() != torch.randperm(40, generator=g1).tolist()
 
@@ -163,6 +164,7 @@ def test_ridge_net_holds_sklearns_fit_on_the_same_pixels(store, tmp_path, scales
     info = fit_ridge(
         *store_files(store), store / "split.gpkg", store / "split.tif", ms, 0, "ridge",
         tmp_path / "checkpoint.pt", tmp_path / "history.csv",
+        embeddings_path=store / "embeddings.tif",
     )  # fmt: skip
     model, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     train = split_patches(store / "split.gpkg", store / "split.tif")["train"]
@@ -214,6 +216,8 @@ def test_killed_training_resumes_to_identical_result(store, tmp_path):
             str(store / "split.gpkg"),
             "--split-tif",
             str(store / "split.tif"),
+            "--embeddings",
+            str(store / "embeddings.tif"),
             "--checkpoint",
             str(out / "checkpoint.pt"),
             "--history",
@@ -280,7 +284,7 @@ def test_dem_net_regresses_the_residual_with_the_relief_channel(store, tmp_path)
         fit_net(
             *store_files(store), store / "split.gpkg", store / "split.tif", ms,
             make(TrainSettings, max_epochs=1, **FAST), 0, "unet_dem", tmp_path / "c.pt",
-            tmp_path / "h.csv", tmp_path / "r.pt",
+            tmp_path / "h.csv", tmp_path / "r.pt", embeddings_path=store / "embeddings.tif",
         )  # fmt: skip
 
 
@@ -303,7 +307,7 @@ def test_no_test_pixel_enters_any_training(store, tmp_path):
         emb = store_files(store)[0]
         fit_ridge(
             emb, dsm or store_files(store)[1], store / "split.gpkg", store / "split.tif", ms, 0,
-            "ridge", out / "ridge.pt", out / "ridge.csv",
+            "ridge", out / "ridge.pt", out / "ridge.csv", embeddings_path=store / "embeddings.tif",
         )  # fmt: skip
         weights[name] = {**net["model"], **{f"ridge.{k}": v for k, v in torch.load(
             out / "ridge.pt", weights_only=True)["model"].items()}}  # fmt: skip

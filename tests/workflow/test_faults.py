@@ -12,7 +12,7 @@ import rasterio
 import yaml
 from aefheight.core.schema import make
 from aefheight.models.factory import ModelSettings, build_model, save_checkpoint
-from helpers import snakemake, tiny_config
+from helpers import AEF, snakemake, tiny_config
 
 
 def _cli(*args: str) -> list[str]:
@@ -26,7 +26,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_prediction_killed_mid_write_leaves_no_partial_file_and_rerun_completes(tiny_aoi, tmp_path):
     s = make(ModelSettings, arch="unet", decoder_channels=(32, 16, 8, 8, 4))
-    save_checkpoint(tmp_path / "m.pt", build_model(s), s, 50.0, 10.0, patch_size=64)
+    save_checkpoint(tmp_path / "m.pt", build_model(s, 64), s, 50.0, 10.0, AEF, patch_size=64)
     out = tmp_path / "out" / "pred.tif"
     cmd = _cli(
         "predict",

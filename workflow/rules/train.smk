@@ -8,6 +8,7 @@ rule train_net:
         store_coarse_dem=store_input("coarse_dem"),
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
     output:
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
         history="results/{aoi}/models/{model}/seed{seed}/history.csv",
@@ -38,7 +39,8 @@ rule train_net:
         " --store-embeddings {input.store_embeddings} --store-dsm {input.store_dsm}"
         " --store-coarse-dem {input.store_coarse_dem}"
         " --split-gpkg {input.split_gpkg} --split-tif {input.split_tif}"
-        " --checkpoint {output.checkpoint} --history {output.history} --resume {params.resume}"
+        " --embeddings {input.embeddings} --checkpoint {output.checkpoint}"
+        " --history {output.history} --resume {params.resume}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -48,6 +50,7 @@ rule train_ridge:
         store_dsm=store_input("dsm"),
         split_gpkg="results/{aoi}/split/split.gpkg",
         split_tif="results/{aoi}/split/split.tif",
+        embeddings=aoi_input("results/{aoi}/inputs/embeddings.tif"),
     output:
         checkpoint="results/{aoi}/models/{model}/seed{seed}/checkpoint.pt",
         history="results/{aoi}/models/{model}/seed{seed}/history.csv",
@@ -67,4 +70,5 @@ rule train_ridge:
         " --model-settings {params.model:q}"
         " --store-embeddings {input.store_embeddings} --store-dsm {input.store_dsm}"
         " --split-gpkg {input.split_gpkg} --split-tif {input.split_tif}"
-        " --checkpoint {output.checkpoint} --history {output.history} > {log} 2>&1"
+        " --embeddings {input.embeddings} --checkpoint {output.checkpoint}"
+        " --history {output.history} > {log} 2>&1"

@@ -26,7 +26,7 @@ import pandas as pd
 import rasterio
 from rasterio.io import DatasetReader as Reader
 
-from aefheight.core import aef
+from aefheight.core.embeddings import dequantize, open_embeddings, valid_mask
 from aefheight.core.errors import ConfigError, NoValidData, RasterError
 from aefheight.core.files import scratch_path, write_csv
 from aefheight.core.names import CODES, SPLITS
@@ -82,7 +82,7 @@ def sample_training(
     AOI (non-zero pixels of ``split_tif``) along ``axis``.
 
     Returns:
-        ``(X, groups)``: float32 (m, 64) embeddings and int64 (m,) folds, m <= ``n``.
+        ``(X, groups)``: float32 (m, bands) embeddings and int64 (m,) folds, m <= ``n``.
     """
     if axis not in ("x", "y") or folds < 2:
         raise ConfigError(
@@ -90,13 +90,13 @@ def sample_training(
         )
     rng = np.random.default_rng(seed)
     keys, groups = np.empty(0), np.empty(0, np.int64)
-    codes = np.empty((0, aef.BANDS), np.int8)
-    with open_raster(embeddings, bands=aef.BANDS) as em, open_raster(split_tif, bands=1) as sp:
+    with open_embeddings(embeddings) as em, open_raster(split_tif, bands=1) as sp:
+        codes = np.empty((0, em.count), em.dtypes[0])
         check_same_grid(Grid.of(sp), Grid.of(em), sp.name, em.name)
         fold = _fold_of_lines(sp, axis, folds)
         for _, win in sp.block_windows(1):
             e = read_checked(em, win)
-            ok = (read_checked(sp, win, indexes=1) == CODES["train"]) & aef.valid_mask(e)
+            ok = (read_checked(sp, win, indexes=1) == CODES["train"]) & valid_mask(e)
             rows, cols = win.toslices()
             g = fold[None, cols] if axis == "x" else fold[rows, None]
             keys = np.concatenate([keys, rng.random(ok.shape)[ok]])
@@ -111,7 +111,7 @@ def sample_training(
             "the area of applicability needs training pixels"
         )
     order = np.argsort(keys, kind="stable")  # independent of the block order's last trim
-    return aef.dequantize(codes[order]), groups[order]
+    return dequantize(codes[order]), groups[order]
 
 
 def _nearest_sq(
@@ -198,9 +198,9 @@ def _di_blocks(
     """DI of every window (nodata where embeddings are); per split: valid, outside, histogram."""
     for _, win in em.block_windows(1):
         e = read_checked(em, win)
-        ok = aef.valid_mask(e)
+        ok = valid_mask(e)
         di = np.full(ok.shape, DI_NODATA, np.float32)
-        di[ok] = nearest_distance(aef.dequantize(e[:, ok].T), ref) / scale
+        di[ok] = nearest_distance(dequantize(e[:, ok].T), ref) / scale
         lab = read_checked(sp, win, indexes=1)
         for k in SPLITS:
             v = di[ok & (lab == CODES[k])].astype(np.float64)
@@ -248,7 +248,7 @@ def write_aoa(
         "distance": "euclidean on de-quantized embeddings",
         "aoa": "inside where DI <= threshold",
     }
-    with open_raster(embeddings, bands=aef.BANDS) as em, open_raster(split_tif, bands=1) as sp:
+    with open_embeddings(embeddings) as em, open_raster(split_tif, bands=1) as sp:
         grid = Grid.of(em)
         check_same_grid(grid, Grid.of(sp), em.name, sp.name)
         with scratch_path(aoa_tif, ".tif") as tmp:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aefheight.core import aef
+from aefheight.core.embeddings import open_embeddings, valid_mask
 from aefheight.core.files import write_csv
 from aefheight.core.names import CODES, SPLITS
 from aefheight.core.raster import (
@@ -39,14 +39,14 @@ def height_histograms(
     with (
         open_raster(dsm_path, bands=1) as dm,
         open_raster(split_path, bands=1) as sp,
-        open_raster(embeddings_path, bands=aef.BANDS) as em,
+        open_embeddings(embeddings_path) as em,
     ):
         check_same_grid(Grid.of(dm), Grid.of(sp), dm.name, sp.name)
         check_same_grid(Grid.of(dm), Grid.of(em), dm.name, em.name)
         for _, win in sp.block_windows(1):
             ref = read_dsm_block(dm, win)
             lab = read_checked(sp, win, indexes=1)
-            ok = np.isfinite(ref) & aef.valid_mask(read_checked(em, win))
+            ok = np.isfinite(ref) & valid_mask(read_checked(em, win))
             for k in SPLITS:
                 r = ref[(lab == CODES[k]) & ok]
                 counts[k].update(np.floor(r / bin_m).astype(np.int64), np.zeros(r.size))

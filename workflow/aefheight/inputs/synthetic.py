@@ -18,7 +18,9 @@ not to make any model look good (README, "The synthetic AOI", states the design)
   the same non-linear mix with amplitude ``nuisance``, so no smoothing removes them. Only a
   small white term (``noise``) is per pixel. ``nuisance`` sets how well a pixel-wise linear
   model reads the height: it is calibrated on that control alone (:mod:`aefheight.calibration`);
-* vectors are normalised to unit length and quantized with AEF's int8 scheme.
+* vectors are normalised to unit length and quantized with AEF's int8 scheme (``product:
+  aef``, 64 bands), or as TESSERA ships them (``product: tessera``, 128 bands by default: int8
+  values times one float scale per pixel), de-quantized and stored as float32.
 
 Everything follows from ``seed``; the same settings give byte-identical rasters. The AOI is
 generated tile by tile (:data:`TILE`), so memory does not grow with its size: the few random
@@ -47,6 +49,8 @@ from scipy import ndimage, sparse
 from tqdm import tqdm
 
 from aefheight.core import aef
+from aefheight.core.embeddings import PRODUCT_TAG, PRODUCTS, band_names
+from aefheight.core.errors import ConfigError
 from aefheight.core.files import atomic_path
 from aefheight.core.raster import Grid, parse_crs
 from aefheight.core.steps import step
@@ -83,10 +87,22 @@ class SyntheticSettings:
     dem_building_fraction: float  # share of the buildings it includes
     dem_noise_m: float  # white error per coarse cell
     dem_error_m: float  # smooth error (~1 km) SD
+    product: str  # aef: int8 AEF codes; tessera: float32, TESSERA's quantization
+    bands: int | None  # None: the product's band count (64, 128)
 
     def check(self, section: str) -> None:
-        """What the schema cannot know: a CRS PROJ reads, projected in metres."""
+        """What the schema cannot know: a CRS PROJ reads, projected in metres; AEF's 64 bands."""
         parse_crs(self.crs, f"{section}.crs", metres=True)
+        if self.product == "aef" and self.n_bands != aef.BANDS:
+            raise ConfigError(
+                f"{section}.bands is {self.bands} but AEF has {aef.BANDS}; "
+                "use product tessera for another band count, or bands: null"
+            )
+
+    @property
+    def n_bands(self) -> int:
+        """The embeddings' band count."""
+        return self.bands or PRODUCTS[self.product] or aef.BANDS
 
     @property
     def grid(self) -> Grid:
@@ -284,12 +300,14 @@ def make_fields(s: SyntheticSettings) -> Fields:
     return Scene(s).fields(0, s.height, 0, s.width)
 
 
-def _mixer(seed: int, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fixed random two-layer mix from physical features to 64 bands."""
+def _mixer(
+    seed: int, n_features: int, bands: int = aef.BANDS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed random two-layer mix from physical features to ``bands`` bands."""
     rng = np.random.default_rng([seed, 7])
-    a = rng.normal(0, 1.6 / np.sqrt(n_features), (n_features, aef.BANDS)).astype(np.float32)
-    b = rng.normal(0, 0.3, aef.BANDS).astype(np.float32)
-    c = rng.normal(0, 1.0 / np.sqrt(aef.BANDS), (aef.BANDS, aef.BANDS)).astype(np.float32)
+    a = rng.normal(0, 1.6 / np.sqrt(n_features), (n_features, bands)).astype(np.float32)
+    b = rng.normal(0, 0.3, bands).astype(np.float32)
+    c = rng.normal(0, 1.0 / np.sqrt(bands), (bands, bands)).astype(np.float32)
     return a, b, c
 
 
@@ -334,7 +352,9 @@ def features(s: SyntheticSettings, f: Fields, z: np.ndarray, top: int, left: int
 
 
 def embed_tile(scene: Scene, f: Fields, r0: int, c0: int) -> np.ndarray:
-    """int8 AEF-like codes of the tile at ``(r0, c0)`` whose fields are ``f``, (64, rows, cols).
+    """Embeddings of the tile at ``(r0, c0)`` whose fields are ``f``, (bands, rows, cols).
+
+    int8 AEF codes for product ``aef``; float32 for ``tessera`` (:func:`tessera_like`).
 
     The per-pixel noise comes from the tile's own stream: always generate whole tiles.
     """
@@ -345,11 +365,27 @@ def embed_tile(scene: Scene, f: Fields, r0: int, c0: int) -> np.ndarray:
         r0 - top, min(s.height, r0 + h + 1), c0 - left, min(s.width, c0 + w + 1)
     )
     x = features(s, f, z, top, left)
-    a, b, c = _mixer(s.seed, x.shape[-1])
+    a, b, c = _mixer(s.seed, x.shape[-1], s.n_bands)
     e = np.tanh(x @ a + b) @ c
     e += np.random.default_rng([s.seed, 11, r0, c0]).normal(0, s.noise, e.shape).astype(np.float32)
     e /= np.linalg.norm(e, axis=-1, keepdims=True) + 1e-12
-    return aef.quantize(np.moveaxis(e, -1, 0), valid=f.emb_valid[None])
+    e = np.moveaxis(e, -1, 0)
+    if s.product == "aef":
+        return aef.quantize(e, valid=f.emb_valid[None])
+    return tessera_like(e, f.emb_valid)
+
+
+def tessera_like(e: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """float32 (bands, ...) values quantized as TESSERA ships them, then de-quantized.
+
+    TESSERA stores int8 values and one float32 scale per pixel (value = int8 x scale); the
+    scale here maps each pixel's largest magnitude to 127. Invalid pixels become NaN.
+    """
+    scale = np.abs(e).max(axis=0) / 127.0
+    q = np.rint(e / np.where(scale > 0, scale, 1.0)).clip(-127, 127)
+    out = (q * scale).astype(np.float32)
+    out[:, ~valid] = np.nan
+    return out
 
 
 def _cells(n: int, k: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -430,7 +466,8 @@ def write_synthetic(
 
     Args:
         s: generator settings.
-        embeddings_path: int8 x 64 GeoTIFF, nodata -128 (same form as downloaded AEF).
+        embeddings_path: int8 x 64 GeoTIFF, nodata -128 (same form as downloaded AEF), or
+            float32 (NaN nodata) for product tessera.
         dsm_path: float32 reference DSM in metres, nodata -9999.
         landcover_path: optional uint8 land-cover classes (0 open, 1 forest, 2 urban).
         coarse_dem_path: optional float32 coarse DEM (GLO-30-like, :func:`coarse_dem_window`).
@@ -460,20 +497,25 @@ def write_synthetic(
                         dst[k].write(a, window=((r0, r1), (c0, c1)))
 
 
+_EMBEDDING_FORM = {"aef": ("int8", aef.NODATA), "tessera": ("float32", float("nan"))}
+_QUANTIZATION = {"aef": "AEF int8", "tessera": "TESSERA int8 x per-pixel scale, de-quantized"}
+
+
 def _open(s: SyntheticSettings, kind: str, path: Path) -> rasterio.io.DatasetWriter:
     """One output raster, open for writing, with its tags."""
     tags = {"source": "synthetic", "seed": str(s.seed), "vertical_datum": "none (synthetic)"}
     profiles = {
-        "embeddings": (aef.BANDS, "int8", aef.NODATA),
+        "embeddings": (s.n_bands, *_EMBEDDING_FORM[s.product]),
         "dsm": (1, "float32", DSM_NODATA),
         "landcover": (1, "uint8", LANDCOVER_NODATA),
         "coarse_dem": (1, "float32", DSM_NODATA),
     }
     dst = rasterio.open(path, "w", **s.grid.profile(*profiles[kind]))
     if kind == "embeddings":
-        for i, name in enumerate(aef.BAND_NAMES, start=1):
+        for i, name in enumerate(band_names(s.product, s.n_bands), start=1):
             dst.set_band_description(i, name)
-        dst.update_tags(**tags, year="synthetic", quantization="AEF int8")
+        dst.update_tags(**tags, year="synthetic", quantization=_QUANTIZATION[s.product])
+        dst.update_tags(**{PRODUCT_TAG: s.product})
     elif kind == "landcover":
         dst.update_tags(classes=",".join(f"{k}:{v}" for k, v in LANDCOVER_CLASSES.items()))
     else:

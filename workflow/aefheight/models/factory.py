@@ -89,7 +89,7 @@ class ModelSettings:
             )
         if self.encoder_params:
             try:
-                build_model(self)
+                build_model(self, aef.BANDS)
             except (TypeError, ValueError, RuntimeError) as exc:
                 bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
                 key = f"{section}.encoder_params" + (f".{bad.group(1)}" if bad else "")
@@ -107,9 +107,9 @@ class ModelSettings:
         """Whether the model reads the coarse DEM (as a channel or as its target's base)."""
         return self.dem_channel or self.target == "residual"
 
-    @property
-    def in_channels(self) -> int:
-        return aef.BANDS + int(self.dem_channel)
+    def in_channels(self, bands: int) -> int:
+        """The input channels on ``bands`` embedding bands (plus the coarse DEM's, if used)."""
+        return bands + int(self.dem_channel)
 
 
 def _box_mean(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -163,9 +163,9 @@ def pick_device(name: str, key: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(s: ModelSettings) -> nn.Module:
-    """Build a model with ``s.in_channels`` inputs and one output (its target, standardized)."""
-    in_channels = s.in_channels
+def build_model(s: ModelSettings, bands: int) -> nn.Module:
+    """Build a model on ``bands`` embedding bands (the data's) with one output, standardized."""
+    in_channels = s.in_channels(bands)
     if s.arch == RIDGE:
         return BoxRidge(in_channels, s.scales_px)
     import segmentation_models_pytorch as smp
@@ -195,12 +195,23 @@ def build_model(s: ModelSettings) -> nn.Module:
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, s: ModelSettings, mean: float, std: float, **extra: Any
+    path: Path,
+    model: nn.Module,
+    s: ModelSettings,
+    mean: float,
+    std: float,
+    embeddings: tuple[str, int],
+    **extra: Any,
 ) -> None:
-    """Write a self-describing checkpoint (weights, settings, target scaling), atomically."""
+    """Write a self-describing checkpoint (weights, settings, target scaling), atomically.
+
+    ``embeddings`` is the (product, band count) trained on, checked before any prediction.
+    """
     state = {
         "model": model.state_dict(),
         "settings": asdict(s),
+        "embedding_product": embeddings[0],
+        "embedding_bands": int(embeddings[1]),
         "target_mean": float(mean),
         "target_std": float(std),
         **extra,
@@ -220,6 +231,20 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
         if settings.get(key) is not None:
             settings[key] = tuple(settings[key])
     s = ModelSettings(**{**settings, "encoder_weights": None})  # weights come from the file
-    model = build_model(s)
+    ckpt.setdefault("embedding_product", "aef")  # checkpoints before other products
+    ckpt.setdefault("embedding_bands", aef.BANDS)
+    model = build_model(s, int(ckpt["embedding_bands"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
+
+
+def check_embeddings(trained: tuple[str, int], src: Any, checkpoint_path: Path) -> None:
+    """Stop unless the open embedding raster ``src`` holds the (product, bands) ``trained``."""
+    from aefheight.core.embeddings import describe
+
+    product, bands, _ = describe(src)
+    if (product, bands) != trained:
+        raise RasterError(
+            f"{checkpoint_path} was trained on {trained[1]}-band {trained[0]} embeddings; "
+            f"{src.name} holds {bands}-band {product}: predict with a model trained on them"
+        )

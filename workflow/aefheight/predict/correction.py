@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from aefheight.core import aef
+from aefheight.core.embeddings import open_embeddings, valid_mask
 from aefheight.core.errors import ConfigError, NoValidData
 from aefheight.core.files import scratch_path, write_csv
 from aefheight.core.names import CODES
@@ -82,14 +82,14 @@ def write_coarse_dem_prediction(
 
     Pixels without valid embeddings are nodata too, so it is scored on the nets' pixels.
     """
-    with open_raster(coarse_dem, bands=1) as src, open_raster(embeddings, bands=aef.BANDS) as emb:
+    with open_raster(coarse_dem, bands=1) as src, open_embeddings(embeddings) as emb:
         check_same_grid(Grid.of(src), Grid.of(emb), src.name, emb.name)
         tags = src.tags()
 
         def blocks() -> Any:
             for _, win in src.block_windows(1):
                 z = _heights(src, win)
-                ok = ~np.isnan(z) & aef.valid_mask(read_checked(emb, win))
+                ok = ~np.isnan(z) & valid_mask(read_checked(emb, win))
                 yield win, np.where(ok, z, PRED_NODATA)
 
         meta = {k: tags[k] for k in ("source", "product", "resolution_m") if k in tags}

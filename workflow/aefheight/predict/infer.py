@@ -21,7 +21,7 @@ import torch
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from aefheight.core import aef
+from aefheight.core import embeddings
 from aefheight.core.dem import DemUse, dem_channel
 from aefheight.core.errors import ConfigError
 from aefheight.core.files import atomic_path, scratch_path
@@ -35,7 +35,7 @@ from aefheight.core.raster import (
 )
 from aefheight.core.steps import step
 from aefheight.inputs.shards import ShardingSettings, shard_of
-from aefheight.models.factory import load_checkpoint, pick_device
+from aefheight.models.factory import check_embeddings, load_checkpoint, pick_device
 from aefheight.predict import PRED_NODATA
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class _Model:
     win: int
     overlap: int
     dem: DemUse | None
+    embeddings: tuple[str, int]  # (product, bands) trained on
 
 
 def _load_model(checkpoint_path: Path, s: PredictSettings, device: torch.device) -> _Model:
@@ -109,7 +110,8 @@ def _load_model(checkpoint_path: Path, s: PredictSettings, device: torch.device)
     if ms.get("dem_channel") or ms.get("target") == "residual":
         sd = float(ckpt.get("dem_relief_sd", 1.0))
         dem = DemUse(bool(ms.get("dem_channel")), ms.get("target") == "residual", sd)
-    return _Model(model, ckpt["target_mean"], ckpt["target_std"], patch, win, overlap, dem)
+    trained = (str(ckpt["embedding_product"]), int(ckpt["embedding_bands"]))
+    return _Model(model, ckpt["target_mean"], ckpt["target_std"], patch, win, overlap, dem, trained)
 
 
 class _Rows:
@@ -177,9 +179,9 @@ def _predict_windows(
     device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted heights (m) and validity of the windows at row ``r0``, columns ``cols``."""
-    codes = _read_windows(src, r0, cols, m.win, aef.NODATA)
-    valid = aef.valid_mask(codes, axis=1)
-    x = aef.dequantize(codes, nodata_value=0.0)
+    codes = _read_windows(src, r0, cols, m.win, embeddings.nodata(src.dtypes[0]))
+    valid = embeddings.valid_mask(codes, axis=1)
+    x = embeddings.dequantize(codes, nodata_value=0.0)
     base: np.ndarray | np.float32 = np.float32(0.0)
     if m.dem is not None and coarse is not None:
         c = _read_windows(coarse, r0, cols, m.win, np.nan)[:, 0].astype(np.float32)
@@ -221,7 +223,8 @@ def predict_raster(
     if m.dem is not None and coarse_dem_path is None:
         raise ConfigError(f"{checkpoint_path} was trained with the coarse DEM: pass --coarse-dem")
     with contextlib.ExitStack() as stack:
-        src = stack.enter_context(open_raster(embeddings_path, bands=aef.BANDS))
+        src = stack.enter_context(embeddings.open_embeddings(embeddings_path))
+        check_embeddings(m.embeddings, src, checkpoint_path)
         grid = Grid.of(src)
         coarse = None
         if m.dem is not None and coarse_dem_path is not None:

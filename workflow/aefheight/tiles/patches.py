@@ -1,7 +1,8 @@
-"""Tiling: cut co-registered patches into an int8 patch store with a GeoParquet index.
+"""Tiling: cut co-registered patches into a patch store with a GeoParquet index.
 
-The store is two ``.npy`` files that training memory-maps: ``embeddings.npy`` (N, 64, P, P)
-int8 codes, exactly as AEF stores them, and ``dsm.npy`` (N, P, P) float32 heights with NaN for
+The store is two ``.npy`` files that training memory-maps: ``embeddings.npy`` (N, bands, P, P)
+as the embeddings raster stores them (int8 AEF codes, or float32 values:
+:mod:`aefheight.core.embeddings`), and ``dsm.npy`` (N, P, P) float32 heights with NaN for
 nodata. Each patch is one contiguous run of bytes, so reading a patch is one sequential read.
 ``index.parquet`` has one row per patch: pixel offsets, footprint, valid fraction and height
 statistics. De-quantization happens on the training device
@@ -29,7 +30,7 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from tqdm import tqdm
 
-from aefheight.core import aef
+from aefheight.core import embeddings
 from aefheight.core.errors import ConfigError, NoValidData, RasterError, TooFewPatches
 from aefheight.core.files import atomic_path
 from aefheight.core.raster import Grid, check_same_grid, open_raster, read_checked, read_dsm_block
@@ -55,13 +56,7 @@ def check_inputs(
     coarse: rasterio.io.DatasetReader | None = None,
 ) -> Grid:
     """Check the embedding, DSM (and coarse DEM) rasters fit together; return their grid."""
-    if emb.count != aef.BANDS:
-        raise RasterError(f"{emb.name} has {emb.count} bands; AEF embeddings have {aef.BANDS}")
-    if emb.dtypes[0] != "int8":
-        raise RasterError(
-            f"{emb.name} is {emb.dtypes[0]}; embeddings must stay AEF int8 codes "
-            "(nodata -128): do not de-quantize before tiling"
-        )
+    embeddings.describe(emb)  # int8 codes or float32 values, the band count its product's
     if dsm.count != 1:
         raise RasterError(f"{dsm.name} has {dsm.count} bands; a DSM has 1")
     grid = Grid.of(emb)
@@ -167,7 +162,11 @@ def _origins(
 
 
 def _open_stores(
-    paths: dict[str, Path], n_max: int, p: int, stack: contextlib.ExitStack
+    paths: dict[str, Path],
+    n_max: int,
+    p: int,
+    emb: rasterio.io.DatasetReader,
+    stack: contextlib.ExitStack,
 ) -> dict[str, BinaryIO]:
     """The stores being written (``paths``: name -> temporary path), as files open in ``stack``.
 
@@ -175,7 +174,7 @@ def _open_stores(
     sets the kept count at the end). Patches are appended with plain writes: through a memory
     map, every written page counted in the step's RSS (2.2 GB at 84 M px, benchmarks/README.md).
     """
-    dtypes = {"embeddings": (np.int8, (n_max, aef.BANDS, p, p))}
+    dtypes = {"embeddings": (np.dtype(emb.dtypes[0]), (n_max, emb.count, p, p))}
     stores: dict[str, BinaryIO] = {}
     for k, v in paths.items():
         dtype, shape = dtypes.get(k, (np.float32, (n_max, p, p)))
@@ -186,7 +185,7 @@ def _open_stores(
     return stores
 
 
-def _append(fh: BinaryIO, a: np.ndarray, dtype: type) -> None:
+def _append(fh: BinaryIO, a: np.ndarray, dtype: Any) -> None:
     """Append one patch to a store as C-ordered bytes."""
     fh.write(np.ascontiguousarray(a, dtype).data)
 
@@ -232,7 +231,7 @@ def _tile_chunk(
     """Store the kept patches of one chunk of a patch row; whether it had any valid pixel."""
     codes, z, c = chunk
     p = s.patch_size
-    valid = aef.valid_mask(codes) & ~np.isnan(z)
+    valid = embeddings.valid_mask(codes) & ~np.isnan(z)
     for c0 in cols:
         j = c0 - c_start
         frac = float(valid[:, j : j + p].mean())
@@ -240,7 +239,7 @@ def _tile_chunk(
             continue
         zp = np.where(valid[:, j : j + p], z[:, j : j + p], np.nan)
         n = len(records)
-        _append(stores["embeddings"], codes[:, :, j : j + p], np.int8)
+        _append(stores["embeddings"], codes[:, :, j : j + p], codes.dtype)
         _append(stores["dsm"], zp, np.float32)
         if c is not None:
             _append(stores["coarse_dem"], c[:, j : j + p], np.float32)
@@ -296,11 +295,11 @@ def cut_patches(
     at least ``min_valid_fraction`` of its pixels have both valid embeddings and a valid DSM.
 
     Args:
-        embeddings_path: the AOI's int8 embeddings (64 bands).
+        embeddings_path: the AOI's embeddings (int8 AEF codes or float32, N bands).
         dsm_path: its reference DSM on the same grid.
         s: the tiling settings.
         index: the GeoParquet index written (one row per patch).
-        store_embeddings: the int8 codes written, (N, 64, P, P).
+        store_embeddings: the embeddings written as stored, (N, bands, P, P).
         store_dsm: the float32 heights written, (N, P, P), NaN where invalid.
         coarse_dem_path: the AOI's coarse DEM on the same grid (given with the next).
         store_coarse_dem: its float32 patches written, (N, P, P), NaN where nodata.
@@ -324,7 +323,7 @@ def cut_patches(
         rows, cols = _origins(grid, s, window)
         n_max = len(rows) * len(cols)
         tmp = {k: stack.enter_context(atomic_path(v)) for k, v in outputs.items()}
-        stores = _open_stores(tmp, n_max, p, stack)
+        stores = _open_stores(tmp, n_max, p, emb, stack)
         records: list[dict] = []
         span = (0, grid.width) if window is None else window.toranges()[1]
         any_valid = _tile_rows((emb, dsm, coarse), rows, cols, span, s, grid, stores, records)

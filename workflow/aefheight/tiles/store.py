@@ -1,9 +1,9 @@
 """The patch store as training reads it: memory-mapped ``.npy`` rows, one or several shards.
 
 The store (written by :mod:`.patches`) is two or three ``.npy`` files: ``embeddings.npy``
-(N, 64, P, P) int8 codes, exactly as AEF stores them, ``dsm.npy`` (N, P, P) float32 heights with
-NaN for nodata, and the coarse DEM's. Each patch is one contiguous run of bytes, so reading a
-patch is one sequential read. No torch here.
+(N, bands, P, P) as the embeddings raster stores them (int8 AEF codes or float32 values),
+``dsm.npy`` (N, P, P) float32 heights with NaN for nodata, and the coarse DEM's. Each patch is
+one contiguous run of bytes, so reading a patch is one sequential read. No torch here.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _paths(p: Path | Sequence[Path] | None) -> list[Path]:
 
 
 class PatchStore:
-    """Read access to a patch store written by :func:`tile` (memory-mapped, int8 kept).
+    """Read access to a patch store written by :func:`tile` (memory-mapped, codes kept).
 
     ``embeddings``, ``dsm`` (and ``coarse_dem`` when given) are memory maps; a patch is one
     contiguous run of bytes in each. The training reader reads a batch with :meth:`prefetch`
@@ -81,6 +81,11 @@ class PatchStore:
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
+
+    @property
+    def bands(self) -> int:
+        """The embeddings' band count (the data's, not a constant)."""
+        return int(self.embeddings.shape[1])
 
     def __getstate__(self) -> dict:  # pickled (spawned workers): reopen, never copy the data
         return {"files": self.files}
@@ -131,5 +136,5 @@ class PatchStore:
                 os.posix_fadvise(fd, arr.offset + j * size, size, os.POSIX_FADV_WILLNEED)
 
     def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Patch ``k`` copied into RAM: int8 codes (64, P, P) and float32 heights (P, P)."""
+        """Patch ``k`` copied into RAM: its embeddings (bands, P, P) and heights (P, P)."""
         return np.array(self.embeddings[int(k)]), np.array(self.dsm[int(k)])

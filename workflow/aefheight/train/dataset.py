@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from aefheight.core import aef
+from aefheight.core import aef, embeddings
 from aefheight.core.dem import DemUse, dem_channel
 from aefheight.tiles.store import PatchStore
 
-# codes int8 (B, 64, P, P), extra float32 (B, E, P, P), y float32 (B, 1, P, P), mask bool
+# codes (B, bands, P, P) as stored, extra float32 (B, E, P, P), y float32 (B, 1, P, P), mask bool
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 SPARE_ARRAYS = 12  # batch arrays a dataset keeps for reuse: the 4 arrays of three batches
 
@@ -25,12 +25,12 @@ class PatchDataset(torch.utils.data.Dataset):
     """Patches as tensors: int8 embedding codes, extra channels, standardized target, mask.
 
     Use it for training and validation with :func:`loader`, and turn each batch into the
-    network's input with :func:`model_input` on the training device: the embeddings stay
-    int8 through the DataLoader and the host-to-device copy (a quarter of float32's bytes) and
-    are de-quantized where the model runs. Augmentation happens on batches in the training
-    loop so that it is reproducible from the seed and epoch alone.
+    network's input with :func:`model_input` on the training device: the embeddings stay as
+    stored through the DataLoader and the host-to-device copy (AEF's int8 codes: a quarter of
+    float32's bytes) and are de-quantized where the model runs. Augmentation happens on
+    batches in the training loop so that it is reproducible from the seed and epoch alone.
 
-    Returns per item ``(codes, extra, y, mask)``: codes int8 (64, P, P) as stored, extra
+    Returns per item ``(codes, extra, y, mask)``: codes (bands, P, P) as stored, extra
     float32 (E, P, P) (E = 1 with the coarse DEM's relief channel, else 0), y float32
     (1, P, P) standardized with ``(h - mean) / std`` (0 where invalid), mask bool (1, P, P).
     ``masks`` (N, P, P), when given, further restricts each patch's mask (e.g. the split's
@@ -83,7 +83,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.store.prefetch(self.ids[parts[parts >= 0]])
         n, p = len(idx), self.store.embeddings.shape[-1]
         extra_channels = int(self.dem is not None and self.dem.channel)
-        codes = self._array((n, aef.BANDS, p, p), np.int8)
+        codes = self._array((n, self.store.bands, p, p), self.store.embeddings.dtype)
         extra = self._array((n, extra_channels, p, p), np.float32)
         y = self._array((n, 1, p, p), np.float32)
         mask = self._array((n, 1, p, p), np.bool_)
@@ -118,7 +118,7 @@ class PatchDataset(torch.utils.data.Dataset):
         mask = np.zeros((p, p), bool)
         c = np.full((p, p), np.nan, np.float32) if self.dem is not None else None
         if item[1:4].max() >= 0 or item[4] or item[5]:
-            codes.fill(aef.NODATA)  # a window: parts of it may lie on no patch
+            codes.fill(embeddings.nodata(codes.dtype))  # a window: parts may lie on no patch
         for q, src, dst in window_pieces(int(item[4]), int(item[5]), p):
             j = int(item[q])
             if j < 0:
@@ -130,7 +130,7 @@ class PatchDataset(torch.utils.data.Dataset):
             if c is not None:
                 assert self.store.coarse_dem is not None  # checked in __init__
                 c[dst] = self.store.coarse_dem[k][src]
-        mask &= aef.valid_mask(codes) & ~np.isnan(z)
+        mask &= embeddings.valid_mask(codes) & ~np.isnan(z)
         if self.dem is not None and c is not None:
             mask &= ~np.isnan(c)
             if self.dem.channel:
@@ -208,31 +208,31 @@ _DEVICE_LUTS: dict[torch.device, torch.Tensor] = {}
 def model_input(
     codes: torch.Tensor, extra: torch.Tensor, device: torch.device, channels_last: bool = True
 ) -> torch.Tensor:
-    """The network's input from a batch: float32 (B, 64 + E, P, P) on ``device``.
+    """The network's input from a batch: float32 (B, bands + E, P, P) on ``device``.
 
-    Use it on every batch of a :class:`PatchDataset` right before the model: the int8 codes
-    cross to ``device`` and are de-quantized there (nodata as 0), with the same float32 table
-    as :func:`aefheight.core.aef.dequantize`, so values are identical on every device. On the CPU
-    the codes are put channels-last as int8 (a quarter of the bytes to move) and OpenCV's
-    threaded lookup writes the float32 input in place; elsewhere a gather on the device.
-    ``channels_last=False`` gives the plain (NCHW) layout, faster for float32 convolutions
-    on CPUs without native bf16 (benchmarks/README.md).
+    Use it on every batch of a :class:`PatchDataset` right before the model: the embeddings
+    cross to ``device`` as stored and are de-quantized there (nodata as 0), AEF codes with the
+    same float32 table as :func:`aefheight.core.aef.dequantize`, so values are identical on every
+    device. On the CPU int8 codes are put channels-last as int8 (a quarter of the bytes to
+    move) and OpenCV's threaded lookup writes the float32 input in place; elsewhere a gather on
+    the device. ``channels_last=False`` gives the plain (NCHW) layout, faster for float32
+    convolutions on CPUs without native bf16 (benchmarks/README.md).
     """
     codes = codes.to(device, non_blocking=True)
-    b, _, p, q = codes.shape
-    shape = (b, aef.BANDS + extra.shape[1], p, q)
+    b, bands, p, q = codes.shape
+    shape = (b, bands + extra.shape[1], p, q)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    if device.type != "cpu":
+    if device.type != "cpu" or codes.dtype != torch.int8:
         x = torch.empty(shape, dtype=torch.float32, device=device)
-        x[:, : aef.BANDS] = dequantize_on_device(codes)
-        x[:, aef.BANDS :] = extra.to(device, non_blocking=True)
+        x[:, :bands] = dequantize_on_device(codes)
+        x[:, bands:] = extra.to(device, non_blocking=True)
         return x.contiguous(memory_format=layout)
     if not channels_last:
         if extra.shape[1] == 0:
             return torch.from_numpy(aef.dequantize(codes.numpy(), nodata_value=0.0))
         x = torch.empty(shape, dtype=torch.float32)
-        x[:, : aef.BANDS] = torch.from_numpy(aef.dequantize(codes.numpy(), nodata_value=0.0))
-        x[:, aef.BANDS :] = extra
+        x[:, :bands] = torch.from_numpy(aef.dequantize(codes.numpy(), nodata_value=0.0))
+        x[:, bands:] = extra
         return x
     x = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
     nhwc = x.permute(0, 2, 3, 1).numpy()  # x's own memory, (B, P, P, C) C-contiguous
@@ -240,8 +240,8 @@ def model_input(
     if extra.shape[1] == 0:
         aef.dequantize(codes_nhwc, nodata_value=0.0, out=nhwc)
     else:
-        nhwc[..., : aef.BANDS] = aef.dequantize(codes_nhwc, nodata_value=0.0)
-        nhwc[..., aef.BANDS :] = extra.permute(0, 2, 3, 1).numpy()
+        nhwc[..., :bands] = aef.dequantize(codes_nhwc, nodata_value=0.0)
+        nhwc[..., bands:] = extra.permute(0, 2, 3, 1).numpy()
     return x
 
 
@@ -258,7 +258,12 @@ def _channels_last_codes(codes: np.ndarray) -> np.ndarray:
 
 
 def dequantize_on_device(codes: torch.Tensor) -> torch.Tensor:
-    """:func:`aefheight.core.aef.dequantize` (nodata as 0) as a gather on ``codes``' device."""
+    """:func:`aefheight.core.embeddings.dequantize` (nodata as 0) on ``codes``' device.
+
+    AEF codes: a gather in the float32 table; float32 values: NaN becomes 0.
+    """
+    if codes.dtype != torch.int8:
+        return torch.nan_to_num(codes.float(), nan=0.0)
     if codes.device not in _DEVICE_LUTS:
         lut = aef.dequantization_table(nodata_value=0.0)
         _DEVICE_LUTS[codes.device] = torch.from_numpy(lut).to(codes.device)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from aefheight.core import embeddings
 from aefheight.core.dem import DemUse
 from aefheight.core.errors import ConfigError
 from aefheight.core.files import atomic_path
@@ -376,8 +377,13 @@ def fit_net(
     resume: Path,
     threads: int = 1,
     store_coarse_dem: Path | Sequence[Path] | None = None,
+    *,
+    embeddings_path: Path,
 ) -> pd.DataFrame:
     """Train one net; write its checkpoint (best val loss) and its history (one row an epoch).
+
+    ``embeddings_path``, the raster the store was tiled from, names the product and band count
+    the checkpoint records.
 
     ``resume`` is updated after every epoch; a rerun with the same inputs and settings
     continues from it. It is removed once the checkpoint and history are written.
@@ -391,7 +397,8 @@ def fit_net(
     data = _load_data(store, split_gpkg, split_tif, ms, ts, seed, amp)
     # channels-last speeds up bf16 kernels; plain float32 runs faster without (AVX2 CPUs)
     layout = torch.channels_last if amp else torch.contiguous_format
-    model = build_model(ms).to(device).to(memory_format=layout)
+    product = embeddings.identify(embeddings_path, store.bands)
+    model = build_model(ms, store.bands).to(device).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
     run = _resume(resume, data.fingerprint, model, opt, device)
     for epoch in range(run.start, ts.max_epochs + 1):
@@ -415,7 +422,7 @@ def fit_net(
         _record_epoch(run, model, epoch, loss, steps, val, data.std, time.perf_counter() - t0)
         _save_resume(resume, data.fingerprint, model, opt, epoch, run)
     stopped = "early_stopping" if stop_early(run, ts) else "max_epochs"
-    hist = _finish(model, ms, data, run, seed, stopped, checkpoint)
+    hist = _finish(model, ms, data, run, seed, stopped, checkpoint, product)
     with atomic_path(history) as tmp:
         hist = hist.assign(model=model_name, seed=seed, stopped=stopped)
         hist.to_csv(tmp, index=False)
@@ -432,6 +439,7 @@ def _finish(
     seed: int,
     stopped: str,
     checkpoint: Path,
+    product: tuple[str, int],
 ) -> pd.DataFrame:
     """Restore the best epoch's weights and save them; return the history."""
     hist = pd.DataFrame(run.history)
@@ -444,6 +452,7 @@ def _finish(
         ms,
         data.mean,
         data.std,
+        product,
         epochs_run=len(hist),
         best_epoch=best_epoch,
         steps=int(hist["steps"].iloc[-1]),
@@ -465,6 +474,7 @@ def train_net(
     seed: int,
     split_gpkg: Path,
     split_tif: Path,
+    embeddings: Path,
     store_embeddings: list[Path],
     store_dsm: list[Path],
     store_coarse_dem: list[Path],
@@ -482,6 +492,7 @@ def train_net(
         seed: Seeds the weights, the window sampling and the batch order.
         split_gpkg: The spatial split's polygons (train / validation / test strips).
         split_tif: The split raster on the AOI grid (which pixels count for which loss).
+        embeddings: The AOI's embeddings raster (its product and band count, recorded).
         store_embeddings: The patch stores of the embeddings, one per shard.
         store_dsm: The patch stores of the reference DSM, in the same order.
         store_coarse_dem: The coarse DEM's stores (read only when the model uses it).
@@ -491,6 +502,7 @@ def train_net(
         threads: Torch threads (the rule's ``threads``).
     """
     fit_net(
+        embeddings_path=embeddings,
         store_embeddings=store_embeddings,
         store_dsm=store_dsm,
         split_gpkg=split_gpkg,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aefheight.core import aef
+from aefheight.core import embeddings
 from aefheight.core.files import atomic_path
 from aefheight.core.steps import step
 from aefheight.models.factory import (
@@ -41,8 +41,8 @@ def sample_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``max_pixels`` valid, unmasked (features, height) pixels drawn evenly from patches.
 
-    ``features`` maps a de-quantized patch (1, 64, P, P) tensor to its regression inputs
-    (1, C, P, P); None keeps the 64 bands.
+    ``features`` maps a de-quantized patch (1, bands, P, P) tensor to its regression inputs
+    (1, C, P, P); None keeps the bands.
     """
     rng = np.random.default_rng(seed)
     per_patch = max(1, -(-max_pixels // max(1, len(ids))))
@@ -50,9 +50,9 @@ def sample_pixels(
     for i, k in enumerate(ids):
         codes = np.asarray(store.embeddings[k])
         z = np.asarray(store.dsm[k])
-        valid = np.flatnonzero((aef.valid_mask(codes) & ~np.isnan(z) & masks[i]).ravel())
+        valid = np.flatnonzero((embeddings.valid_mask(codes) & ~np.isnan(z) & masks[i]).ravel())
         pick = rng.choice(valid, min(per_patch, valid.size), replace=False)
-        x = aef.dequantize(codes, nodata_value=0.0)
+        x = embeddings.dequantize(codes, nodata_value=0.0)
         if features is not None:
             with torch.inference_mode():
                 x = features(torch.from_numpy(x)[None])[0].numpy()
@@ -72,16 +72,20 @@ def fit_ridge(
     model_name: str,
     checkpoint: Path,
     history: Path,
+    *,
+    embeddings_path: Path,
 ) -> dict[str, float]:
     """Fit a Ridge baseline on sampled train pixels (its box-mean features at ``scales_px``).
 
-    Saved as the equivalent fixed network (box means, then a 1x1 convolution).
+    Saved as the equivalent fixed network (box means, then a 1x1 convolution); its columns are
+    the store's bands, whose product ``embeddings_path`` (the raster tiled) names.
     """
     from sklearn.linear_model import Ridge
 
     store = PatchStore(store_embeddings, store_dsm)
     train = split_patches(split_gpkg, split_tif, store)["train"]
-    model = build_model(ms)
+    product = embeddings.identify(embeddings_path, store.bands)
+    model = build_model(ms, store.bands)
     assert isinstance(model, BoxRidge)  # arch ridge
     x, y = sample_pixels(store, train.ids, train.masks, ms.max_pixels, seed, model.features)
     reg = Ridge(alpha=ms.alpha).fit(x, y)
@@ -95,6 +99,7 @@ def fit_ridge(
         ms,
         0.0,
         1.0,
+        product,
         seed=seed,
         patch_size=int(store.embeddings.shape[-1]),
         **info,
@@ -119,6 +124,7 @@ def train_ridge(
     seed: int,
     split_gpkg: Path,
     split_tif: Path,
+    embeddings: Path,
     store_embeddings: list[Path],
     store_dsm: list[Path],
     checkpoint: Path,
@@ -126,6 +132,7 @@ def train_ridge(
 ) -> None:
     """Fit one Ridge baseline for one seed; one store per shard, in order."""
     fit_ridge(
+        embeddings_path=embeddings,
         store_embeddings=store_embeddings,
         store_dsm=store_dsm,
         split_gpkg=split_gpkg,

@@ -14,7 +14,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from aefheight.core import aef
+from aefheight.core import embeddings
 from aefheight.core.dem import DemUse, dem_relief
 from aefheight.core.errors import NoValidData
 from aefheight.core.names import CODES
@@ -55,14 +55,13 @@ def split_patches(
 def with_valid_data(store: PatchStore, part: SplitPatches) -> SplitPatches:
     """``part`` whose masks also require valid embeddings and a valid reference height.
 
-    Reads one band of codes (AEF's nodata is in every band at once) and the DSM per patch, so
+    Reads one band of the embeddings (nodata is in every band at once) and the DSM per patch, so
     that each epoch's windows are drawn on the pixels that will enter the loss.
     """
     masks = part.masks.copy()
     for i, k in enumerate(part.ids):
-        masks[i] &= (np.asarray(store.embeddings[k][0]) != aef.NODATA) & ~np.isnan(
-            np.asarray(store.dsm[k])
-        )
+        first = np.asarray(store.embeddings[k][:1])
+        masks[i] &= embeddings.valid_mask(first)[0] & ~np.isnan(np.asarray(store.dsm[k]))
     return SplitPatches(part.ids, part.origins, masks)
 
 
