@@ -135,3 +135,36 @@ def test_dem_model_without_the_dem_is_one_line(tiny_aoi, tmp_path):
     with pytest.raises(ConfigError, match="pass --coarse-dem"):
         _predict(tiny_aoi, tmp_path / "z.pt", tmp_path / "p.tif", None)
     assert not (tmp_path / "p.tif").exists()
+
+
+def _float_export(codes_tif, out, product="aef", bands=None):
+    """The int8 codes of ``codes_tif`` de-quantized to float32 (NaN nodata), as EE exports AEF."""
+    from aefheight.core.embeddings import PRODUCT_TAG, dequantize
+
+    with rasterio.open(codes_tif) as src:
+        values, prof = dequantize(src.read()), src.profile
+    if bands:
+        values = np.concatenate([values] * (bands // len(values)))
+    prof.update(dtype="float32", nodata=float("nan"), count=len(values))
+    with rasterio.open(out, "w", **prof) as dst:
+        dst.write(values)
+        dst.update_tags(**{PRODUCT_TAG: product})
+    return out
+
+
+def test_float_export_predicts_as_the_codes_and_another_product_is_refused(tiny_aoi, tmp_path):
+    from aefheight.core.errors import RasterError
+
+    _linear_checkpoint(tmp_path / "lin.pt")
+    s = make(PredictSettings, window=64, overlap=16)
+    predict_raster(tiny_aoi["embeddings"], tmp_path / "lin.pt", tmp_path / "codes.tif", s)
+    floats = _float_export(tiny_aoi["embeddings"], tmp_path / "f.tif")
+    predict_raster(floats, tmp_path / "lin.pt", tmp_path / "floats.tif", s)
+    with rasterio.open(tmp_path / "codes.tif") as a, rasterio.open(tmp_path / "floats.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    generic = _float_export(tiny_aoi["embeddings"], tmp_path / "g.tif", "generic")
+    with pytest.raises(RasterError, match=r"trained on 64-band aef .* holds 64-band generic"):
+        predict_raster(generic, tmp_path / "lin.pt", tmp_path / "x.tif", s)
+    wide = _float_export(tiny_aoi["embeddings"], tmp_path / "t.tif", "tessera", bands=128)
+    with pytest.raises(RasterError, match="holds 128-band tessera: predict with a model"):
+        predict_raster(wide, tmp_path / "lin.pt", tmp_path / "x.tif", s)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 FLOAT_COG_BPP = 4 * 4 / 3  # a float32 COG with its overviews (predictions, the AOA's DI)
 # Bytes per AOI pixel of the files every AOI writes once (uncompressed: an upper bound).
 INPUT_BPP = {
-    "inputs/embeddings.tif": aef.BANDS,  # int8 codes
+    "inputs/embeddings.tif": aef.BANDS,  # int8 codes; other products: embedding_bpp
     "inputs/dsm.tif": 4,
     "inputs/coarse_dem.tif": 4,
 }
@@ -107,6 +107,22 @@ def real_aoi(name: str, aoi: dict[str, Any]) -> AOI:
     return target_grid(name, spec, f"aois.{name}.aoi")
 
 
+def embedding_bpp(aoi: dict[str, Any]) -> int:
+    """Bytes per pixel of an AOI's embeddings: AEF int8 codes, or 4 per band of float32.
+
+    A local product other than AEF counts as 128 float32 bands until its files are read.
+    """
+    from aefheight.core.embeddings import PRODUCTS  # rasterio: not at import (bare Snakemake)
+
+    if aoi["source"] == "synthetic":
+        s = aoi["synthetic"]
+        bands = s["bands"] or PRODUCTS[s["product"]] or aef.BANDS
+        return bands * (1 if s["product"] == "aef" else 4)
+    if aoi["source"] == "local" and aoi["embeddings"]["product"] != "aef":
+        return (PRODUCTS[aoi["embeddings"]["product"]] or 128) * 4
+    return aef.BANDS  # int8 codes (a float AEF export: 4x, found when it is read)
+
+
 def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tuple[int, int]]:
     """Each kind of AOI-sized output of AOI ``name``: (bytes of one file, how many files).
 
@@ -125,8 +141,12 @@ def output_sizes(config: dict[str, Any], name: str, pixels: int) -> dict[str, tu
     if len(config["seeds"]) >= 2:  # the seed ensembles of the nets and Ridges (single split)
         n_pred += sum(m["arch"] != COARSE_DEM for m in config["models"].values())
     parts = 2 if config["sharding"]["shard_px"] else 1  # a sharded step's parts, then the merge
-    sizes = {f: (pixels * bpp, 1) for f, bpp in INPUT_BPP.items()}
-    sizes |= {f: (int(pixels * bpp * overlap), parts) for f, bpp in STORE_BPP.items()}
+    emb = embedding_bpp(config["aois"][name])
+    sizes = {f: (pixels * (emb if "embeddings" in f else bpp), 1) for f, bpp in INPUT_BPP.items()}
+    sizes |= {
+        f: (int(pixels * (emb if "embeddings" in f else bpp) * overlap), parts)
+        for f, bpp in STORE_BPP.items()
+    }
     if config["aois"][name]["source"] == "synthetic":
         sizes["inputs/landcover.tif"] = (pixels, 1)
     else:
@@ -199,7 +219,8 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
     Raises:
         TooLarge: an AOI beyond ``limits.max_aoi_km2``.
         AOIOutsideCoverage, SuspiciousValues, ConfigError, RasterError: a local DSM that
-            covers too little of its AOI, hides holes behind a fill value, or cannot be read.
+            covers too little of its AOI, hides holes behind a fill value, or cannot be read;
+            local embeddings of another band count, dtype or coverage than their product's.
         ImportError: PROJ or shapely are missing where Snakemake runs (the caller warns;
             fetch_dsm still checks a local DSM).
     """
@@ -212,6 +233,8 @@ def check_run(config: dict[str, Any], results: str | os.PathLike = "results") ->
         check_calibration_band(config, plans[-1])
         if real is not None and aoi["dsm"]["source"] == "local":
             check_local_dsm(name, aoi, real)
+        if real is not None and aoi["source"] == "local":
+            check_local_embeddings(name, aoi, real)
     return plans
 
 
@@ -258,3 +281,14 @@ def check_local_dsm(name: str, aoi: dict[str, Any], real: AOI | None = None) -> 
     section = f"aois.{name}"
     s = from_mapping(RealAOISettings, aoi, section)
     local_dsm(real or real_aoi(name, aoi), s.dsm_settings(section), f"{section}.dsm")
+
+
+def check_local_embeddings(name: str, aoi: dict[str, Any], real: AOI) -> None:
+    """Run ``fetch_embeddings``' checks of local embeddings (``source: local``) before any job."""
+    from aefheight.core.schema import from_mapping
+    from aefheight.inputs.sources.local_embeddings import check_local_embeddings as check
+    from aefheight.inputs.sources.spec import RealAOISettings
+
+    section = f"aois.{name}"
+    s = from_mapping(RealAOISettings, aoi, section)
+    check(real, s.embedding_settings(section), f"{section}.embeddings")

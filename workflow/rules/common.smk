@@ -348,11 +348,14 @@ def aoi_file_inputs(wildcards):
 
 
 def embeddings_inputs(wildcards):
-    """The cached AEF index of the AOI's source (none for earthengine), and its AOI file."""
-    source = config["aois"][wildcards.aoi]["source"]
+    """The cached AEF index of the AOI's source (none for earthengine), or the user's
+    embeddings (source local), and its AOI file."""
+    section = config["aois"][wildcards.aoi]
     inputs = aoi_file_input(wildcards.aoi)
-    if source in ("source_coop", "gcs"):
-        inputs["index"] = f"resources/aef/index/{source}/aef_index.parquet"
+    if section["source"] in ("source_coop", "gcs"):
+        inputs["index"] = f"resources/aef/index/{section['source']}/aef_index.parquet"
+    if section["source"] == "local" and section["embeddings"].get("path"):
+        inputs["local_embeddings"] = section["embeddings"]["path"]
     return inputs
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import helpers
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import yaml
@@ -110,3 +111,63 @@ def test_config_schema_rejects_a_real_aoi_without_its_area(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     run = snakemake(tmp_path, "-n")
     assert run.returncode != 0 and "aoi" in (run.stdout + run.stderr)
+
+
+def _local_pair(tmp_path: Path) -> tuple[Path, Path, Path, tuple[float, ...]]:
+    """A tiny synthetic AOI inside the fixture's GLO-30 tiles, as a user would hold it: int8
+    codes, the same embeddings as a float export (de-quantized, as Earth Engine writes them),
+    and the DSM."""
+    from aefheight.core.schema import make
+    from aefheight.inputs.synthetic import SyntheticSettings, write_synthetic
+
+    s = make(
+        SyntheticSettings,
+        **{**helpers.TINY_OVERRIDES["aois"]["tiny"]["synthetic"], "origin": (697000.0, 4990000.0)},
+    )
+    d = tmp_path / "mine"
+    d.mkdir()
+    codes, dsm = d / "codes.tif", d / "dsm.tif"
+    write_synthetic(s, codes, dsm)
+    with rasterio.open(codes) as src:
+        prof, values = src.profile, aef.dequantize(src.read())
+    prof.update(dtype="float64", nodata=None)
+    with rasterio.open(d / "export.tif", "w", **prof) as dst:
+        dst.write(values.astype(np.float64))
+    x0, y0 = s.origin
+    bbox = (x0, y0 - s.height * s.pixel_size, x0 + s.width * s.pixel_size, y0)
+    return codes, d / "export.tif", dsm, bbox
+
+
+def test_local_int8_codes_and_their_float_export_give_identical_metrics(server, tmp_path):
+    codes, export, dsm, bbox = _local_pair(tmp_path)
+    cfg = helpers.tiny_config()
+    area = {"bbox": list(bbox), "crs": "EPSG:32630", "target_crs": "EPSG:32630"}
+    local_dsm = {"source": "local", "path": str(dsm), "vertical_datum": "EGM2008"}
+    cfg["aois"] = {
+        name: {"source": "local", "year": 2020, "aoi": area, "dsm": local_dsm,
+               "embeddings": {"path": str(path)}}
+        for name, path in (("codes", codes), ("floats", export))
+    }  # fmt: skip
+    cfg["downloads"] = downloads(server.url)  # GLO-30, the coarse DEM
+    cfg["models"] = {k: cfg["models"][k] for k in ("unet", "ridge_ctx")}
+    cfg["seeds"] = [0]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    targets = [
+        f"results/{a}/metrics/per_model/{m}_seed0.csv"
+        for a in ("codes", "floats")
+        for m in ("unet", "ridge_ctx")
+    ]
+    run = snakemake(tmp_path, "--cores", "2", *targets)
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    res = tmp_path / "results"
+    with rasterio.open(res / "codes/inputs/embeddings.tif") as a:
+        assert a.dtypes[0] == "int8" and a.tags()["EMBEDDING_PRODUCT"] == "aef"
+    with rasterio.open(res / "floats/inputs/embeddings.tif") as b:
+        assert b.dtypes[0] == "float32" and b.tags()["EMBEDDING_PRODUCT"] == "aef"
+    for m in ("unet", "ridge_ctx"):
+        a, b = (
+            pd.read_csv(res / aoi / "metrics/per_model" / f"{m}_seed0.csv")
+            for aoi in ("codes", "floats")
+        )
+        assert len(a) >= 3 and a["r2"].notna().all()
+        pd.testing.assert_frame_equal(a, b)  # identical, not close

@@ -59,12 +59,12 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
         native = f"{abs(ds.transform.a):g} {unit}"
         try:  # the AOI in the raster's CRS, and the raster's footprint in the grid's
             aoi_bounds = transform_bounds(aoi.grid.crs, crs, *aoi.grid.bounds, densify_pts=21)
-            footprint = _footprint(ds, crs, aoi.grid.crs)
+            footprint = footprint_of(ds, crs, aoi.grid.crs)
         except (RasterioError, CRSError) as exc:
             raise RasterError(
                 f"{section}.path: cannot place {path} on the AOI's grid: {exc}"
             ) from None
-        _check_coverage(aoi, footprint, dsm.min_covered_fraction, path, section)
+        check_coverage(aoi, footprint, dsm.min_covered_fraction, path, section)
         if dsm.nodata is None:
             check_fill_value(ds, path, f"{section}.nodata", aoi_bounds)
     return DSMSource(
@@ -79,7 +79,7 @@ def local_dsm(aoi: AOI, dsm: DSMSettings, section: str = "dsm") -> DSMSource:
     )
 
 
-def _footprint(ds: rasterio.io.DatasetReader, crs: CRS, grid_crs: CRS) -> BaseGeometry:
+def footprint_of(ds: rasterio.io.DatasetReader, crs: CRS, grid_crs: CRS) -> BaseGeometry:
     """Where a raster has pixels, in the grid's CRS: its bounds, or a VRT's files' bounds.
 
     A VRT's extent spans its tiles, also where one is missing; its files do not.
@@ -94,7 +94,7 @@ def _footprint(ds: rasterio.io.DatasetReader, crs: CRS, grid_crs: CRS) -> BaseGe
     return unary_union([box(*transform_bounds(crs, grid_crs, *b, densify_pts=21)) for b in bounds])
 
 
-def _check_coverage(
+def check_coverage(
     aoi: AOI, footprint: BaseGeometry, minimum: float, path: Path, section: str
 ) -> None:
     """Refuse a raster whose footprint (in the grid's CRS) covers too little of the AOI."""
@@ -102,7 +102,7 @@ def _check_coverage(
     if covered < minimum:
         raise AOIOutsideCoverage(
             f"{section}.path: {path} covers {covered:.1%} of {aoi.describe()}, less than "
-            f"{section}.min_covered_fraction ({minimum:g}); shrink the AOI to the DSM, give "
+            f"{section}.min_covered_fraction ({minimum:g}); shrink the AOI to the raster, give "
             f"the missing tiles (a VRT of all of them), or lower {section}.min_covered_fraction"
         )
 

@@ -127,6 +127,42 @@ class DSMSettings:
 
 
 @dataclass(frozen=True)
+class EmbeddingSettings:
+    """Embeddings the user already has (config ``aois.<name>.embeddings``, ``source: local``).
+
+    ``path``: a GeoTIFF, a VRT or a folder of tiles (``*.tif``, ``*.tiff``, ``*.vrt``). The
+    ``product`` fixes how values become model input: ``aef`` int8 codes keep AEF's formula and
+    float exports pass through; ``tessera`` is float32 (de-quantized); ``generic`` names its
+    ``dequantization``: ``none`` (values as they are), ``aef`` (int8 codes, AEF's formula) or
+    ``scale_offset`` (``value * scale + offset``).
+    """
+
+    SECTION: ClassVar[str] = "aois.<name>.embeddings"
+    path: str | None
+    product: str
+    dequantization: str
+    scale: float
+    offset: float
+    crs: str | None  # for files without one
+    nodata: float | None  # for files without one
+    min_covered_fraction: float
+
+    def check(self, section: str) -> None:
+        """Cross-field rules: a path; a de-quantization the product can take; a CRS PROJ reads."""
+        if not self.path:
+            raise ConfigError(f"{section}.path must name the embeddings (GeoTIFF, VRT or folder)")
+        if self.product != "generic" and self.dequantization != "none":
+            raise ConfigError(
+                f"{section}.dequantization is for product generic; {self.product}'s is known: "
+                "remove it"
+            )
+        if self.crs is not None:
+            from aefheight.core.raster import parse_crs
+
+            parse_crs(self.crs, f"{section}.crs")
+
+
+@dataclass(frozen=True)
 class RealAOISettings:
     """A downloaded AOI (config ``aois.<name>`` with a real ``source``)."""
 
@@ -136,6 +172,7 @@ class RealAOISettings:
     aoi: dict[str, Any]
     dsm: dict[str, Any]
     allow_partial_coverage: bool  # else an AOI partly outside AEF coverage stops
+    embeddings: dict[str, Any]  # source local: the user's embeddings
 
     def check(self, section: str) -> None:
         """Cross-field rules: a download source, and valid aoi and dsm sub-sections."""
@@ -143,6 +180,11 @@ class RealAOISettings:
             raise ConfigError(f"{section}.source is synthetic: nothing to download")
         self.aoi_spec(section)
         self.dsm_settings(section)
+        if self.source == "local":
+            self.embedding_settings(section)
+
+    def embedding_settings(self, section: str) -> EmbeddingSettings:
+        return from_mapping(EmbeddingSettings, self.embeddings, f"{section}.embeddings")
 
     def aoi_spec(self, section: str) -> AOISpec:
         return from_mapping(AOISpec, self.aoi, f"{section}.aoi")

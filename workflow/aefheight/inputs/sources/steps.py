@@ -69,13 +69,30 @@ def run_embeddings(
     threads: int = 1,
     provenance: str | os.PathLike | None = None,
     aoi_file: str | os.PathLike | None = None,
+    local: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Download the embeddings of AOI ``name`` (config ``aois.<name>``) into ``out``."""
+    """Download the embeddings of AOI ``name`` (config ``aois.<name>``) into ``out``.
+
+    ``source: local`` reads the user's files instead (``local``, the rule's input, must be the
+    path the config names).
+    """
+    s = _aoi_settings(name, aoi_section, aoi_file)
+    section = f"aois.{name}"
+    if s.source == "local":
+        from aefheight.inputs.sources.aoi import target_grid
+        from aefheight.inputs.sources.local_embeddings import write_local_embeddings
+
+        e = s.embedding_settings(section)
+        if local is not None and Path(local) != Path(e.path or ""):
+            raise ConfigError(f"--local-embeddings {local} is not {section}.embeddings.path")
+        aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
+        info = write_local_embeddings(name, aoi, e, s.year, out, f"{section}.embeddings")
+        _write_json(provenance, info)
+        return info
     from aefheight.inputs.sources.aef_download import fetch_embeddings
 
-    s = _aoi_settings(name, aoi_section, aoi_file)
     d = from_mapping(DownloadSettings, downloads, "downloads")
-    info = fetch_embeddings(name, s, d, out, cache, index, threads, f"aois.{name}")
+    info = fetch_embeddings(name, s, d, out, cache, index, threads, section)
     _write_json(provenance, info)
     return info
 
@@ -181,11 +198,24 @@ def fetch_embeddings(
     cache_dir: Path,
     index: Path | None = None,
     aoi_file: Path | None = None,
+    local_embeddings: Path | None = None,
     threads: int = 1,
 ) -> None:
-    """Download one AOI's AEF embeddings onto its grid (``settings``: its ``aois`` entry)."""
+    """Download one AOI's AEF embeddings onto its grid (``settings``: its ``aois`` entry).
+
+    ``source: local`` mosaics and co-registers ``local_embeddings`` (the config's path) instead.
+    """
     run_embeddings(
-        aoi, settings, downloads, embeddings, cache_dir, index, threads, provenance, aoi_file
+        aoi,
+        settings,
+        downloads,
+        embeddings,
+        cache_dir,
+        index,
+        threads,
+        provenance,
+        aoi_file,
+        local_embeddings,
     )
 
 
