@@ -61,8 +61,8 @@ CASES = {
         "has 3 bands",
     ),
     "dtype": (
-        lambda t, a: (write_tif(t / "e.tif", np.zeros((64, 128, 128), np.float32)), _dsm(t)),
-        "must stay AEF int8",
+        lambda t, a: (write_tif(t / "e.tif", np.zeros((64, 128, 128), np.int16)), _dsm(t)),
+        "int16; embeddings are int8 AEF codes or float32",
     ),
     "dsm_all_nodata": (
         lambda t, a: (_emb(t), _dsm(t, -9999.0, nodata=-9999)),

@@ -55,6 +55,39 @@ def corrections(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _same_area(aoi: dict[str, Any]) -> dict[str, Any]:
+    """What two products of one area share: the synthetic AOI but its product, or the area."""
+    if aoi["source"] == "synthetic":
+        return {k: v for k, v in aoi["synthetic"].items() if k not in ("product", "bands")}
+    return {k: aoi.get(k) for k in ("aoi", "dsm", "year")}
+
+
+def product_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (filled) config's ``compare_products`` pairs, each two AOIs of one area.
+
+    Raises :class:`~aefheight.core.errors.ConfigError` for a name that is not an AOI, a pair of
+    one AOI, or two AOIs whose area, DSM or year differ (or whose synthetic AOIs differ in more
+    than their product): the products must meet the same pixels.
+    """
+    pairs = []
+    for i, pair in enumerate(config["compare_products"]):
+        key = f"compare_products[{i}]"
+        a, b = pair
+        for name in pair:
+            if name not in config["aois"]:
+                raise ConfigError(f"{key}: {name!r} is not an AOI of `aois`")
+        if a == b:
+            raise ConfigError(f"{key}: compare two AOIs, not {a!r} with itself")
+        if _same_area(config["aois"][a]) != _same_area(config["aois"][b]):
+            raise ConfigError(
+                f"{key}: aois.{a} and aois.{b} cover different areas (their aoi, dsm and year, "
+                "or synthetic settings other than product and bands, differ): products are "
+                "compared on the same pixels; give both the same area"
+            )
+        pairs.append((a, b))
+    return pairs
+
+
 def fill_defaults(config: dict[str, Any]) -> None:
     """Check ``config`` against the schema and fill in its defaults, in place."""
     filled = validate_section(config, "")
@@ -89,6 +122,7 @@ def check_sections(config: dict[str, Any]) -> None:
     for name, model in config["models"].items():
         from_mapping(ModelSettings, model, f"models.{name}")
     corrections(config)
+    product_pairs(config)
 
 
 def check_config(config: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from snakemake.logging import logger
 # The package beside these rule files (also when this workflow is used as a module).
 PACKAGE_ROOT = os.path.normpath(os.path.join(str(workflow.current_basedir), ".."))
 sys.path.insert(0, PACKAGE_ROOT)
-from aefheight.config import check_sections, corrections, fill_defaults
+from aefheight.config import check_sections, corrections, fill_defaults, product_pairs
 from aefheight.core.errors import AefHeightError, ConfigError
 from aefheight.guards import check_disk, check_run, limits_of
 from aefheight.models.kinds import COARSE_DEM, RIDGE
@@ -25,6 +25,8 @@ from aefheight.inputs.shards import aoi_shape, shard_names
 try:
     fill_defaults(config)
     CORRECTED = corrections(config)  # {"<model>_<method>": (model, method)}
+    # two embedding products of one area, compared by seed (report.smk, compare_products)
+    PRODUCT_PAIRS = [f"{a}_vs_{b}" for a, b in product_pairs(config)]
     if workflow.is_main_process:
         try:
             check_sections(config)
@@ -261,6 +263,7 @@ def final_outputs():
         if INTERVAL_METHODS:
             out += [f"results/{aoi}/tables/intervals.md", f"results/{aoi}/figures/intervals.png"]
         out += expand(f"results/{aoi}/predictions/{{m}}_seed{{s}}.tif", m=PREDICTIONS, s=SEEDS)
+    out += [f"results/products/{pair}/products.md" for pair in PRODUCT_PAIRS]
     return [*out, FRONT_PAGE]
 
 

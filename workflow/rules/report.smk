@@ -204,7 +204,8 @@ rule report_front:
             for f in [f"results/{aoi}/tables/findings.rst"]
             + ([f"results/{aoi}/tables/interval_findings.rst"] if INTERVAL_METHODS else [])
             + ([f"results/{aoi}/tables/kfold_findings.rst"] if FOLD_AOIS else [])
-        ],
+        ]
+        + [f"results/products/{pair}/findings.rst" for pair in PRODUCT_PAIRS],
         methods=os.path.normpath(
             os.path.join(str(workflow.current_basedir), "../report/workflow.rst")
         ),
@@ -218,6 +219,33 @@ rule report_front:
     shell:
         "python -m aefheight report-front --findings {input.findings} --methods {input.methods}"
         " --front {output.front} > {log} 2>&1"
+
+
+rule compare_products:
+    input:
+        metrics=lambda w: [f"results/{a}/metrics/metrics.csv" for a in (w.first, w.second)],
+        splits=lambda w: [f"results/{a}/split/split.tif" for a in (w.first, w.second)],
+    output:
+        comparisons="results/products/{first}_vs_{second}/comparisons.csv",
+        md=report(
+            "results/products/{first}_vs_{second}/products.md",
+            caption="../report/products.rst",
+            category="1 Claims and tables",
+            labels={"aoi": "{first} vs {second}", "table": "embedding products compared"},
+        ),
+        findings_rst="results/products/{first}_vs_{second}/findings.rst",
+    log:
+        "results/products/logs/{first}_vs_{second}.log",
+    wildcard_constraints:
+        first=one_of(AOIS),
+        second=one_of(AOIS),
+    conda:
+        "../../envs/compare_products.yaml"
+    threads: 1
+    shell:
+        "python -m aefheight compare-products --names {wildcards.first} {wildcards.second}"
+        " --metrics {input.metrics} --splits {input.splits} --comparisons {output.comparisons}"
+        " --md {output.md} --findings-rst {output.findings_rst} > {log} 2>&1"
 
 
 rule split_map:

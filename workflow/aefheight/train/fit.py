@@ -382,21 +382,15 @@ def fit_net(
 ) -> pd.DataFrame:
     """Train one net; write its checkpoint (best val loss) and its history (one row an epoch).
 
-    ``embeddings_path``, the raster the store was tiled from, names the product and band count
-    the checkpoint records.
-
     ``resume`` is updated after every epoch; a rerun with the same inputs and settings
     continues from it. It is removed once the checkpoint and history are written.
-    ``store_coarse_dem`` (the coarse DEM's patches) is read by nets that use the coarse DEM.
+    ``store_coarse_dem`` (the coarse DEM's patches) is read by nets that use the coarse DEM;
+    ``embeddings_path`` (the raster tiled) names the product the checkpoint records.
     """
-    torch.set_num_threads(max(1, threads))
-    torch.manual_seed(seed)  # weight initialisation (the cached val loader draws first)
-    device = pick_device(ts.device, "training.device")
-    amp = use_bf16(device, ts.precision)
+    device, amp = _setup(threads, seed, ts)
     store = PatchStore(store_embeddings, store_dsm, store_coarse_dem)
     data = _load_data(store, split_gpkg, split_tif, ms, ts, seed, amp)
-    # channels-last speeds up bf16 kernels; plain float32 runs faster without (AVX2 CPUs)
-    layout = torch.channels_last if amp else torch.contiguous_format
+    layout = torch.channels_last if amp else torch.contiguous_format  # float32: NCHW faster
     product = embeddings.identify(embeddings_path, store.bands)
     model = build_model(ms, store.bands).to(device).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=ts.lr, weight_decay=ts.weight_decay)
@@ -423,12 +417,24 @@ def fit_net(
         _save_resume(resume, data.fingerprint, model, opt, epoch, run)
     stopped = "early_stopping" if stop_early(run, ts) else "max_epochs"
     hist = _finish(model, ms, data, run, seed, stopped, checkpoint, product)
-    with atomic_path(history) as tmp:
-        hist = hist.assign(model=model_name, seed=seed, stopped=stopped)
-        hist.to_csv(tmp, index=False)
+    hist = hist.assign(model=model_name, seed=seed, stopped=stopped)
+    _write_csv(hist, history)
     resume.unlink(missing_ok=True)
     log.info("done: %d epochs (%s)", len(hist), stopped)
     return hist
+
+
+def _setup(threads: int, seed: int, ts: TrainSettings) -> tuple[torch.device, bool]:
+    """Threads and the weights' seed set; the device and whether it trains in bf16."""
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)  # weight initialisation (the cached val loader draws first)
+    device = pick_device(ts.device, "training.device")
+    return device, use_bf16(device, ts.precision)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _finish(
