@@ -14,6 +14,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	# geotessera alone (its pin in pyproject's real-data extra): the TESSERA fixture tests
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps \
+		"$$(grep -o '"geotessera==[^"]*"' pyproject.toml | tr -d '"')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

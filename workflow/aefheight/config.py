@@ -154,6 +154,7 @@ def key_tables() -> str:
         "aois.<name>.dsm",
         "aois.<name>.year",
         "aois.<name>.allow_partial_coverage",
+        "aois.<name>.embeddings",
         "downloads",
     )
     for row in _rows(schema(), ""):

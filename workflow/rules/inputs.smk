@@ -75,10 +75,16 @@ rule fetch_embeddings:
         settings=lambda w: section_json("aois", w.aoi),
         downloads=lambda w: section_json("downloads"),
         optional=optional_flags(embeddings_inputs),
+        # TESSERA's tiles (geotessera's own layout) apart from AEF's block cache
+        cache=lambda w: (
+            "resources/tessera"
+            if config["aois"][w.aoi]["source"] == "tessera"
+            else "resources/aef/blocks"
+        ),
     shell:
         "python -m aefheight fetch-embeddings --aoi {wildcards.aoi}"
         " --settings {params.settings:q} --downloads {params.downloads:q} {params.optional}"
-        " --cache-dir resources/aef/blocks --embeddings {output.embeddings}"
+        " --cache-dir {params.cache} --embeddings {output.embeddings}"
         " --provenance {output.provenance} --threads {threads} > {log} 2>&1"
 
 

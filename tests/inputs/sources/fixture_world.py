@@ -11,6 +11,10 @@ Around (0 deg E, 45 deg N), where UTM zones 30N and 31N meet:
   index hold two years.
 * Copernicus GLO-30: four 1 x 1 degree tiles with their real names (N44/N45 x W001/E000), a
   linear height field, and ``tileList.txt``.
+* TESSERA (geotessera 0.7.5's layout, year 2020): the four 0.1 degree tiles around the AOI
+  (``grid_{lon}_{lat}``, centres at x.x5), int8 (H, W, 128) values with a per-pixel float32
+  scale (some scales NaN or huge: no data), a UTM landmask GeoTIFF georeferencing each, and the
+  GeoParquet registries with their sha256. Pixels of 100 m (real tiles: 10 m) keep it small.
 * RGE ALTI: a 7z archive ``RGEALTI_2-0_5M_ASC_LAMB93-IGN69_D033_2021-04-19.7z`` with IGN's
   folder structure and 1000 x 1000 ESRI ASCII tiles (5 m, Lambert-93, pixel-is-point corners),
   a linear height field with a nodata hole.
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import py7zr
 import rasterio
 from aefheight.core import aef
@@ -102,6 +107,8 @@ RGE_HOLE = (slice(400, 440), slice(700, 740))  # nodata rows/cols in tile 0460_6
 class World:
     root: Path
     truth: dict[str, np.ndarray] = field(default_factory=dict)  # tile name -> north-up codes
+    # TESSERA tile centre (lon, lat) -> (int8 values HWC, scales HW, CRS, transform)
+    tessera: dict[tuple[float, float], tuple] = field(default_factory=dict)
 
     def tile(self, letter: str) -> AefTile:
         return next(t for t in TILES if t.name.startswith(f"x{letter.lower()}"))
@@ -263,11 +270,60 @@ def build_rge_alti(world: World) -> None:
         z.writeall(src, RGE_ID)
 
 
+TESSERA_TILES = ((-0.05, 44.95), (-0.05, 45.05), (0.05, 44.95), (0.05, 45.05))
+TESSERA_PX = 100.0
+
+
+def _tessera_grid(lon: float, lat: float) -> tuple[str, Affine, int, int]:
+    """A tile's UTM grid: its zone's CRS, the 0.1 degree box's corners (origin unsnapped)."""
+    epsg = 32600 + int((lon + 180) // 6) + 1
+    t = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+    xs, ys = t.transform([lon - 0.05, lon + 0.05] * 2, [lat + 0.05] * 2 + [lat - 0.05] * 2)
+    x0, y0 = min(xs), max(ys)
+    h, w = round((y0 - min(ys)) / TESSERA_PX), round((max(xs) - x0) / TESSERA_PX)
+    return f"EPSG:{epsg}", Affine(TESSERA_PX, 0, x0, 0, -TESSERA_PX, y0), h, w
+
+
+def build_tessera(world: World, year: int = YEAR) -> None:
+    import hashlib
+
+    root = world.root / "tessera" / "v1"
+    rng = np.random.default_rng(11)
+    rows, masks = [], []
+    for lon, lat in TESSERA_TILES:
+        g = f"grid_{lon:.2f}_{lat:.2f}"
+        crs, tf, h, w = _tessera_grid(lon, lat)
+        q = rng.integers(-127, 128, (h, w, 128)).astype(np.int8)
+        s = rng.uniform(0.01, 0.1, (h, w)).astype(np.float32)
+        s[:3, :4], s[-2:, -3:] = np.nan, 3.0e38  # no data, as the published files mark it
+        d = root / "global_0.1_degree_representation" / str(year) / g
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / f"{g}.npy", q)
+        np.save(d / f"{g}_scales.npy", s)
+        mask = root / "global_0.1_degree_tiff_all" / f"{g}.tiff"
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        prof = {"driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8"}
+        with rasterio.open(mask, "w", crs=crs, transform=tf, **prof) as dst:
+            dst.write(np.ones((1, h, w), np.uint8))
+        emb, sc = d / f"{g}.npy", d / f"{g}_scales.npy"
+        sha = {k: hashlib.sha256(f.read_bytes()).hexdigest() for k, f in (("e", emb), ("s", sc))}
+        rows.append({"lat": lat, "lon": lon, "year": year, "file_size": emb.stat().st_size})
+        rows[-1] |= {"hash": sha["e"], "scales_hash": sha["s"]}
+        mask_sha = hashlib.sha256(mask.read_bytes()).hexdigest()
+        masks.append({"lat": lat, "lon": lon, "hash": mask_sha, "file_size": mask.stat().st_size})
+        world.tessera[(lon, lat)] = (q, s, crs, tf)
+    reg = pd.DataFrame(rows)
+    geo = gpd.GeoDataFrame(reg, geometry=gpd.points_from_xy(reg.lon, reg.lat), crs="EPSG:4326")
+    geo.to_parquet(root / "registry.parquet", index=False)
+    pd.DataFrame(masks).to_parquet(root / "landmasks.parquet", index=False)
+
+
 def build(root: Path) -> World:
     world = World(Path(root))
     build_aef(world)
     build_copernicus(world)
     build_rge_alti(world)
+    build_tessera(world)
     return world
 
 
@@ -278,6 +334,7 @@ def downloads(url: str, **kw) -> dict:
         "gcs_url": f"{url}/{GCS_PREFIX}",
         "copernicus_glo30_url": f"{url}/copernicus",
         "rge_alti_url": f"{url}/rgealti",
+        "tessera_url": f"{url}/tessera",
         "max_retry": 4,
         "retry_delay_s": 0.05,
         "timeout_s": 10,

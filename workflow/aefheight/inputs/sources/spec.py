@@ -38,6 +38,7 @@ class DownloadSettings:
     gcs_url: str
     copernicus_glo30_url: str
     rge_alti_url: str
+    tessera_url: str
     max_retry: int
     retry_delay_s: float
     timeout_s: float

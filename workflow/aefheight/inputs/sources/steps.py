@@ -74,7 +74,7 @@ def run_embeddings(
     """Download the embeddings of AOI ``name`` (config ``aois.<name>``) into ``out``.
 
     ``source: local`` reads the user's files instead (``local``, the rule's input, must be the
-    path the config names).
+    path the config names); ``source: tessera`` fetches TESSERA's tiles through geotessera.
     """
     s = _aoi_settings(name, aoi_section, aoi_file)
     section = f"aois.{name}"
@@ -89,9 +89,17 @@ def run_embeddings(
         info = write_local_embeddings(name, aoi, e, s.year, out, f"{section}.embeddings")
         _write_json(provenance, info)
         return info
+    d = from_mapping(DownloadSettings, downloads, "downloads")
+    if s.source == "tessera":
+        from aefheight.inputs.sources.aoi import target_grid
+        from aefheight.inputs.sources.tessera import fetch_tessera
+
+        aoi = target_grid(name, s.aoi_spec(section), f"{section}.aoi")
+        info = fetch_tessera(name, aoi, s.year, d, out, cache)
+        _write_json(provenance, info)
+        return info
     from aefheight.inputs.sources.aef_download import fetch_embeddings
 
-    d = from_mapping(DownloadSettings, downloads, "downloads")
     info = fetch_embeddings(name, s, d, out, cache, index, threads, section)
     _write_json(provenance, info)
     return info
