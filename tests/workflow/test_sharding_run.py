@@ -1,4 +1,7 @@
-"""A tiny AOI in 4 shards through the real snakemake equals the unsharded run, bit for bit."""
+"""A tiny AOI in 4 shards through the real snakemake equals the unsharded run, bit for bit.
+
+The AOI holds 128 float32 bands (the synthetic TESSERA): shards of any embedding product.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ TARGETS = ("results/tiny/metrics/metrics.csv", "results/tiny/tables/intervals.cs
 def _run(work: Path, shard_px: int | None) -> str:
     cfg = tiny_config()
     cfg["aois"]["tiny"]["synthetic"]["height"] = 320  # 384 x 320 px: 2 x 2 shards of 256 px
+    # TESSERA's form (128 float32 bands): the int8 AEF codes' shards are the unit tests'
+    # (tests/inputs/test_shards.py), the study's DAG is the same for both
+    cfg["aois"]["tiny"]["synthetic"]["product"] = "tessera"
     cfg["models"] = {m: TINY_OVERRIDES["models"][m] for m in MODELS}
     cfg["correction"] = {"methods": []}
     cfg["seeds"] = [0]
@@ -53,6 +59,8 @@ def test_each_sharded_step_runs_one_job_per_shard(runs):
         "r1c1",
     ]
     assert _jobs(stdout, "tile_shard") == 4 and _jobs(stdout, "tile") == 0
+    store = np.load(sharded / "shards/r0c0/patches/embeddings.npy", mmap_mode="r")
+    assert (store.shape[1], store.dtype) == (128, np.float32)  # TESSERA's form
     assert _jobs(stdout, "predict_shard") == 4 and _jobs(stdout, "predict") == 0
     assert _jobs(stdout, "assemble_prediction") == 1
     assert _jobs(stdout, "evaluate_shard") == 4 * 2  # also the DEM's
