@@ -179,3 +179,27 @@ def test_the_readmes_real_data_config_is_a_whole_config():
     cfg = yaml.safe_load(snippet)
     config.check_config(cfg)
     assert cfg["aois"]["myaoi"]["dsm"]["missing_tiles"] == "error"  # defaults filled in
+
+
+def test_the_products_overlay_pairs_two_products_of_the_demo_area():
+    cfg = _overlay("products.yaml")
+    config.check_config(cfg)
+    assert config.product_pairs(cfg) == [("demo", "demo_tessera")]
+    assert cfg["aois"]["demo_tessera"]["synthetic"]["product"] == "tessera"
+
+
+@pytest.mark.parametrize(
+    ("pair", "change", "match"),
+    [
+        (["demo", "nope"], None, r"compare_products\[0\]: 'nope' is not an AOI"),
+        (["demo", "demo"], None, "compare two AOIs, not 'demo' with itself"),
+        (["demo", "demo_tessera"], ("seed", 7), "cover different areas"),
+    ],
+)
+def test_product_pairs_must_name_two_aois_of_one_area(pair, change, match):
+    cfg = _overlay("products.yaml")
+    cfg["compare_products"] = [pair]
+    if change:
+        cfg["aois"]["demo_tessera"]["synthetic"][change[0]] = change[1]
+    with pytest.raises(ConfigError, match=match):
+        config.check_config(cfg)
