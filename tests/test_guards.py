@@ -254,3 +254,16 @@ def test_a_validation_band_too_small_for_the_intervals_is_refused_before_any_job
     assert "10,000" in err and "split.fractions.val" in err
     cfg["intervals"] = {"height_bins": 4, "min_calibration_px": 2000}  # 8,000: may fit
     _checks_pass(cfg)
+
+
+def test_local_embeddings_of_another_band_count_are_refused_before_any_job(tmp_path):
+    cfg, dsm = _config(tmp_path)
+    _local_dsm(dsm, np.ones((1000, 1000), np.float32), nodata=-9999)
+    emb = helpers.write_tif(tmp_path / "emb.tif", np.zeros((32, 1000, 1000), np.int8), nodata=-128)
+    cfg["aois"]["real"] |= {"source": "local", "embeddings": {"path": str(emb)}}
+    err = _refused(tmp_path, cfg)
+    assert "aois.real.embeddings.path" in err and "has 32 bands; aef embeddings have 64" in err
+    cfg["aois"]["real"]["embeddings"]["product"] = "generic"  # 32 int8 bands: AEF's formula
+    cfg["aois"]["real"]["embeddings"]["dequantization"] = "aef"
+    guards.check_local_embeddings("real", _filled(cfg)["aois"]["real"], guards.real_aoi(
+        "real", _filled(cfg)["aois"]["real"]))  # fmt: skip

@@ -13,6 +13,7 @@ any pixel is read (:func:`check_local_embeddings`, also called before any job).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -124,7 +125,12 @@ def check_local_embeddings(aoi: AOI, e: EmbeddingSettings, section: str) -> Loca
 
 
 def _fill_block(
-    local: LocalEmbeddings, e: EmbeddingSettings, aoi: AOI, block: Any, dst: np.ndarray
+    local: LocalEmbeddings,
+    sources: list[rasterio.io.DatasetReader],
+    e: EmbeddingSettings,
+    aoi: AOI,
+    block: Any,
+    dst: np.ndarray,
 ) -> None:
     """Fill ``dst`` (the block, nodata where empty) from every file, first valid pixel wins.
 
@@ -132,22 +138,21 @@ def _fill_block(
     maps each file's nodata to the stored form's (-128 or NaN).
     """
     fill = nodata(local.dtype)
-    for f in local.files:
+    for ds in sources:
         tmp = np.full(dst.shape, fill, local.dtype)
-        with open_raster(f) as ds:
-            src_nodata = ds.nodata if ds.nodata is not None else local.nodata
-            if src_nodata is None and local.codes:
-                src_nodata = aef.NODATA
-            reproject(
-                rasterio.band(ds, list(range(1, ds.count + 1))),
-                tmp,
-                src_crs=local.crs or ds.crs,
-                src_nodata=src_nodata,
-                dst_transform=block.transform,
-                dst_crs=aoi.grid.crs,
-                dst_nodata=fill,
-                resampling=Resampling.nearest,
-            )
+        src_nodata = ds.nodata if ds.nodata is not None else local.nodata
+        if src_nodata is None and local.codes:
+            src_nodata = aef.NODATA
+        reproject(
+            rasterio.band(ds, list(range(1, ds.count + 1))),
+            tmp,
+            src_crs=local.crs or ds.crs,
+            src_nodata=src_nodata,
+            dst_transform=block.transform,
+            dst_crs=aoi.grid.crs,
+            dst_nodata=fill,
+            resampling=Resampling.nearest,
+        )
         if e.dequantization == "scale_offset":
             tmp = tmp * np.float32(e.scale) + np.float32(e.offset)
         take = ~valid_mask(dst) & valid_mask(tmp)
@@ -161,12 +166,14 @@ def write_local_embeddings(
     local = check_local_embeddings(aoi, e, section)
     fill = nodata(local.dtype)
     valid = inside_total = 0
-    with atomic_path(out) as tmp:
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(open_raster(f)) for f in local.files]
+        tmp = stack.enter_context(atomic_path(out))
         prof = aoi.grid.profile(local.bands, local.dtype, fill)
         with rasterio.open(tmp, "w", **prof) as dst:
             for block in blocks(aoi.grid, BLOCK_PX):
                 arr = np.full((local.bands, block.height, block.width), fill, local.dtype)
-                _fill_block(local, e, aoi, block, arr)
+                _fill_block(local, sources, e, aoi, block, arr)
                 inside = aoi.inside(block.transform, (block.height, block.width))
                 if aoi.mask_outside:
                     arr[:, ~inside] = fill

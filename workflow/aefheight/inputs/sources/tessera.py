@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds
 
 from aefheight.core.embeddings import PRODUCT_TAG, band_names, valid_mask
@@ -102,7 +103,12 @@ def _paste(
     dst: rasterio.io.DatasetWriter, aoi: AOI, values: np.ndarray, crs: Any, transform: Any
 ) -> None:
     """Reproject one tile (nearest) into every block of ``dst`` it reaches; first valid wins."""
+    h, w = values.shape[1:]
+    x0, y0, x1, y1 = transform_bounds(crs, aoi.grid.crs, *array_bounds(h, w, transform))
     for block in blocks(aoi.grid, BLOCK_PX):
+        bx0, by0, bx1, by1 = block.bounds
+        if bx0 >= x1 or bx1 <= x0 or by0 >= y1 or by1 <= y0:
+            continue  # the tile misses this block
         tmp = np.full((BANDS, block.height, block.width), np.nan, np.float32)
         reproject(
             values, tmp, src_transform=transform, src_crs=crs, src_nodata=np.nan,
