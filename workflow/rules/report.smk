@@ -242,9 +242,11 @@ rule compare_products:
     conda:
         "../../envs/compare_products.yaml"
     threads: 1
+    params:
+        models=NETS + RIDGES,  # the models that read the embeddings (not the coarse DEM)
     shell:
         "python -m aefheight compare-products --names {wildcards.first} {wildcards.second}"
-        " --metrics {input.metrics} --splits {input.splits} --comparisons {output.comparisons}"
+        " --models {params.models} --metrics {input.metrics} --splits {input.splits} --comparisons {output.comparisons}"
         " --md {output.md} --findings-rst {output.findings_rst} > {log} 2>&1"
 
 

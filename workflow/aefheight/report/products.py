@@ -48,11 +48,13 @@ def _test_rows(metrics: pd.DataFrame, product: str) -> pd.DataFrame:
     return m.assign(product=product)
 
 
-def product_table(metrics_a: pd.DataFrame, metrics_b: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+def product_table(
+    metrics_a: pd.DataFrame, metrics_b: pd.DataFrame, a: str, b: str, models: list[str]
+) -> pd.DataFrame:
     """One row per model and product: test R² and RMSE ``mean ± SD`` and their per-seed values."""
     both = pd.concat([_test_rows(metrics_a, a), _test_rows(metrics_b, b)], ignore_index=True)
     rows = []
-    for model in dict.fromkeys(metrics_a["model"]):
+    for model in models:
         for product in (a, b):
             g = both[(both["model"] == model) & (both["product"] == product)].sort_values("seed")
             if g.empty:
@@ -66,12 +68,12 @@ def product_table(metrics_a: pd.DataFrame, metrics_b: pd.DataFrame, a: str, b: s
 
 
 def product_comparisons(
-    metrics_a: pd.DataFrame, metrics_b: pd.DataFrame, a: str, b: str
+    metrics_a: pd.DataFrame, metrics_b: pd.DataFrame, a: str, b: str, models: list[str]
 ) -> pd.DataFrame:
     """Each model's test metrics on ``b`` minus on ``a``, paired by seed, with verdicts."""
     ta, tb = _test_rows(metrics_a, a), _test_rows(metrics_b, b)
     rows = []
-    for model in [m for m in dict.fromkeys(ta["model"]) if m in set(tb["model"])]:
+    for model in [m for m in models if m in set(ta["model"]) & set(tb["model"])]:
         for metric in COMPARED:
             va = ta[ta["model"] == model].set_index("seed")[metric]
             vb = tb[tb["model"] == model].set_index("seed")[metric]
@@ -99,6 +101,7 @@ def findings(table: pd.DataFrame, comp: pd.DataFrame, a: str, b: str) -> str:
 def compare_products(
     *,
     names: list[str],
+    models: list[str],
     metrics: list[Path],
     splits: list[Path],
     comparisons: Path,
@@ -109,6 +112,7 @@ def compare_products(
 
     Args:
         names: The two AOIs (first, second): the second minus the first.
+        models: The models that read the embeddings (the coarse DEM is the same under both).
         metrics: Their metrics tables (``metrics.csv``), in the same order.
         splits: Their split rasters, which must be identical.
         comparisons: Written: the paired differences with their intervals and verdicts (CSV).
@@ -118,8 +122,8 @@ def compare_products(
     a, b = names
     check_same_split(*splits)
     ma, mb = (pd.read_csv(p) for p in metrics)
-    table = product_table(ma, mb, a, b)
-    comp = product_comparisons(ma, mb, a, b)
+    table = product_table(ma, mb, a, b, models)
+    comp = product_comparisons(ma, mb, a, b, models)
     with atomic_path(comparisons) as tmp:
         comp.to_csv(tmp, index=False)
     text = to_markdown(table) + "\n" + "\n".join(f"- {v}" for v in comp["verdict"]) + "\n"
