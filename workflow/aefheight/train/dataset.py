@@ -96,7 +96,7 @@ class PatchDataset(torch.utils.data.Dataset):
         codes, extra, y, mask = self.__getitems__([i])
         return codes[0], extra[0], y[0], mask[0]
 
-    def _array(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    def _array(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
         """A batch array: an earlier one that nothing references any more, else a new one.
 
         Fresh pages cost the kernel's zeroing, as much as copying the patch into them

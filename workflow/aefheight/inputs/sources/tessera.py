@@ -81,7 +81,7 @@ def fetch_tile(
     """One tile as (float32 (128, H, W) with NaN where its scale marks no data, CRS, transform)."""
     attempt = [0]
 
-    def once() -> tuple[np.ndarray, Any, Any]:
+    def once() -> tuple[np.ndarray, Any, Any, np.ndarray]:
         refresh, attempt[0] = attempt[0] > 0, attempt[0] + 1  # a retry replaces partial files
         emb, crs, transform = gt.fetch_embedding(lon, lat, year, refresh=refresh)
         path = gt.registry.fetch(year=year, lon=lon, lat=lat, is_scales=True, progressbar=False)
