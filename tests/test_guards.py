@@ -230,6 +230,8 @@ def test_a_step_killed_mid_write_leaves_no_partial_file(tmp_path, sig):
          "--provenance", str(out.with_suffix(".json"))],
         env={**os.environ, "PYTHONPATH": str(helpers.REPO / "workflow")},
         stdout=log, stderr=log,
+        # Ctrl-C's default, also when the suite runs in a background job (SIGINT ignored there)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
