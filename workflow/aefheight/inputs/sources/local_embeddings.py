@@ -27,8 +27,8 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from shapely import unary_union
 
-from aefheight.core import aef
-from aefheight.core.embeddings import PRODUCT_TAG, PRODUCTS, band_names, nodata, valid_mask
+from aefheight.core import aef, embeddings
+from aefheight.core.embeddings import PRODUCT_TAG, PRODUCTS, band_names, valid_mask
 from aefheight.core.errors import ConfigError, NoValidData, RasterError
 from aefheight.core.files import atomic_path
 from aefheight.core.raster import open_raster
@@ -137,7 +137,7 @@ def _fill_block(
     GDAL converts the values to the stored form as it warps (a float64 export to float32), and
     maps each file's nodata to the stored form's (-128 or NaN).
     """
-    fill = nodata(local.dtype)
+    fill = embeddings.nodata(local.dtype)
     for ds in sources:
         tmp = np.full(dst.shape, fill, local.dtype)
         src_nodata = ds.nodata if ds.nodata is not None else local.nodata
@@ -164,7 +164,7 @@ def write_local_embeddings(
 ) -> dict[str, Any]:
     """Mosaic and co-register the user's embeddings onto the AOI's grid into ``out``."""
     local = check_local_embeddings(aoi, e, section)
-    fill = nodata(local.dtype)
+    fill = embeddings.nodata(local.dtype)
     valid = inside_total = 0
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_raster(f)) for f in local.files]
